@@ -1,0 +1,134 @@
+//! The completion task: turns flushed tickets into published batches,
+//! receipts and released acks, in the order they were sent.
+//!
+//! It owns the [`AckTracker`]; nothing else touches the watermark. Both kinds
+//! of message wait for their flush first, so the tracker only ever sees
+//! durable offsets, and the workers only ever see durable batches.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use super::{Completion, Core};
+use crate::ack::AckTracker;
+use crate::config::OnFull;
+use crate::types::Seq;
+
+pub(crate) async fn run<T: Send + 'static>(
+    core: Arc<Core<T>>,
+    mut rx: mpsc::UnboundedReceiver<Completion<T>>,
+    mut acks: AckTracker<T>,
+    ack_tx: mpsc::UnboundedSender<T>,
+) {
+    let release = |tokens: Vec<T>| {
+        let n = tokens.len() as u64;
+        if n > 0 {
+            for t in tokens {
+                // A closed receiver means the embedder stopped listening:
+                // the token is dropped, which is "not acked".
+                let _ = ack_tx.send(t);
+            }
+            core.metrics.acked(n);
+        }
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Completion::Finish => return,
+            Completion::Appended {
+                ticket,
+                batch,
+                tokens,
+                replies,
+                at,
+            } => match core.durability.wait(ticket).await {
+                Ok(()) => {
+                    core.metrics.append_durable(at.elapsed());
+                    let end = batch.end();
+                    if let Some(idx) = &core.bytes {
+                        idx.lock().push(batch.first, batch.header.bytes);
+                    }
+                    core.tail.lock().insert(batch);
+                    for (seq, t) in tokens {
+                        release(acks.register(seq, t));
+                    }
+                    core.head.send_if_modified(|h| {
+                        let moved = end > *h;
+                        *h = (*h).max(end);
+                        moved
+                    });
+                    for (reply, seq) in replies {
+                        let _ = reply.send(Ok(seq));
+                    }
+                    skip_drop_sinks(&core);
+                }
+                Err(e) => {
+                    for (reply, _) in replies {
+                        let _ = reply.send(Err(crate::Error::Poisoned(e.to_string())));
+                    }
+                }
+            },
+            Completion::Committed {
+                ticket,
+                sink,
+                offset,
+            } => {
+                if core.durability.wait(ticket).await.is_err() {
+                    continue;
+                }
+                if let Some(slot) = core.sinks.get(sink) {
+                    slot.committed.fetch_max(offset.0, Ordering::AcqRel);
+                    let lag = core
+                        .head()
+                        .0
+                        .saturating_sub(slot.committed.load(Ordering::Acquire));
+                    core.metrics.lag(slot.name.as_str(), lag);
+                }
+                release(acks.commit(sink, offset.0));
+                core.room.notify_waiters();
+            }
+        }
+    }
+}
+
+/// For each Drop sink over its limit, moves its offset to the oldest seq
+/// that fits, durably, without waiting for its worker. The worker notices
+/// the floor and skips, counting what it skipped.
+fn skip_drop_sinks<T>(core: &Arc<Core<T>>) {
+    let head = core.head().0;
+    for (i, slot) in core.sinks.iter().enumerate() {
+        if slot.cfg.on_full != OnFull::Drop {
+            continue;
+        }
+        let committed = slot
+            .committed
+            .load(Ordering::Acquire)
+            .max(slot.floor.load(Ordering::Acquire));
+        let mut floor = 0u64;
+        if let Some(m) = slot.cfg.max_lag_records {
+            floor = floor.max(head.saturating_sub(m));
+        }
+        if let (Some(m), Some(idx)) = (slot.cfg.max_lag_bytes, &core.bytes) {
+            if let Some(f) = idx.lock().floor_for(m) {
+                floor = floor.max(f.0);
+            }
+        }
+        if floor <= committed {
+            continue;
+        }
+        slot.floor.fetch_max(floor, Ordering::AcqRel);
+        match core.store.commit_offset(&slot.name, Seq(floor), &[]) {
+            Ok(stored) => {
+                let ticket = core.durability.request();
+                let _ = core.done_tx.send(Completion::Committed {
+                    ticket,
+                    sink: i,
+                    offset: stored,
+                });
+            }
+            Err(e) => {
+                tracing::error!(sink = %slot.name, error = %e, "could not commit a Drop skip")
+            }
+        }
+    }
+}

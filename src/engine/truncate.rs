@@ -1,0 +1,54 @@
+//! The truncator: removes log batches every configured sink has passed.
+//!
+//! Invariant: only whole batches that end at or below the lowest durable
+//! offset of the configured sinks are removed. Orphaned sinks do not hold
+//! truncation back.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Core;
+use crate::types::Seq;
+
+/// Batches removed per sled batch, so truncation never holds the tree long.
+const CHUNK: usize = 64;
+
+pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
+    let mut tick = tokio::time::interval(core.cfg.truncate_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut done_below = Seq(0);
+    loop {
+        tick.tick().await;
+        let below = low_water(&core);
+        if below <= done_below {
+            continue;
+        }
+        core.tail.lock().evict_below(below);
+        if let Some(idx) = &core.bytes {
+            idx.lock().drop_below(below);
+        }
+        loop {
+            let store = core.store.clone();
+            let r = tokio::task::spawn_blocking(move || store.truncate_below(below, CHUNK)).await;
+            match r {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => tracing::trace!(records = n, below = below.0, "truncated"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "truncation failed");
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        done_below = below;
+    }
+}
+
+/// The lowest durable offset over configured sinks; the head with none.
+pub(crate) fn low_water<T>(core: &Core<T>) -> Seq {
+    core.sinks
+        .iter()
+        .map(|s| Seq(s.committed.load(Ordering::Acquire)))
+        .min()
+        .unwrap_or_else(|| core.head())
+}

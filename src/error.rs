@@ -1,0 +1,132 @@
+//! Error types, one enum per layer.
+//!
+//! [`Error`] is what the public API returns. Its variants map onto the
+//! binary's documented exit codes through [`Error::exit_code`]:
+//! 2 for usage and configuration errors, 3 for a data directory that is
+//! locked, corrupt or of an unknown format, and 1 for everything else.
+
+use std::path::PathBuf;
+
+/// Everything the engine and the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another process (or another `Outbox` in this process) holds the data
+    /// directory's lock. sled locks the `db` file inside the directory.
+    #[error(
+        "data directory {} is locked by another process (sled holds an exclusive lock on {}); stop that process, or query it through its admin endpoint with --admin URL",
+        path.display(),
+        path.join("db").display()
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+
+    /// A stored value or key does not decode. `tree` and `key` say where.
+    #[error("corrupt data in tree `{tree}` at key {key}: {reason}")]
+    Corrupted {
+        /// The sled tree: `log`, `offsets`, `dlq` or `meta`.
+        tree: &'static str,
+        /// The key, rendered for humans (a seq, a sink name, or hex).
+        key: String,
+        /// What did not decode.
+        reason: String,
+    },
+
+    /// sled refused to open the directory or reported corruption inside its
+    /// own files.
+    #[error("data directory {} is corrupt or unreadable by sled: {reason}", path.display())]
+    StoreCorrupt {
+        /// The data directory.
+        path: PathBuf,
+        /// sled's own message.
+        reason: String,
+    },
+
+    /// The directory was written by a newer or unknown on-disk format.
+    #[error("data directory {} has on-disk format version {found}; this build reads version {supported}", path.display())]
+    UnknownFormat {
+        /// The data directory.
+        path: PathBuf,
+        /// The version found in `meta`.
+        found: u8,
+        /// The version this build writes and reads.
+        supported: u8,
+    },
+
+    /// A configuration value is invalid. Raised by `open()` before anything
+    /// is touched on disk.
+    #[error("invalid configuration: {param}: {reason}")]
+    Config {
+        /// The parameter, e.g. `sinks[0].name` or `max_lag_records`.
+        param: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+
+    /// A record was rejected before it was appended (for example it is larger
+    /// than the configured per-record limit). Nothing was appended.
+    #[error("record rejected: {0}")]
+    Rejected(String),
+
+    /// The named sink is not configured (or, for DLQ operations, is not known
+    /// to the data directory).
+    #[error("unknown sink `{0}`")]
+    UnknownSink(String),
+
+    /// The outbox is shutting down or has shut down; nothing was appended.
+    #[error("outbox is shutting down")]
+    ShuttingDown,
+
+    /// A previous write or flush failed. The store refuses further writes
+    /// until it is reopened, because sled's state after a failed flush is not
+    /// known to be durable.
+    #[error("store is failed after an earlier I/O error ({0}); reopen the outbox")]
+    Poisoned(String),
+
+    /// An I/O error from sled or the file system (for example a full disk).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// A sled error that is none of the above.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl Error {
+    /// The binary's exit code for this error: 2 for configuration and usage
+    /// errors, 3 for a locked, corrupt or unknown data directory, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } | Error::UnknownSink(_) => 2,
+            Error::Locked { .. }
+            | Error::Corrupted { .. }
+            | Error::StoreCorrupt { .. }
+            | Error::UnknownFormat { .. } => 3,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn config(param: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            param: param.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Maps a sled error, keeping corruption and full-disk apart.
+    pub(crate) fn from_sled(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => Error::Io(io),
+            sled::Error::Corruption { at, .. } => Error::Corrupted {
+                tree: "sled",
+                key: format!("{at:?}"),
+                reason: "sled detected corruption in its own files".into(),
+            },
+            other => Error::Storage(other.to_string()),
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

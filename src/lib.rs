@@ -1,0 +1,42 @@
+//! # outbox
+//!
+//! A durable write-ahead delivery engine. Every dispatched record is appended
+//! to an embedded sled log and made durable before it is receipted; one
+//! worker per sink delivers it and commits its own offset, and the source's
+//! ack tokens are released only once every sink's durable offset has passed
+//! the record, so nothing accepted is lost on the way to its sinks, even
+//! across a crash.
+//!
+//! ```no_run
+//! use outbox::{Outbox, Record, SinkConfig, sink::FileSink};
+//!
+//! # async fn demo() -> outbox::Result<()> {
+//! let file = FileSink::open("/tmp/out.ndjson").await?;
+//! let (outbox, mut acks) = Outbox::<u64>::builder("/tmp/outbox-data")
+//!     .sink("file", file, SinkConfig::default())
+//!     .open()
+//!     .await?;
+//! let receipt = outbox.dispatch(Record::new(b"{\"hello\":1}".to_vec()), vec![7]).await?;
+//! println!("durable as {}", receipt.delivery_id);
+//! assert_eq!(acks.recv().await, Some(7)); // delivered to every sink, durably
+//! outbox.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod ack;
+pub mod codec;
+pub mod config;
+mod engine;
+mod error;
+pub mod metrics;
+pub mod retry;
+pub mod sink;
+pub mod store;
+mod types;
+mod worker;
+
+pub use config::{OnFull, OutboxConfig, SinkConfig, Start, SyncPolicy};
+pub use engine::{Outbox, OutboxBuilder, ShutdownReport, SinkStatus, Status};
+pub use error::{Error, Result};
+pub use metrics::{MetricsHook, NoopMetrics};
+pub use types::{DeliveryId, Receipt, Record, Seq, SinkName};

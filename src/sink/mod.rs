@@ -1,0 +1,120 @@
+//! The [`Sink`] trait and the built-in sinks.
+//!
+//! A sink delivers one record at a time and answers Ok, transient or
+//! permanent. Before the worker commits an offset past a batch it calls
+//! [`Sink::commit`], so a sink that buffers (the file sink) can make
+//! "delivered" mean "on disk". A sink is owned by its worker and never
+//! shared.
+
+mod file;
+mod stdout;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::types::{DeliveryId, Record, Seq, SinkName};
+
+pub use file::FileSink;
+pub use stdout::StdoutSink;
+
+/// A boxed, sendable future, as the trait methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why one delivery attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// May succeed later: a timeout, a 5xx, a full disk. The worker retries
+    /// with backoff, or after `retry_after` when the receiver gave one.
+    #[error("transient: {error}")]
+    Transient {
+        /// What happened.
+        error: String,
+        /// How long the receiver asked us to wait (e.g. `Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    /// Will not succeed on retry: a 4xx, a malformed record. Goes to the DLQ
+    /// at once.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl DeliveryError {
+    /// A transient error without a retry-after.
+    pub fn transient(error: impl Into<String>) -> Self {
+        DeliveryError::Transient {
+            error: error.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A permanent error.
+    pub fn permanent(error: impl Into<String>) -> Self {
+        DeliveryError::Permanent(error.into())
+    }
+
+    /// Whether the worker should retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DeliveryError::Transient { .. })
+    }
+
+    /// The receiver's requested delay, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Transient { retry_after, .. } => *retry_after,
+            DeliveryError::Permanent(_) => None,
+        }
+    }
+}
+
+/// What one attempt returns.
+pub type DeliveryResult = Result<(), DeliveryError>;
+
+/// What a sink knows about the delivery it is making.
+#[derive(Clone, Debug)]
+pub struct DeliveryContext<'a> {
+    /// The sink's configured name.
+    pub sink: &'a SinkName,
+    /// The record's seq in the log.
+    pub seq: Seq,
+    /// The stable id receivers deduplicate on.
+    pub delivery_id: DeliveryId,
+    /// 1 for the first attempt in this process, 2 for the first retry, ...
+    pub attempt: u32,
+}
+
+/// A destination. One instance per configured sink, driven by one worker.
+pub trait Sink: Send + 'static {
+    /// Delivers one record.
+    fn deliver<'a>(
+        &'a mut self,
+        record: &'a Record,
+        ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult>;
+
+    /// Makes every delivery since the last commit durable on the sink's side.
+    /// Called before the worker commits its offset; an error makes the worker
+    /// deliver the batch again. Default: nothing to do.
+    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A short, stable label for logs and metrics, such as `file`.
+    fn kind(&self) -> &'static str;
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn deliver<'a>(
+        &'a mut self,
+        record: &'a Record,
+        ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        (**self).deliver(record, ctx)
+    }
+    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+        (**self).commit()
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+}

@@ -1,0 +1,222 @@
+//! Opening a data directory: lock, format check, first-time initialisation.
+//!
+//! A new directory is created with mode 0700 and sled's files are set to
+//! 0600. Opening fails with [`Error::Locked`] when another process holds the
+//! directory, [`Error::UnknownFormat`] when `meta.format_version` is not one
+//! this build reads, and [`Error::StoreCorrupt`] when sled itself cannot read
+//! its files (sled panics on some damage; that panic is caught and reported).
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::{Store, now_ms};
+use crate::codec::{self, FormatVersion, meta_key, tree};
+use crate::error::{Error, Result};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes. Default 64 MiB (sled's own default is
+    /// 1 GiB).
+    pub cache_bytes: u64,
+    /// Create the directory when it does not exist. Default true. The
+    /// inspection commands set it to false so a typo is an error, not a new
+    /// empty outbox.
+    pub create: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 << 20,
+            create: true,
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`.
+    ///
+    /// # Errors
+    /// [`Error::Locked`], [`Error::UnknownFormat`], [`Error::StoreCorrupt`],
+    /// [`Error::Corrupted`] (meta does not decode), or [`Error::Io`].
+    pub fn open(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let existed = path.exists();
+        if !existed {
+            if !opts.create {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("data directory {} does not exist", path.display()),
+                )));
+            }
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)?;
+        } else if !path.is_dir() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("data directory {} is not a directory", path.display()),
+            )));
+        } else if !opts.create && !path.join("db").exists() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} holds no outbox data (no `db` file)", path.display()),
+            )));
+        }
+        let db = open_sled(&path, opts.cache_bytes)?;
+        restrict_permissions(&path);
+        let open_tree = |name: &str| db.open_tree(name).map_err(|e| sled_open_error(&path, e));
+        let log = open_tree(tree::LOG)?;
+        let offsets = open_tree(tree::OFFSETS)?;
+        let dlq = open_tree(tree::DLQ)?;
+        let meta = open_tree(tree::META)?;
+
+        let (log_id, created_at_ms) = match meta
+            .get(meta_key::FORMAT_VERSION)
+            .map_err(Error::from_sled)?
+        {
+            None => {
+                if !log.is_empty() || !offsets.is_empty() || !dlq.is_empty() {
+                    return Err(Error::Corrupted {
+                        tree: tree::META,
+                        key: "`format_version`".into(),
+                        reason: "missing, yet the other trees hold data".into(),
+                    });
+                }
+                let id = Uuid::new_v4();
+                let now = now_ms();
+                meta.insert(meta_key::LOG_ID, codec::encode_log_id(id))
+                    .map_err(Error::from_sled)?;
+                meta.insert(meta_key::CREATED_AT, codec::encode_meta_u64(now))
+                    .map_err(Error::from_sled)?;
+                meta.insert(meta_key::SEQ_FLOOR, codec::encode_meta_u64(0))
+                    .map_err(Error::from_sled)?;
+                // Written last: its presence means the rest is there.
+                meta.insert(meta_key::FORMAT_VERSION, &[FormatVersion::CURRENT as u8])
+                    .map_err(Error::from_sled)?;
+                db.flush().map_err(Error::from_sled)?;
+                (id, now)
+            }
+            Some(v) => {
+                let found = match v.as_ref() {
+                    [b] => *b,
+                    _ => {
+                        return Err(Error::Corrupted {
+                            tree: tree::META,
+                            key: "`format_version`".into(),
+                            reason: format!("expected one byte, found {}", v.len()),
+                        });
+                    }
+                };
+                if FormatVersion::try_from(found).is_err() {
+                    return Err(Error::UnknownFormat {
+                        path,
+                        found,
+                        supported: FormatVersion::CURRENT as u8,
+                    });
+                }
+                let id = meta
+                    .get(meta_key::LOG_ID)
+                    .map_err(Error::from_sled)?
+                    .ok_or_else(|| missing(meta_key::LOG_ID))?;
+                let created = meta
+                    .get(meta_key::CREATED_AT)
+                    .map_err(Error::from_sled)?
+                    .ok_or_else(|| missing(meta_key::CREATED_AT))?;
+                (
+                    codec::decode_log_id(&id)?,
+                    codec::decode_meta_u64(meta_key::CREATED_AT, &created)?,
+                )
+            }
+        };
+        Ok(Store {
+            db,
+            log,
+            offsets,
+            dlq,
+            meta,
+            path,
+            log_id,
+            created_at_ms,
+            poisoned: Mutex::new(None),
+            offset_lock: Mutex::new(()),
+        })
+    }
+}
+
+fn missing(key: &[u8]) -> Error {
+    Error::Corrupted {
+        tree: tree::META,
+        key: codec::render_key(tree::META, key),
+        reason: "missing".into(),
+    }
+}
+
+fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        // outbox flushes on its own schedule (group commit); sled's
+        // background flusher would only add contention.
+        .flush_every_ms(None);
+    // sled panics on some kinds of damage instead of returning an error.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(sled_open_error(path, e)),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "sled panicked while reading its files".into());
+            Err(Error::StoreCorrupt {
+                path: path.to_path_buf(),
+                reason: msg,
+            })
+        }
+    }
+}
+
+fn sled_open_error(path: &Path, e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => Error::Locked {
+            path: path.to_path_buf(),
+        },
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => Error::Io(io),
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Error::Io(io),
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::ReadOnlyFilesystem => Error::Io(io),
+        sled::Error::Io(io) => Error::StoreCorrupt {
+            path: path.to_path_buf(),
+            reason: io.to_string(),
+        },
+        other => Error::StoreCorrupt {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Best effort: 0700 on the directory, 0600 on sled's files.
+fn restrict_permissions(path: &Path) {
+    let set = |p: PathBuf, mode: u32| {
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode));
+    };
+    set(path.to_path_buf(), 0o700);
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                set(p, 0o700);
+            } else {
+                set(p, 0o600);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Test sinks and helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
+use outbox::{Record, SinkConfig};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// One delivery attempt as a sink saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub id: String,
+    pub seq: u64,
+    pub payload: Vec<u8>,
+    pub attempt: u32,
+    pub ok: bool,
+}
+
+/// What a [`TestSink`] answers.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    Ok,
+    /// Fail transiently this many times overall, then succeed.
+    FailFirst(u32),
+    AlwaysTransient,
+    AlwaysPermanent,
+    /// Panic on payloads equal to this.
+    PanicOn(Vec<u8>),
+}
+
+/// A sink that records every attempt, can be gated, and fails on command.
+#[derive(Clone)]
+pub struct TestSink {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    pub failures: Arc<AtomicU32>,
+    pub gate: Option<watch::Receiver<bool>>,
+}
+
+impl TestSink {
+    pub fn new(b: Behaviour) -> Self {
+        TestSink {
+            seen: Arc::new(Mutex::new(Vec::new())),
+            behaviour: Arc::new(Mutex::new(b)),
+            failures: Arc::new(AtomicU32::new(0)),
+            gate: None,
+        }
+    }
+
+    pub fn gated(b: Behaviour) -> (Self, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(false);
+        let mut s = Self::new(b);
+        s.gate = Some(rx);
+        (s, tx)
+    }
+
+    /// Payloads delivered successfully, in order.
+    pub fn delivered(&self) -> Vec<Vec<u8>> {
+        self.seen
+            .lock()
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.payload.clone())
+            .collect()
+    }
+
+    pub fn delivered_ids(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.seen.lock().len()
+    }
+}
+
+impl Sink for TestSink {
+    fn deliver<'a>(
+        &'a mut self,
+        record: &'a Record,
+        ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        Box::pin(async move {
+            if let Some(g) = &mut self.gate {
+                let _ = g.wait_for(|open| *open).await;
+            }
+            let b = self.behaviour.lock().clone();
+            let result = match b {
+                Behaviour::Ok => Ok(()),
+                Behaviour::FailFirst(n) => {
+                    if self.failures.fetch_add(1, Ordering::SeqCst) < n {
+                        Err(DeliveryError::transient("not yet"))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Behaviour::AlwaysTransient => Err(DeliveryError::transient("down")),
+                Behaviour::AlwaysPermanent => Err(DeliveryError::permanent("rejected: 400")),
+                Behaviour::PanicOn(p) => {
+                    if record.payload == p {
+                        panic!("test sink panics on {:?}", String::from_utf8_lossy(&p));
+                    }
+                    Ok(())
+                }
+            };
+            self.seen.lock().push(Seen {
+                id: ctx.delivery_id.to_string(),
+                seq: ctx.seq.0,
+                payload: record.payload.clone(),
+                attempt: ctx.attempt,
+                ok: result.is_ok(),
+            });
+            result
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+}
+
+/// Fast retries for tests.
+pub fn fast() -> SinkConfig {
+    SinkConfig {
+        retry_max: 3,
+        backoff_base: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
+        batch_max: 16,
+        ..SinkConfig::default()
+    }
+}
+
+pub fn rec(s: &str) -> Record {
+    Record::new(s.as_bytes().to_vec())
+}
+
+/// Waits until `f` holds, or panics after 10 s with `what`.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

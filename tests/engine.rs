@@ -1,0 +1,579 @@
+//! End-to-end tests of the engine on a real sled directory.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use outbox::{OnFull, Outbox, OutboxConfig, Record, Seq, SinkConfig, SinkName, Start};
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn name(s: &str) -> SinkName {
+    SinkName::new(s).unwrap()
+}
+
+#[tokio::test]
+async fn delivers_in_order_and_acks_each_token_once() {
+    let d = dir();
+    let a = TestSink::new(Behaviour::Ok);
+    let b = TestSink::new(Behaviour::Ok);
+    let (ob, mut acks) = Outbox::<u32>::builder(d.path())
+        .sink("a", a.clone(), fast())
+        .sink("b", b.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let mut receipts = Vec::new();
+    for i in 0..100u32 {
+        receipts.push(ob.dispatch(rec(&format!("r{i}")), vec![i]).await.unwrap());
+    }
+    let seqs: Vec<u64> = receipts.iter().map(|r| r.seq.0).collect();
+    assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+    let report = ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.drained, "{report:?}");
+    let want: Vec<Vec<u8>> = (0..100).map(|i| format!("r{i}").into_bytes()).collect();
+    assert_eq!(a.delivered(), want);
+    assert_eq!(b.delivered(), want);
+    let ids: Vec<String> = receipts.iter().map(|r| r.delivery_id.to_string()).collect();
+    assert_eq!(a.delivered_ids(), ids);
+    let mut got = Vec::new();
+    while let Some(t) = acks.recv().await {
+        got.push(t);
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        (0..100).collect::<Vec<_>>(),
+        "every token exactly once"
+    );
+}
+
+#[tokio::test]
+async fn ack_waits_for_the_slow_sink() {
+    let d = dir();
+    let fast_sink = TestSink::new(Behaviour::Ok);
+    let (slow, gate) = TestSink::gated(Behaviour::Ok);
+    let (ob, mut acks) = Outbox::<&'static str>::builder(d.path())
+        .sink("fast", fast_sink.clone(), fast())
+        .sink("slow", slow.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    ob.dispatch(rec("x"), vec!["tok"]).await.unwrap();
+    eventually("fast sink delivers", || fast_sink.delivered().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(acks.try_recv().is_err(), "ack must wait for the slow sink");
+    assert_eq!(ob.status().unwrap().sinks[1].committed, 0);
+    gate.send(true).unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), acks.recv())
+        .await
+        .unwrap();
+    assert_eq!(t, Some("tok"));
+    let st = ob.status().unwrap();
+    assert_eq!(
+        st.sinks.iter().map(|s| s.committed).collect::<Vec<_>>(),
+        vec![1, 1]
+    );
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(acks.recv().await, None, "released exactly once");
+}
+
+#[tokio::test]
+async fn replay_after_crash_keeps_delivery_ids() {
+    let d = dir();
+    let (stuck, _gate) = TestSink::gated(Behaviour::Ok);
+    let (ob, mut acks) = Outbox::<u32>::builder(d.path())
+        .sink("web", stuck.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let receipts = ob
+        .dispatch_many(
+            (0..50u32)
+                .map(|i| (rec(&format!("e{i}")), vec![i]))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    ob.kill().await; // no drain, no commit
+    assert!(
+        acks.recv().await.is_none(),
+        "nothing delivered, nothing acked"
+    );
+    assert!(stuck.delivered().is_empty());
+
+    let sink = TestSink::new(Behaviour::Ok);
+    let (ob, _acks) = Outbox::<u32>::builder(d.path())
+        .sink("web", sink.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(ob.log_id(), receipts[0].delivery_id.log_id);
+    eventually("replayed", || sink.delivered().len() == 50).await;
+    let want: Vec<String> = receipts.iter().map(|r| r.delivery_id.to_string()).collect();
+    assert_eq!(sink.delivered_ids(), want);
+    let payloads: Vec<Vec<u8>> = (0..50).map(|i| format!("e{i}").into_bytes()).collect();
+    assert_eq!(sink.delivered(), payloads);
+    // New records continue the seq space.
+    let r = ob.dispatch(rec("after"), vec![]).await.unwrap();
+    assert_eq!(r.seq, Seq(50));
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn permanent_and_transient_take_separate_paths() {
+    let d = dir();
+    let perm = TestSink::new(Behaviour::AlwaysPermanent);
+    let flaky = TestSink::new(Behaviour::FailFirst(2));
+    let down = TestSink::new(Behaviour::AlwaysTransient);
+    let (ob, mut acks) = Outbox::<u8>::builder(d.path())
+        .sink("perm", perm.clone(), fast())
+        .sink("flaky", flaky.clone(), fast())
+        .sink("down", down.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let r = ob.dispatch(rec("one"), vec![1]).await.unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), acks.recv())
+        .await
+        .unwrap();
+    assert_eq!(t, Some(1), "acked once every sink delivered or parked");
+    assert_eq!(perm.attempts(), 1, "permanent: one attempt");
+    assert_eq!(flaky.attempts(), 3, "two transient failures then success");
+    assert_eq!(flaky.delivered(), vec![b"one".to_vec()]);
+    assert_eq!(down.attempts(), 4, "first attempt plus retry_max = 3");
+    let dl = ob.dlq_list(None).unwrap();
+    assert_eq!(dl.len(), 2);
+    let by: Vec<(&str, u32)> = dl.iter().map(|e| (e.sink.as_str(), e.attempts)).collect();
+    assert!(by.contains(&("perm", 1)), "{by:?}");
+    assert!(by.contains(&("down", 4)), "{by:?}");
+    for e in &dl {
+        assert_eq!(e.seq, r.seq.0);
+        assert_eq!(e.record.payload, b"one");
+    }
+    assert!(dl.iter().any(|e| e.error.contains("rejected: 400")));
+    assert!(ob.dlq_list(Some(&name("flaky"))).unwrap().is_empty());
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
+    let d = dir();
+    let perm = TestSink::new(Behaviour::AlwaysPermanent);
+    let other = TestSink::new(Behaviour::Ok);
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .sink("hook", perm.clone(), fast())
+        .sink("file", other.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let r = ob.dispatch(rec("bad-then-good"), vec![]).await.unwrap();
+    eventually("parked", || {
+        ob.dlq_list(None).map(|l| l.len() == 1).unwrap_or(false)
+    })
+    .await;
+    ob.close(Duration::from_secs(5)).await.unwrap();
+
+    let fixed = TestSink::new(Behaviour::Ok);
+    let other2 = TestSink::new(Behaviour::Ok);
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .sink("hook", fixed.clone(), fast())
+        .sink("file", other2.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let dl = ob.dlq_list(Some(&name("hook"))).unwrap();
+    assert_eq!(dl.len(), 1, "DLQ survives a reopen");
+    assert_eq!(dl[0].origin, r.seq.0);
+    assert_eq!(dl[0].error, "permanent: rejected: 400");
+    let moved = ob.dlq_redrive(&name("hook"), None).await.unwrap();
+    assert_eq!(moved, 1);
+    eventually("redelivered", || fixed.delivered().len() == 1).await;
+    assert_eq!(
+        fixed.delivered_ids(),
+        vec![r.delivery_id.to_string()],
+        "same delivery id"
+    );
+    assert!(
+        ob.dlq_list(None).unwrap().is_empty(),
+        "removed from the DLQ"
+    );
+    let st = ob.status().unwrap();
+    let head = st.head;
+    eventually("other sink passes the redriven record", || {
+        ob.status()
+            .unwrap()
+            .sinks
+            .iter()
+            .all(|s| s.committed == head)
+    })
+    .await;
+    assert!(
+        other2.delivered().is_empty(),
+        "the other sink skips records aimed elsewhere"
+    );
+    assert!(matches!(
+        ob.dlq_redrive(&name("nope"), None).await,
+        Err(outbox::Error::UnknownSink(_))
+    ));
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn drop_sink_never_blocks_and_block_sink_backpressures() {
+    let d = dir();
+    let (lossy, lossy_gate) = TestSink::gated(Behaviour::Ok);
+    let cfg = SinkConfig {
+        on_full: OnFull::Drop,
+        max_lag_records: Some(10),
+        ..fast()
+    };
+    let (ob, mut acks) = Outbox::<u32>::builder(d.path())
+        .sink("lossy", lossy.clone(), cfg)
+        .open()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..200u32 {
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            ob.dispatch(rec(&format!("{i}")), vec![i]),
+        )
+        .await
+        .expect("a Drop sink never blocks dispatch")
+        .unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    lossy_gate.send(true).unwrap();
+    let report = ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.drained, "{report:?}");
+    let st_dropped = lossy.delivered().len();
+    assert!(
+        st_dropped < 200,
+        "some records were skipped: delivered {st_dropped}"
+    );
+    let mut n = 0;
+    while acks.recv().await.is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 200, "delivered or dropped, every token is released once");
+
+    // Block: with a gated sink and max lag 5, the sixth dispatch waits.
+    let d = dir();
+    let (slow, gate) = TestSink::gated(Behaviour::Ok);
+    let cfg = SinkConfig {
+        max_lag_records: Some(5),
+        ..fast()
+    };
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .sink("slow", slow.clone(), cfg)
+        .open()
+        .await
+        .unwrap();
+    for i in 0..5 {
+        ob.dispatch(rec(&format!("{i}")), vec![]).await.unwrap();
+    }
+    assert_eq!(ob.full_sink(), Some(name("slow")));
+    let blocked =
+        tokio::time::timeout(Duration::from_millis(200), ob.dispatch(rec("6"), vec![])).await;
+    assert!(
+        blocked.is_err(),
+        "dispatch must wait while the Block sink is full"
+    );
+    gate.send(true).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), ob.dispatch(rec("6"), vec![]))
+        .await
+        .expect("room after the sink catches up")
+        .unwrap();
+    assert_eq!(r.seq, Seq(5));
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(slow.delivered().len(), 6);
+}
+
+#[tokio::test]
+async fn seqs_stay_monotonic_after_full_truncation() {
+    let d = dir();
+    let cfg = OutboxConfig {
+        truncate_every: Duration::from_millis(10),
+        ..OutboxConfig::default()
+    };
+    let sink = TestSink::new(Behaviour::Ok);
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .config(cfg.clone())
+        .sink("s", sink.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    for i in 0..30 {
+        ob.dispatch(rec(&format!("{i}")), vec![]).await.unwrap();
+    }
+    eventually("delivered", || sink.delivered().len() == 30).await;
+    // Wait until truncation empties the log.
+    let path = d.path().to_path_buf();
+    ob.close(Duration::from_secs(5)).await.unwrap();
+    {
+        // One more session so the truncator sees the final commit.
+        let (ob, _) = Outbox::<()>::builder(&path)
+            .config(cfg.clone())
+            .sink("s", TestSink::new(Behaviour::Ok), fast())
+            .open()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ob.close(Duration::from_secs(1)).await.unwrap();
+    }
+    let store = outbox::store::Store::open(&path, &Default::default()).unwrap();
+    let extent = store.extent().unwrap();
+    assert_eq!(extent.first, None, "the whole log was truncated");
+    assert_eq!(extent.next, Seq(30));
+    drop(store);
+    let (ob, _) = Outbox::<()>::builder(&path)
+        .config(cfg)
+        .sink("s", TestSink::new(Behaviour::Ok), fast())
+        .open()
+        .await
+        .unwrap();
+    let r = ob.dispatch(rec("next"), vec![]).await.unwrap();
+    assert_eq!(r.seq, Seq(30), "a seq is never reused");
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_dispatchers_share_group_commits() {
+    let d = dir();
+    let sink = TestSink::new(Behaviour::Ok);
+    let (ob, mut acks) = Outbox::<u64>::builder(d.path())
+        .sink("s", sink.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let ob = std::sync::Arc::new(ob);
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let ob = ob.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..100u64 {
+                let id = t * 1000 + i;
+                let r = ob.dispatch(rec(&id.to_string()), vec![id]).await.unwrap();
+                seqs.push(r.seq.0);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let s = t.await.unwrap();
+        assert!(
+            s.windows(2).all(|w| w[0] < w[1]),
+            "one task's seqs increase"
+        );
+        all.extend(s);
+    }
+    all.sort();
+    assert_eq!(all, (0..800).collect::<Vec<_>>(), "unique and contiguous");
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    let mut got = HashSet::new();
+    while let Some(t) = acks.recv().await {
+        assert!(got.insert(t));
+    }
+    assert_eq!(got.len(), 800);
+    assert_eq!(sink.delivered().len(), 800);
+}
+
+#[tokio::test]
+async fn a_panicking_sink_is_reported_and_delivery_goes_on() {
+    let d = dir();
+    let sink = TestSink::new(Behaviour::PanicOn(b"boom".to_vec()));
+    let (ob, mut acks) = Outbox::<u8>::builder(d.path())
+        .sink("p", sink.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    ob.dispatch(rec("a"), vec![1]).await.unwrap();
+    ob.dispatch(rec("boom"), vec![2]).await.unwrap();
+    ob.dispatch(rec("c"), vec![3]).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(5), acks.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(sink.delivered(), vec![b"a".to_vec(), b"c".to_vec()]);
+    let dl = ob.dlq_list(None).unwrap();
+    assert_eq!(dl.len(), 1);
+    assert!(dl[0].error.contains("sink panicked"), "{}", dl[0].error);
+    assert_eq!(dl[0].attempts, 4);
+    assert_eq!(ob.status().unwrap().sinks[0].dead_lettered, 1);
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn orphans_hold_nothing_back_and_new_sinks_start_where_told() {
+    let d = dir();
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .sink("old", TestSink::new(Behaviour::Ok), fast())
+        .open()
+        .await
+        .unwrap();
+    for i in 0..5 {
+        ob.dispatch(rec(&format!("{i}")), vec![]).await.unwrap();
+    }
+    ob.close(Duration::from_secs(5)).await.unwrap();
+
+    let head_sink = TestSink::new(Behaviour::Ok);
+    let early = TestSink::new(Behaviour::Ok);
+    let (ob, mut acks) = Outbox::<u8>::builder(d.path())
+        .sink("new", head_sink.clone(), fast())
+        .sink(
+            "early",
+            early.clone(),
+            SinkConfig {
+                start: Start::Earliest,
+                ..fast()
+            },
+        )
+        .open()
+        .await
+        .unwrap();
+    let st = ob.status().unwrap();
+    assert_eq!(st.orphans, vec![("old".to_string(), 5)]);
+    assert_eq!(st.sinks[0].committed, 5, "head");
+    ob.dispatch(rec("fresh"), vec![9]).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), acks.recv())
+            .await
+            .unwrap(),
+        Some(9)
+    );
+    assert_eq!(head_sink.delivered(), vec![b"fresh".to_vec()]);
+    // The log still held seqs 0..5 (truncation waits for configured sinks
+    // only, and "old" had passed them), so earliest replays what is left.
+    let got = early.delivered();
+    assert_eq!(got.last().unwrap(), b"fresh");
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_with_a_hung_sink_stops_at_the_timeout_and_keeps_the_rest() {
+    let d = dir();
+    let (hung, _gate) = TestSink::gated(Behaviour::Ok);
+    let (ob, mut acks) = Outbox::<u8>::builder(d.path())
+        .sink("hung", hung, fast())
+        .open()
+        .await
+        .unwrap();
+    ob.dispatch(rec("1"), vec![1]).await.unwrap();
+    ob.dispatch(rec("2"), vec![2]).await.unwrap();
+    let started = std::time::Instant::now();
+    let report = ob.shutdown(Duration::from_millis(300)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!report.drained);
+    assert_eq!(report.pending, vec![(name("hung"), 2)]);
+    assert_eq!(acks.recv().await, None, "pending tokens are never released");
+    assert!(matches!(
+        ob.dispatch(rec("x"), vec![]).await,
+        Err(outbox::Error::ShuttingDown)
+    ));
+    drop(ob);
+
+    let sink = TestSink::new(Behaviour::Ok);
+    let (ob, _) = Outbox::<u8>::builder(d.path())
+        .sink("hung", sink.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    eventually("left-overs replayed", || sink.delivered().len() == 2).await;
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn file_sink_writes_lines_and_cuts_a_torn_tail() {
+    let d = dir();
+    let out = d.path().join("out.ndjson");
+    std::fs::write(&out, b"{\"old\":1}\n{\"torn\":").unwrap();
+    let file = outbox::sink::FileSink::open(&out).await.unwrap();
+    let (ob, _) = Outbox::<()>::builder(d.path().join("data"))
+        .sink("file", file, fast())
+        .open()
+        .await
+        .unwrap();
+    ob.dispatch_many(vec![(rec("{\"a\":1}"), vec![]), (rec("{\"b\":2}"), vec![])])
+        .await
+        .unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "{\"old\":1}\n{\"a\":1}\n{\"b\":2}\n"
+    );
+}
+
+#[tokio::test]
+async fn config_errors_name_the_parameter_and_touch_nothing() {
+    let d = dir();
+    let path = d.path().join("never");
+    let err = Outbox::<()>::builder(&path)
+        .sink("dup", TestSink::new(Behaviour::Ok), fast())
+        .sink("dup", TestSink::new(Behaviour::Ok), fast())
+        .open()
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string().contains("sinks[1].name") && err.to_string().contains("duplicate"),
+        "{err}"
+    );
+    let err = Outbox::<()>::builder(&path)
+        .sink("bad name", TestSink::new(Behaviour::Ok), fast())
+        .open()
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("sinks[0].name"), "{err}");
+    assert!(!path.exists(), "nothing opened on a config error");
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_directory_is_refused() {
+    let d = dir();
+    let (ob, _) = Outbox::<()>::builder(d.path()).open().await.unwrap();
+    let err = Outbox::<()>::builder(d.path()).open().await.err().unwrap();
+    assert!(matches!(err, outbox::Error::Locked { .. }), "{err}");
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains("locked"), "{err}");
+    ob.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_records_are_rejected_before_append() {
+    let d = dir();
+    let cfg = OutboxConfig {
+        max_record_bytes: 10,
+        ..OutboxConfig::default()
+    };
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .config(cfg)
+        .open()
+        .await
+        .unwrap();
+    let err = ob
+        .dispatch_many(vec![
+            (rec("ok"), vec![]),
+            (Record::new(vec![b'x'; 11]), vec![]),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("record 1 is 11 bytes"), "{err}");
+    let r = ob.dispatch(rec("ok"), vec![]).await.unwrap();
+    assert_eq!(r.seq, Seq(0), "the rejected request appended nothing");
+    ob.shutdown(Duration::from_secs(1)).await.unwrap();
+}
