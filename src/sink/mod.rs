@@ -8,6 +8,8 @@
 
 mod file;
 mod stdout;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +19,8 @@ use crate::types::{DeliveryId, Record, Seq, SinkName};
 
 pub use file::FileSink;
 pub use stdout::StdoutSink;
+#[cfg(feature = "webhook")]
+pub use webhook::{WebhookConfig, WebhookSink};
 
 /// A boxed, sendable future, as the trait methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
