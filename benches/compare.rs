@@ -1,0 +1,780 @@
+//! Side-by-side harness: outbox against the designs a user would otherwise
+//! choose, measured in one run on one machine.
+//!
+//! ```text
+//! cargo bench --bench compare -- [--quick] [--json] [--check]
+//! ```
+//!
+//! Every figure uses 256-byte payloads. `--check` exits non-zero when a
+//! target of the performance issue is missed. Targets are ratios against
+//! baselines measured in the same run, because these machines are shared.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use outbox::sink::{BoxFuture, DeliveryContext, DeliveryResult, Sink};
+use outbox::{Outbox, OutboxConfig, Record, SinkConfig};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+const PAYLOAD: usize = 256;
+
+struct Opts {
+    quick: bool,
+    json: bool,
+    check: bool,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let opts = Opts {
+        quick: args.iter().any(|a| a == "--quick"),
+        json: args.iter().any(|a| a == "--json"),
+        check: args.iter().any(|a| a == "--check"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let scale = if opts.quick { 1 } else { 5 };
+    let n = 200_000 * scale;
+    // Internal modes: one phase alone (for profiling), or the RSS child.
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        let what = args.get(i + 1).map(String::as_str).unwrap_or("");
+        let e = match what {
+            "inmemory" => rt.block_on(inmemory(n, 1)),
+            "outbox_1sink" => rt.block_on(outbox_e2e(n, 1)),
+            "outbox_4sinks" => rt.block_on(outbox_e2e(n, 4)),
+            "sled_values" => {
+                let dir = tempfile::tempdir().unwrap();
+                let mb: u64 = std::env::var("OUTBOX_BENCH_CACHE_MB")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(64);
+                let db = sled::Config::new()
+                    .path(dir.path())
+                    .cache_capacity(mb << 20)
+                    .flush_every_ms(None)
+                    .open()
+                    .unwrap();
+                let t = db.open_tree("log").unwrap();
+                let v = vec![7u8; 72_000];
+                let start = Instant::now();
+                let count: u64 = std::env::var("OUTBOX_BENCH_VALUES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(4000);
+                for i in 0..count {
+                    t.insert(i.to_be_bytes(), v.clone()).unwrap();
+                    db.flush().unwrap();
+                }
+                println!(
+                    "rss after insert {} kib hwm {}",
+                    status_kb("VmRSS:"),
+                    status_kb("VmHWM:")
+                );
+                let passes: u64 = std::env::var("OUTBOX_BENCH_PASSES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let t0 = Instant::now();
+                for _ in 0..passes {
+                    for k in t.iter().keys() {
+                        std::hint::black_box(k.unwrap());
+                    }
+                }
+                println!(
+                    "after {passes} key passes ({:?}): rss {} kib",
+                    t0.elapsed(),
+                    status_kb("VmRSS:")
+                );
+                drop(t);
+                drop(db);
+                println!("rss after drop {} kib", status_kb("VmRSS:"));
+                start.elapsed()
+            }
+            _ => {
+                eprintln!("--only inmemory|outbox_1sink|outbox_4sinks");
+                std::process::exit(2);
+            }
+        };
+        println!("{what}: {}", throughput(e, n));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
+        let backlog = args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        println!("{}", rt.block_on(rss(backlog)));
+        return;
+    }
+    // `cargo bench` passes `--bench`; anything else unknown is a typo.
+    for a in args.iter().skip(1) {
+        if !matches!(a.as_str(), "--quick" | "--json" | "--check" | "--bench") {
+            eprintln!("unknown argument {a}; use [--quick] [--json] [--check]");
+            std::process::exit(2);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    let started = Instant::now();
+
+    let inmem = rt.block_on(inmemory(n, 1));
+    out.insert("inmemory".into(), throughput(inmem, n));
+    let spr = sled_per_record(if opts.quick { 50_000 } else { 200_000 });
+    out.insert("sled_per_record".into(), throughput(spr.0, spr.1));
+    let nd = naive_durable(if opts.quick { 2_000 } else { 10_000 });
+    out.insert("naive_durable".into(), throughput(nd.0, nd.1));
+    let o1 = rt.block_on(outbox_e2e(n, 1));
+    out.insert("outbox_1sink".into(), throughput(o1, n));
+    let o4 = rt.block_on(outbox_e2e(n, 4));
+    out.insert("outbox_4sinks".into(), throughput(o4, n));
+    out.insert(
+        "latency".into(),
+        rt.block_on(latency(if opts.quick { 2 } else { 10 })),
+    );
+    let pending = if opts.quick { 100_000 } else { 1_000_000 };
+    out.insert(
+        "restart".into(),
+        rt.block_on(restart(
+            pending,
+            if opts.quick { 500_000 } else { 5_000_000 },
+        )),
+    );
+    out.insert("disk".into(), rt.block_on(disk(pending)));
+    out.insert("rss".into(), rss_in_child(pending));
+    out.insert("elapsed_s".into(), json!(started.elapsed().as_secs_f64()));
+    out.insert("quick".into(), json!(opts.quick));
+    let v = Value::Object(out);
+    let verdicts = check(&v);
+    if opts.json {
+        let mut v = v;
+        v["targets"] = Value::Array(
+            verdicts
+                .iter()
+                .map(|(n, ok, d)| json!({"target": n, "met": ok, "detail": d}))
+                .collect(),
+        );
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    } else {
+        print_table(&v, &verdicts);
+    }
+    if opts.check && verdicts.iter().any(|(_, ok, _)| !ok) {
+        std::process::exit(1);
+    }
+}
+
+fn throughput(elapsed: Duration, n: u64) -> Value {
+    json!({
+        "records": n,
+        "seconds": elapsed.as_secs_f64(),
+        "records_per_sec": (n as f64 / elapsed.as_secs_f64()).round(),
+    })
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    let mut p = vec![b'x'; PAYLOAD];
+    p[..8].copy_from_slice(&i.to_be_bytes());
+    p
+}
+
+// ---------------------------------------------------------------- a. inmemory
+
+/// The seed's design: a bounded mpsc per sink, an Arc guard per event whose
+/// drop releases the ack tokens once every worker is done with it.
+async fn inmemory(n: u64, sinks: usize) -> Duration {
+    struct Guard {
+        token: u64,
+        ack: mpsc::UnboundedSender<u64>,
+    }
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.ack.send(self.token);
+        }
+    }
+    struct Item {
+        _payload: Arc<Vec<u8>>,
+        _guard: Arc<Guard>,
+    }
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let mut txs = Vec::new();
+    for _ in 0..sinks {
+        let (tx, mut rx) = mpsc::channel::<Item>(1024);
+        txs.push(tx);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(64);
+            while rx.recv_many(&mut batch, 64).await > 0 {
+                for item in batch.drain(..) {
+                    std::hint::black_box(&item);
+                }
+            }
+        });
+    }
+    let start = Instant::now();
+    let producer = tokio::spawn(async move {
+        for i in 0..n {
+            let guard = Arc::new(Guard {
+                token: i,
+                ack: ack_tx.clone(),
+            });
+            let p = Arc::new(payload(i));
+            for tx in &txs {
+                let _ = tx
+                    .send(Item {
+                        _payload: p.clone(),
+                        _guard: guard.clone(),
+                    })
+                    .await;
+            }
+        }
+    });
+    let mut acked = 0;
+    while acked < n {
+        if ack_rx.recv().await.is_none() {
+            break;
+        }
+        acked += 1;
+    }
+    let e = start.elapsed();
+    let _ = producer.await;
+    e
+}
+
+// ------------------------------------------------------- b. sled per record
+
+/// Raw sled, one key per record: insert (flush every 1k), read, remove.
+fn sled_per_record(n: u64) -> (Duration, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(64 << 20)
+        .open()
+        .unwrap();
+    let t = db.open_tree("log").unwrap();
+    let start = Instant::now();
+    for i in 0..n {
+        t.insert(i.to_be_bytes(), payload(i)).unwrap();
+        if i % 1000 == 999 {
+            db.flush().unwrap();
+        }
+    }
+    db.flush().unwrap();
+    for i in 0..n {
+        let v = t.get(i.to_be_bytes()).unwrap();
+        std::hint::black_box(v);
+        t.remove(i.to_be_bytes()).unwrap();
+        if i % 1000 == 999 {
+            db.flush().unwrap();
+        }
+    }
+    db.flush().unwrap();
+    (start.elapsed(), n)
+}
+
+// -------------------------------------------------------- c. naive durable
+
+/// One insert and one flush per record.
+fn naive_durable(n: u64) -> (Duration, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(64 << 20)
+        .open()
+        .unwrap();
+    let t = db.open_tree("log").unwrap();
+    let start = Instant::now();
+    for i in 0..n {
+        t.insert(i.to_be_bytes(), payload(i)).unwrap();
+        db.flush().unwrap();
+    }
+    (start.elapsed(), n)
+}
+
+// --------------------------------------------------------- d. outbox e2e
+
+/// A sink that accepts everything, optionally gated shut.
+#[derive(Clone)]
+struct NoopSink {
+    delivered: Arc<AtomicU64>,
+    first: Arc<watch::Sender<Option<Instant>>>,
+    gate: Option<watch::Receiver<bool>>,
+}
+
+impl NoopSink {
+    fn new() -> Self {
+        NoopSink {
+            delivered: Arc::new(AtomicU64::new(0)),
+            first: Arc::new(watch::channel(None).0),
+            gate: None,
+        }
+    }
+}
+
+impl Sink for NoopSink {
+    fn deliver<'a>(
+        &'a mut self,
+        record: &'a Record,
+        _ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        std::hint::black_box(&record.payload);
+        if self.delivered.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.first.send_replace(Some(Instant::now()));
+        }
+        match &mut self.gate {
+            None => Box::pin(std::future::ready(Ok(()))),
+            Some(g) => Box::pin(async move {
+                let _ = g.wait_for(|open| *open).await;
+                Ok(())
+            }),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        "noop"
+    }
+}
+
+/// Engine settings: the defaults, unless `OUTBOX_BENCH_CACHE_MB` or
+/// `OUTBOX_BENCH_TAIL_MB` override them (for experiments).
+fn engine_cfg() -> OutboxConfig {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut c = OutboxConfig::default();
+    if let Some(mb) = env("OUTBOX_BENCH_CACHE_MB") {
+        c.cache_bytes = mb << 20;
+    }
+    if let Some(mb) = env("OUTBOX_BENCH_TAIL_MB") {
+        c.tail_cache_bytes = (mb << 20) as usize;
+    }
+    c
+}
+
+fn sink_cfg() -> SinkConfig {
+    SinkConfig {
+        max_lag_records: Some(10_000_000),
+        ..SinkConfig::default()
+    }
+}
+
+const DISPATCHERS: u64 = 4;
+const CHUNK: u64 = 128;
+
+/// Dispatch n records from concurrent dispatchers, wait for every ack.
+async fn outbox_e2e(n: u64, sinks: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Outbox::<u64>::builder(dir.path()).config(engine_cfg());
+    for i in 0..sinks {
+        b = b.sink(format!("s{i}"), NoopSink::new(), sink_cfg());
+    }
+    let (ob, mut acks) = b.open().await.unwrap();
+    let ob = Arc::new(ob);
+    let start = Instant::now();
+    pump(&ob, n).await;
+    let mut acked = 0;
+    while acked < n {
+        if acks.recv().await.is_none() {
+            break;
+        }
+        acked += 1;
+    }
+    let e = start.elapsed();
+    ob.shutdown(Duration::from_secs(10)).await.unwrap();
+    e
+}
+
+/// Dispatches `n` records from DISPATCHERS tasks in CHUNK-record calls;
+/// the token of each record is its index.
+async fn pump(ob: &Arc<Outbox<u64>>, n: u64) {
+    let mut tasks = Vec::new();
+    for d in 0..DISPATCHERS {
+        let ob = ob.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = d * CHUNK;
+            while i < n {
+                let end = (i + CHUNK).min(n);
+                let items = (i..end)
+                    .map(|k| (Record::new(payload(k)), vec![k]))
+                    .collect();
+                ob.dispatch_many(items).await.unwrap();
+                i += CHUNK * DISPATCHERS;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+// ------------------------------------------------------------- e. latency
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Offered load of 10k records/s for `secs` seconds, one `dispatch` per
+/// record from its own task at its scheduled time.
+async fn latency(secs: u64) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, mut acks) = Outbox::<(u64, Instant)>::builder(dir.path())
+        .sink("s", NoopSink::new(), sink_cfg())
+        .open()
+        .await
+        .unwrap();
+    let ob = Arc::new(ob);
+    let total = 10_000 * secs;
+    let (lat_tx, mut lat_rx) = mpsc::unbounded_channel::<u64>();
+    let ack_task = tokio::spawn(async move {
+        let mut v = Vec::with_capacity(total as usize);
+        while (v.len() as u64) < total {
+            match acks.recv().await {
+                Some((_, at)) => v.push(at.elapsed().as_micros() as u64),
+                None => break,
+            }
+        }
+        v
+    });
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_micros(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..total {
+        tick.tick().await;
+        let ob = ob.clone();
+        let tx = lat_tx.clone();
+        tokio::spawn(async move {
+            let at = Instant::now();
+            ob.dispatch(Record::new(payload(i)), vec![(i, at)])
+                .await
+                .unwrap();
+            let _ = tx.send(at.elapsed().as_micros() as u64);
+        });
+    }
+    drop(lat_tx);
+    let mut durable = Vec::with_capacity(total as usize);
+    while let Some(l) = lat_rx.recv().await {
+        durable.push(l);
+    }
+    let offered = total as f64 / start.elapsed().as_secs_f64();
+    let mut acked = ack_task.await.unwrap();
+    durable.sort_unstable();
+    acked.sort_unstable();
+    ob.shutdown(Duration::from_secs(10)).await.unwrap();
+    json!({
+        "offered_records_per_sec": offered.round(),
+        "records": total,
+        "dispatch_to_durable_ms": {"p50": pct(&durable, 0.5), "p99": pct(&durable, 0.99), "p999": pct(&durable, 0.999)},
+        "dispatch_to_ack_ms": {"p50": pct(&acked, 0.5), "p99": pct(&acked, 0.99), "p999": pct(&acked, 0.999)},
+    })
+}
+
+// ------------------------------------------------------------- f. restart
+
+/// Leaves `pending` records undelivered for sink `s` in `dir`.
+async fn fill_pending(dir: &Path, pending: u64) {
+    let (gated, _gate) = {
+        let (tx, rx) = watch::channel(false);
+        let mut s = NoopSink::new();
+        s.gate = Some(rx);
+        (s, tx)
+    };
+    let (ob, _acks) = Outbox::<u64>::builder(dir)
+        .config(engine_cfg())
+        .sink("s", gated, sink_cfg())
+        .open()
+        .await
+        .unwrap();
+    let ob = Arc::new(ob);
+    pump(&ob, pending).await;
+    let ob = Arc::try_unwrap(ob).ok().unwrap();
+    ob.kill().await;
+}
+
+/// Time from the start of `open` to the first redelivered record.
+async fn time_to_first(dir: &Path) -> (f64, f64) {
+    let sink = NoopSink::new();
+    let mut first = sink.first.subscribe();
+    let start = Instant::now();
+    let (ob, _acks) = Outbox::<u64>::builder(dir)
+        .config(engine_cfg())
+        .sink("s", sink.clone(), sink_cfg())
+        .open()
+        .await
+        .unwrap();
+    let opened = start.elapsed().as_secs_f64();
+    let _ = first.wait_for(|f| f.is_some()).await;
+    let t = first.borrow().unwrap().duration_since(start).as_secs_f64();
+    ob.kill().await;
+    (opened, t)
+}
+
+async fn restart(pending: u64, passed: u64) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    fill_pending(dir.path(), pending).await;
+    let (open1, first1) = time_to_first(dir.path()).await;
+
+    // A second directory that first passed `passed` records through one
+    // session, then left `pending` behind.
+    let dir2 = tempfile::tempdir().unwrap();
+    {
+        let (ob, mut acks) = Outbox::<u64>::builder(dir2.path())
+            .config(engine_cfg())
+            .sink("s", NoopSink::new(), sink_cfg())
+            .open()
+            .await
+            .unwrap();
+        let ob = Arc::new(ob);
+        pump(&ob, passed).await;
+        let mut acked = 0;
+        while acked < passed && acks.recv().await.is_some() {
+            acked += 1;
+        }
+        Arc::try_unwrap(ob)
+            .ok()
+            .unwrap()
+            .close(Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    fill_pending(dir2.path(), pending).await;
+    let (open2, first2) = time_to_first(dir2.path()).await;
+    json!({
+        "pending": pending,
+        "open_s": open1,
+        "first_redelivery_s": first1,
+        "after_passed": passed,
+        "open_after_passed_s": open2,
+        "first_redelivery_after_passed_s": first2,
+    })
+}
+
+// ---------------------------------------------------------------- g. disk
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let m = match e.metadata() {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            total += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
+        }
+    }
+    total
+}
+
+async fn disk(backlog: u64) -> Value {
+    let live_per_record = PAYLOAD as u64;
+    // Steady state: a sink keeping up while records stream through, with a
+    // standing backlog of about 10k records.
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, mut acks) = Outbox::<u64>::builder(dir.path())
+        .config(engine_cfg())
+        .sink("s", NoopSink::new(), sink_cfg())
+        .open()
+        .await
+        .unwrap();
+    let ob = Arc::new(ob);
+    let stream = backlog;
+    pump(&ob, stream).await;
+    let mut acked = 0;
+    while acked < stream && acks.recv().await.is_some() {
+        acked += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await; // a truncation pass
+    let steady_disk = dir_size(dir.path());
+    let steady_live = ob.status().unwrap().sinks[0].lag * live_per_record;
+    Arc::try_unwrap(ob)
+        .ok()
+        .unwrap()
+        .close(Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // A 1M backlog, then drained.
+    let dir2 = tempfile::tempdir().unwrap();
+    fill_pending(dir2.path(), backlog).await;
+    let backlog_disk = dir_size(dir2.path());
+    {
+        let sink = NoopSink::new();
+        let delivered = sink.delivered.clone();
+        let (ob, _a) = Outbox::<u64>::builder(dir2.path())
+            .config(engine_cfg())
+            .sink("s", sink, sink_cfg())
+            .open()
+            .await
+            .unwrap();
+        while delivered.load(Ordering::Relaxed) < backlog {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        ob.close(Duration::from_secs(10)).await.unwrap();
+    }
+    let drained_disk = dir_size(dir2.path());
+    json!({
+        "steady_disk_bytes": steady_disk,
+        "steady_live_bytes": steady_live,
+        "backlog_records": backlog,
+        "backlog_live_bytes": backlog * live_per_record,
+        "backlog_disk_bytes": backlog_disk,
+        "drained_disk_bytes": drained_disk,
+        "drained_live_bytes": 0,
+    })
+}
+
+// ----------------------------------------------------------------- h. RSS
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Runs [`rss`] in a fresh process, so earlier phases do not count.
+fn rss_in_child(backlog: u64) -> Value {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--rss-child", &backlog.to_string()])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&out.stderr)}))
+}
+
+/// Peak RSS of this process while it builds a backlog and replays it.
+async fn rss(backlog: u64) -> Value {
+    let before = status_kb("VmRSS:");
+    let dir = tempfile::tempdir().unwrap();
+    fill_pending(dir.path(), backlog).await;
+    let after_fill = status_kb("VmHWM:");
+    let sink = NoopSink::new();
+    let delivered = sink.delivered.clone();
+    let (ob, _a) = Outbox::<u64>::builder(dir.path())
+        .config(engine_cfg())
+        .sink("s", sink, sink_cfg())
+        .open()
+        .await
+        .unwrap();
+    while delivered.load(Ordering::Relaxed) < backlog {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ob.close(Duration::from_secs(10)).await.unwrap();
+    json!({
+        "backlog_records": backlog,
+        "rss_before_kib": before,
+        "peak_rss_fill_kib": after_fill,
+        "peak_rss_kib": status_kb("VmHWM:"),
+    })
+}
+
+// ------------------------------------------------------------- targets
+
+fn rps(v: &Value, k: &str) -> f64 {
+    v[k]["records_per_sec"].as_f64().unwrap_or(0.0)
+}
+
+fn check(v: &Value) -> Vec<(String, bool, String)> {
+    let mut out = Vec::new();
+    let (o1, o4, im, spr) = (
+        rps(v, "outbox_1sink"),
+        rps(v, "outbox_4sinks"),
+        rps(v, "inmemory"),
+        rps(v, "sled_per_record"),
+    );
+    out.push((
+        "outbox_1sink >= 0.25 x inmemory".into(),
+        o1 >= 0.25 * im,
+        format!("{:.3} x", o1 / im),
+    ));
+    out.push((
+        "outbox_4sinks >= 0.8 x outbox_1sink".into(),
+        o4 >= 0.8 * o1,
+        format!("{:.3} x", o4 / o1),
+    ));
+    out.push((
+        "outbox_1sink >= 5 x sled_per_record".into(),
+        o1 >= 5.0 * spr,
+        format!("{:.2} x", o1 / spr),
+    ));
+    let p99 = v["latency"]["dispatch_to_durable_ms"]["p99"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    out.push((
+        "p99 dispatch to durable at 10k/s <= 2 ms".into(),
+        p99 <= 2.0,
+        format!("{p99:.3} ms"),
+    ));
+    let r = v["restart"]["first_redelivery_s"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    out.push((
+        format!("restart with {} pending <= 1 s", v["restart"]["pending"]),
+        r <= 1.0,
+        format!("{r:.3} s"),
+    ));
+    let d = v["disk"]["steady_disk_bytes"].as_f64().unwrap_or(f64::MAX);
+    let live = v["disk"]["steady_live_bytes"].as_f64().unwrap_or(0.0);
+    let limit = 3.0 * live + 64.0 * 1024.0 * 1024.0;
+    out.push((
+        "disk at steady state <= 3 x live + 64 MiB".into(),
+        d <= limit,
+        format!(
+            "{:.1} MiB (limit {:.1} MiB)",
+            d / 1048576.0,
+            limit / 1048576.0
+        ),
+    ));
+    let rss = v["rss"]["peak_rss_kib"].as_f64().unwrap_or(f64::MAX) / 1024.0;
+    out.push((
+        format!(
+            "peak RSS with a {} backlog <= 150 MiB",
+            v["rss"]["backlog_records"]
+        ),
+        rss <= 150.0,
+        format!("{rss:.1} MiB"),
+    ));
+    out
+}
+
+fn print_table(v: &Value, verdicts: &[(String, bool, String)]) {
+    println!("{:<18} {:>14} {:>10}", "throughput", "records/s", "records");
+    for k in [
+        "inmemory",
+        "sled_per_record",
+        "naive_durable",
+        "outbox_1sink",
+        "outbox_4sinks",
+    ] {
+        println!("{:<18} {:>14.0} {:>10}", k, rps(v, k), v[k]["records"]);
+    }
+    let l = &v["latency"];
+    println!(
+        "\nlatency at {} records/s offered (ms):",
+        l["offered_records_per_sec"]
+    );
+    for k in ["dispatch_to_durable_ms", "dispatch_to_ack_ms"] {
+        println!(
+            "  {:<24} p50 {:>8} p99 {:>8} p999 {:>8}",
+            k, l[k]["p50"], l[k]["p99"], l[k]["p999"]
+        );
+    }
+    println!("\nrestart: {}", v["restart"]);
+    println!("disk: {}", v["disk"]);
+    println!("rss: {}", v["rss"]);
+    println!("\ntargets:");
+    for (n, ok, d) in verdicts {
+        println!("  [{}] {:<48} {}", if *ok { "met" } else { "MISSED" }, n, d);
+    }
+    println!("\nelapsed {:.1} s", v["elapsed_s"].as_f64().unwrap_or(0.0));
+}
