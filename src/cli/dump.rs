@@ -1,183 +1,252 @@
 //! `outbox dump`: meta, offsets (orphans marked), the log and the DLQ.
 //!
-//! It opens the store itself, so it needs the daemon stopped: sled holds an
-//! exclusive lock on the directory, and the error says so.
+//! Offline it opens the store read-only in spirit (it writes nothing), so
+//! it needs the daemon stopped: sled holds an exclusive lock on the
+//! directory, and the error says so and points at `--admin URL`, which asks
+//! the running daemon's admin endpoint (`GET /v1/dump`) instead.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use base64::Engine;
 use clap::Args;
-use outbox::codec::{DlqEntry, LogEntry};
-use outbox::store::{Store, StoreOptions};
-use outbox::{DeliveryId, Result, Seq};
+use outbox::Result;
 use serde_json::{Value, json};
+
+use super::client::{self, AdminArgs};
+use super::view::{self, DumpQuery, TreeSel, payload_text};
+
+/// Output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Sections for humans.
+    Text,
+    /// One JSON object: `{"meta", "offsets", "log", "dlq"}`.
+    Json,
+    /// One JSON object per line, each with a `"tree"` field.
+    Ndjson,
+}
 
 #[derive(Args, Debug)]
 pub struct DumpArgs {
-    /// The data directory.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
+    /// The data directory (of a stopped outbox).
+    #[arg(long, value_name = "DIR", required_unless_present = "admin")]
+    pub data_dir: Option<PathBuf>,
+    /// Which tree to show.
+    #[arg(long, value_enum, default_value_t = TreeSel::All)]
+    pub tree: TreeSel,
+    /// Only this sink's offset and DLQ, and the log records it delivers.
+    #[arg(long, value_name = "NAME")]
+    pub sink: Option<String>,
+    /// Only log records and DLQ entries with seq >= SEQ.
+    #[arg(long, value_name = "SEQ")]
+    pub from: Option<u64>,
+    /// At most N log records and N DLQ entries.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Same as --format json (kept from the first release).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 pub fn run(args: DumpArgs) -> Result<ExitCode> {
-    let store = Store::open(
-        &args.data_dir,
-        &StoreOptions {
-            create: false,
-            cache_bytes: 16 << 20,
-        },
-    )?;
-    let view = collect(&store)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&view).unwrap_or_default()
-        );
-    } else {
-        print_text(&view);
-    }
+    let q = DumpQuery {
+        tree: args.tree,
+        sink: args.sink.clone(),
+        from: args.from,
+        limit: args.limit,
+    };
+    let view = match &args.data_dir {
+        Some(dir) if args.admin.admin.is_none() => view::offline(&super::open_existing(dir)?, &q)?,
+        _ => {
+            let query = serde_urlencoded(&q);
+            client::call(
+                &args.admin,
+                reqwest::Method::GET,
+                &format!("/v1/dump?{query}"),
+                None,
+            )?
+        }
+    };
+    let format = if args.json { Format::Json } else { args.format };
+    let out = match format {
+        Format::Json => serde_json::to_string_pretty(&view).unwrap_or_default() + "\n",
+        Format::Ndjson => ndjson(&view),
+        Format::Text => text(&view),
+    };
+    print!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Everything `dump` shows, as JSON.
-pub fn collect(store: &Store) -> Result<Value> {
-    let extent = store.extent()?;
-    let configured = store.configured_sinks()?;
-    let log_id = store.log_id();
-    let offsets: Vec<Value> = store
-        .offsets()?
-        .into_iter()
-        .map(|(name, o)| {
-            let orphaned = configured.as_ref().is_some_and(|c| !c.contains(&name));
-            json!({
-                "sink": name.as_str(),
-                "offset": o.next,
-                "lag": extent.next.0.saturating_sub(o.next),
-                "orphaned": orphaned,
-                "updated_at_ms": o.updated_at_ms,
+/// The query string for `/v1/dump`.
+fn serde_urlencoded(q: &DumpQuery) -> String {
+    let mut parts = vec![format!(
+        "tree={}",
+        match q.tree {
+            TreeSel::Log => "log",
+            TreeSel::Offsets => "offsets",
+            TreeSel::Dlq => "dlq",
+            TreeSel::Meta => "meta",
+            TreeSel::All => "all",
+        }
+    )];
+    if let Some(s) = &q.sink {
+        // Sink names are [A-Za-z0-9_.-]; anything else is refused by the
+        // daemon, so percent-encode only to keep the URL well-formed.
+        let enc: String = s
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
             })
-        })
-        .collect();
-    let mut log = Vec::new();
-    for batch in store.iter_batches(Seq(0)) {
-        let batch = batch?;
-        for (i, e) in batch.entries.iter().enumerate() {
-            let seq = Seq(batch.first.0 + i as u64);
-            log.push(log_json(log_id, seq, batch.header.appended_at_ms, e));
+            .collect();
+        parts.push(format!("sink={enc}"));
+    }
+    if let Some(f) = q.from {
+        parts.push(format!("from={f}"));
+    }
+    if let Some(l) = q.limit {
+        parts.push(format!("limit={l}"));
+    }
+    parts.join("&")
+}
+
+/// One object per line, each tagged with its tree.
+pub fn ndjson(v: &Value) -> String {
+    let mut out = String::new();
+    let mut line = |tree: &str, item: &Value| {
+        let mut obj = serde_json::Map::new();
+        obj.insert("tree".into(), json!(tree));
+        if let Some(m) = item.as_object() {
+            obj.extend(m.clone());
+        }
+        out += &Value::Object(obj).to_string();
+        out.push('\n');
+    };
+    if let Some(m) = v.get("meta") {
+        line("meta", m);
+    }
+    for tree in ["offsets", "log", "dlq"] {
+        for item in v.get(tree).and_then(Value::as_array).into_iter().flatten() {
+            line(tree, item);
         }
     }
-    let dlq: Vec<Value> = store
-        .dlq_list(None)?
-        .iter()
-        .map(|e| dlq_json(log_id, e))
-        .collect();
-    Ok(json!({
-        "meta": {
-            "format_version": outbox::codec::FormatVersion::CURRENT as u8,
-            "log_id": log_id.simple().to_string(),
-            "created_at_ms": store.created_at_ms(),
-            "first_seq": extent.first.map(|s| s.0),
-            "next_seq": extent.next.0,
-            "configured_sinks": configured.map(|c| c.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
-        },
-        "offsets": offsets,
-        "log": log,
-        "dlq": dlq,
-    }))
+    out
 }
 
-fn payload_json(p: &[u8]) -> Value {
-    match std::str::from_utf8(p) {
-        Ok(s) => json!({"text": s}),
-        Err(_) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(p)}),
+/// The human form: one section per tree shown.
+pub fn text(v: &Value) -> String {
+    let mut out = String::new();
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    if let Some(m) = v.get("meta") {
+        out += "== meta\n";
+        out += &format!("format_version  {}\n", m["format_version"]);
+        out += &format!("log_id          {}\n", s(&m["log_id"]));
+        out += &format!("created_at_ms   {}\n", m["created_at_ms"]);
+        out += &format!("first_seq       {}\n", m["first_seq"]);
+        out += &format!("next_seq        {}\n", m["next_seq"]);
     }
-}
-
-fn log_json(log_id: uuid::Uuid, seq: Seq, at: u64, e: &LogEntry) -> Value {
-    json!({
-        "seq": seq.0,
-        "delivery_id": DeliveryId { log_id, seq: e.origin_seq(seq) }.to_string(),
-        "appended_at_ms": at,
-        "target": e.target,
-        "headers": e.record.headers,
-        "payload": payload_json(&e.record.payload),
-    })
-}
-
-fn dlq_json(log_id: uuid::Uuid, e: &DlqEntry) -> Value {
-    json!({
-        "sink": e.sink,
-        "seq": e.seq,
-        "delivery_id": DeliveryId { log_id, seq: Seq(e.origin) }.to_string(),
-        "error": e.error,
-        "attempts": e.attempts,
-        "failed_at_ms": e.failed_at_ms,
-        "headers": e.record.headers,
-        "payload": payload_json(&e.record.payload),
-    })
-}
-
-fn payload_text(v: &Value) -> String {
-    if let Some(t) = v.get("text").and_then(Value::as_str) {
-        t.to_string()
-    } else {
-        format!(
-            "base64:{}",
-            v.get("base64").and_then(Value::as_str).unwrap_or("")
-        )
+    if let Some(offsets) = v.get("offsets").and_then(Value::as_array) {
+        out += "== offsets\n";
+        for o in offsets {
+            out += &format!(
+                "{:<24} offset {:>10}  lag {:>10}{}\n",
+                s(&o["sink"]),
+                o["offset"],
+                o["lag"],
+                if o["orphaned"].as_bool() == Some(true) {
+                    "  (orphaned)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
+    if let Some(log) = v.get("log").and_then(Value::as_array) {
+        out += "== log\n";
+        for r in log {
+            let target = r["target"]
+                .as_str()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            out += &format!(
+                "{:>10} {}{}  {}\n",
+                r["seq"],
+                s(&r["delivery_id"]),
+                target,
+                payload_text(&r["payload"])
+            );
+        }
+    }
+    if let Some(dlq) = v.get("dlq").and_then(Value::as_array) {
+        out += "== dlq\n";
+        for e in dlq {
+            out += &format!(
+                "{}/{} {} attempts={} error={}  {}\n",
+                s(&e["sink"]),
+                e["seq"],
+                s(&e["delivery_id"]),
+                e["attempts"],
+                s(&e["error"]),
+                payload_text(&e["payload"])
+            );
+        }
+    }
+    out
 }
 
-fn print_text(v: &Value) {
-    let m = &v["meta"];
-    println!("== meta");
-    println!("format_version  {}", m["format_version"]);
-    println!("log_id          {}", m["log_id"].as_str().unwrap_or(""));
-    println!("created_at_ms   {}", m["created_at_ms"]);
-    println!("first_seq       {}", m["first_seq"]);
-    println!("next_seq        {}", m["next_seq"]);
-    println!("== offsets");
-    for o in v["offsets"].as_array().into_iter().flatten() {
-        println!(
-            "{:<24} offset {:>10}  lag {:>10}{}",
-            o["sink"].as_str().unwrap_or(""),
-            o["offset"],
-            o["lag"],
-            if o["orphaned"].as_bool() == Some(true) {
-                "  (orphaned)"
-            } else {
-                ""
-            }
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Value {
+        json!({
+            "meta": {"format_version": 1, "log_id": "ab", "created_at_ms": 5, "first_seq": 0, "next_seq": 2},
+            "offsets": [{"sink": "out", "offset": 1, "lag": 1, "orphaned": false, "updated_at_ms": 9}],
+            "log": [{"seq": 1, "delivery_id": "msg_ab_1", "target": null, "headers": [], "payload": {"text": "{\"a\":1}"}}],
+            "dlq": [],
+        })
     }
-    println!("== log");
-    for r in v["log"].as_array().into_iter().flatten() {
-        let target = r["target"]
-            .as_str()
-            .map(|t| format!(" -> {t}"))
-            .unwrap_or_default();
-        println!(
-            "{:>10} {}{}  {}",
-            r["seq"],
-            r["delivery_id"].as_str().unwrap_or(""),
-            target,
-            payload_text(&r["payload"])
-        );
+
+    #[test]
+    fn ndjson_tags_each_line_with_its_tree() {
+        let out = ndjson(&sample());
+        let lines: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["tree"], "meta");
+        assert_eq!(lines[1]["tree"], "offsets");
+        assert_eq!(lines[1]["sink"], "out");
+        assert_eq!(lines[2]["tree"], "log");
+        assert_eq!(lines[2]["delivery_id"], "msg_ab_1");
     }
-    println!("== dlq");
-    for e in v["dlq"].as_array().into_iter().flatten() {
-        println!(
-            "{}/{} {} attempts={} error={}  {}",
-            e["sink"].as_str().unwrap_or(""),
-            e["seq"],
-            e["delivery_id"].as_str().unwrap_or(""),
-            e["attempts"],
-            e["error"].as_str().unwrap_or(""),
-            payload_text(&e["payload"])
-        );
+
+    #[test]
+    fn text_shows_only_the_sections_present() {
+        let t = text(&json!({"dlq": []}));
+        assert_eq!(t, "== dlq\n");
+        let t = text(&sample());
+        assert!(t.contains("== meta\n") && t.contains("== log\n"));
+        assert!(t.contains("msg_ab_1  {\"a\":1}"), "{t}");
+    }
+
+    #[test]
+    fn query_string_carries_the_selection() {
+        let q = DumpQuery {
+            tree: TreeSel::Dlq,
+            sink: Some("web-1".into()),
+            from: Some(3),
+            limit: Some(10),
+        };
+        assert_eq!(serde_urlencoded(&q), "tree=dlq&sink=web-1&from=3&limit=10");
     }
 }

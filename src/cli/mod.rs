@@ -1,23 +1,41 @@
-//! The binary's subcommands.
+//! The binary's subcommands, one per file, plus the pieces they share.
 //!
-//! Exit codes (documented in `docs/operations.md`): 0 ok, 1 runtime failure,
-//! 2 usage or configuration error, 3 data directory locked or corrupt.
+//! Exit codes (documented in `docs/operations.md`): 0 ok, 1 runtime
+//! failure, 2 usage or configuration error, 3 data directory locked or
+//! corrupt (and `check` finding a problem).
 
+mod admin;
+mod auth;
+mod check;
+mod client;
+mod compact;
+mod config;
+mod dlq;
 mod dump;
+mod ingest;
+mod logging;
+mod ndjson;
+mod prometheus;
 mod run;
 mod sinks;
+mod status;
+mod stdin;
+mod view;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use outbox::store::{Store, StoreOptions};
+use outbox::{Error, Result};
 
 /// A durable write-ahead delivery engine.
 #[derive(Parser, Debug)]
 #[command(name = "outbox", version, about, long_about = None)]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format on stderr [default: text, or log.format from --config].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,19 +51,66 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Read NDJSON records from stdin, append them durably and deliver them
-    /// to every sink. At EOF (or SIGINT/SIGTERM) drain and exit.
+    /// Append records durably and deliver them to every sink. Records come
+    /// from stdin (NDJSON) unless HTTP ingest is configured. At EOF (or
+    /// SIGINT/SIGTERM) drain and exit.
     #[command(
-        after_help = "Example:\n  printf '{\"a\":1}\\n{\"b\":2}\\n' | outbox run --data-dir ./data --sink out=file:./out.ndjson --sink console=stdout"
+        after_help = "Example:\n  outbox run --config examples/outbox.toml < examples/records.ndjson\n  printf '{\"a\":1}\\n' | outbox run --data-dir ./data --sink out=file:./out.ndjson --sink console=stdout"
     )]
     Run(run::RunArgs),
-    /// Print meta, offsets, the log and the DLQ of a stopped outbox.
-    #[command(after_help = "Example:\n  outbox dump --data-dir ./data --json")]
+    /// Print meta, offsets, the log and the DLQ of a stopped outbox (or,
+    /// with --admin, what a running daemon can show).
+    #[command(
+        after_help = "Example:\n  outbox dump --data-dir ./data --tree log --from 100 --limit 10 --format ndjson\n  outbox dump --admin http://127.0.0.1:9090 --tree dlq"
+    )]
     Dump(dump::DumpArgs),
+    /// One row per sink: committed offset, head, lag, DLQ count, orphaned.
+    #[command(
+        after_help = "Example:\n  outbox status --data-dir ./data\n  outbox status --admin http://127.0.0.1:9090 --json"
+    )]
+    Status(status::StatusArgs),
+    /// List, redrive or purge a sink's DLQ entries.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  outbox dlq list --data-dir ./data --sink web\n  outbox dlq redrive --data-dir ./data --sink web --all"
+    )]
+    Dlq(dlq::DlqCommand),
+    /// Verify every value of a stopped outbox; exit 0 only when all is well.
+    #[command(after_help = "Example:\n  outbox check --data-dir ./data")]
+    Check(check::CheckArgs),
+    /// Rewrite a stopped outbox into a fresh, smaller directory and verify it.
+    #[command(after_help = "Example:\n  outbox compact --data-dir ./data --out ./data.compact")]
+    Compact(compact::CompactArgs),
 }
 
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;
+
+/// Turns "no such directory" into a usage error naming `--data-dir`.
+fn map_missing(dir: &Path, r: Result<Store>) -> Result<Store> {
+    match r {
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Config {
+            param: "--data-dir".into(),
+            reason: format!("{} is not an outbox data directory: {e}", dir.display()),
+        }),
+        other => other,
+    }
+}
+
+/// Opens an existing data directory for the offline commands; never
+/// creates one, so a typo is an error rather than a new empty outbox.
+fn open_existing(dir: &Path) -> Result<Store> {
+    map_missing(
+        dir,
+        Store::open(
+            dir,
+            &StoreOptions {
+                create: false,
+                cache_bytes: 16 << 20,
+            },
+        ),
+    )
+}
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -56,10 +121,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Run(a) => run::run(a),
-        Command::Dump(a) => dump::run(a),
+        Command::Run(a) => run::plan(&a, cli.log_format).and_then(|plan| {
+            logging::init(plan.log_format, &plan.log_level);
+            run::run(plan)
+        }),
+        other => {
+            logging::init(cli.log_format.unwrap_or(LogFormat::Text), "warn");
+            match other {
+                Command::Dump(a) => dump::run(a),
+                Command::Status(a) => status::run(a),
+                Command::Dlq(c) => dlq::run(c),
+                Command::Check(a) => check::run(a),
+                Command::Compact(a) => compact::run(a),
+                Command::Run(_) => Ok(ExitCode::SUCCESS),
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -68,16 +145,4 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }

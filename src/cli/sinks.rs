@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use outbox::sink::{FileSink, Sink, StdoutSink};
+use outbox::sink::{FileSink, Sink, StdoutSink, WebhookConfig, WebhookSink};
 use outbox::{Error, Result};
 
 /// A sink as given on the command line.
@@ -12,16 +12,21 @@ pub enum SinkSpec {
     Stdout,
     /// `NAME=file:PATH`
     File(PathBuf),
+    /// A `[[sinks]]` table with `kind = "webhook"` and its `[sinks.webhook]`.
+    Webhook(Box<WebhookConfig>),
 }
 
-/// Parses `NAME=stdout` or `NAME=file:PATH`.
+/// Parses `NAME=stdout`, `NAME=file:PATH` or `NAME=webhook:URL`. A webhook
+/// parsed here has no secret yet: [`apply_secret_envs`] adds them.
 ///
 /// # Errors
 /// [`Error::Config`] naming `--sink` and the bad value.
 pub fn parse(spec: &str) -> Result<(String, SinkSpec)> {
     let bad = |why: &str| Error::Config {
         param: "--sink".into(),
-        reason: format!("`{spec}`: {why}; expected NAME=stdout or NAME=file:PATH"),
+        reason: format!(
+            "`{spec}`: {why}; expected NAME=stdout, NAME=file:PATH or NAME=webhook:URL"
+        ),
     };
     let (name, kind) = spec.split_once('=').ok_or_else(|| bad("missing `=`"))?;
     outbox::SinkName::new(name).map_err(|e| bad(&e.to_string()))?;
@@ -29,9 +34,53 @@ pub fn parse(spec: &str) -> Result<(String, SinkSpec)> {
         None if kind == "stdout" => SinkSpec::Stdout,
         Some(("file", path)) if !path.is_empty() => SinkSpec::File(PathBuf::from(path)),
         Some(("file", _)) => return Err(bad("file needs a path")),
+        Some(("webhook", url)) if !url.is_empty() => SinkSpec::Webhook(Box::new(WebhookConfig {
+            secret_env: Vec::new(),
+            ..WebhookConfig::new(url, "")
+        })),
+        Some(("webhook", _)) => return Err(bad("webhook needs a URL")),
         _ => return Err(bad("unknown sink kind")),
     };
     Ok((name.to_string(), kind))
+}
+
+/// Gives each `--sink NAME=webhook:URL` its secret variables from the
+/// `--webhook-secret-env NAME=ENVVAR` flags, in order (twice for the same
+/// sink while rotating: new first).
+///
+/// # Errors
+/// [`Error::Config`] naming `--webhook-secret-env` when a flag is malformed
+/// or names no webhook sink given with `--sink`, or when such a sink is left
+/// without a secret.
+pub fn apply_secret_envs(specs: &mut [(String, SinkSpec)], flags: &[String]) -> Result<()> {
+    let bad = |why: String| Error::Config {
+        param: "--webhook-secret-env".into(),
+        reason: why,
+    };
+    for flag in flags {
+        let (name, var) = flag
+            .split_once('=')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .ok_or_else(|| bad(format!("`{flag}`: expected NAME=ENVVAR")))?;
+        match specs.iter_mut().find(|(n, _)| n == name) {
+            Some((_, SinkSpec::Webhook(cfg))) => cfg.secret_env.push(var.to_string()),
+            _ => {
+                return Err(bad(format!(
+                    "`{flag}`: no --sink {name}=webhook:URL was given"
+                )));
+            }
+        }
+    }
+    for (name, spec) in specs.iter() {
+        if let SinkSpec::Webhook(cfg) = spec {
+            if cfg.secret_env.is_empty() {
+                return Err(bad(format!(
+                    "webhook sink `{name}` needs --webhook-secret-env {name}=ENVVAR"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens the sink.
@@ -47,6 +96,7 @@ pub async fn build(spec: &SinkSpec) -> Result<Box<dyn Sink>> {
                 format!("file sink {}: {e}", p.display()),
             ))
         })?),
+        SinkSpec::Webhook(cfg) => Box::new(WebhookSink::new(cfg)?),
     })
 }
 
@@ -64,10 +114,45 @@ mod tests {
             parse("f=file:/tmp/x").unwrap(),
             ("f".into(), SinkSpec::File("/tmp/x".into()))
         );
-        for bad in ["nope", "a=ftp:x", "a=file:", "bad name=stdout"] {
+        for bad in [
+            "nope",
+            "a=ftp:x",
+            "a=file:",
+            "a=webhook:",
+            "bad name=stdout",
+        ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");
             assert!(e.to_string().contains("--sink"), "{e}");
+        }
+    }
+
+    #[test]
+    fn webhook_specs_take_their_secrets_from_the_flags() {
+        let url = "https://h.example/hook";
+        let mut specs = vec![parse(&format!("hook=webhook:{url}")).unwrap()];
+        let flags = ["hook=NEW".to_string(), "hook=OLD".to_string()];
+        apply_secret_envs(&mut specs, &flags).unwrap();
+        let mut want = WebhookConfig::new(url, "NEW");
+        want.secret_env.push("OLD".into());
+        assert_eq!(specs[0], ("hook".into(), SinkSpec::Webhook(Box::new(want))));
+
+        let specs = vec![
+            parse(&format!("hook=webhook:{url}")).unwrap(),
+            parse("out=stdout").unwrap(),
+        ];
+        for (flags, why) in [
+            (vec![], "needs --webhook-secret-env hook=ENVVAR"),
+            (vec!["hook"], "expected NAME=ENVVAR"),
+            (vec!["hook="], "expected NAME=ENVVAR"),
+            (vec!["out=S"], "no --sink out=webhook:URL"),
+            (vec!["nope=S"], "no --sink nope=webhook:URL"),
+        ] {
+            let flags: Vec<String> = flags.into_iter().map(String::from).collect();
+            let e = apply_secret_envs(&mut specs.clone(), &flags).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            let e = e.to_string();
+            assert!(e.contains("--webhook-secret-env") && e.contains(why), "{e}");
         }
     }
 }

@@ -22,6 +22,7 @@
 //! cache) but not a power loss; [`SyncPolicy::Full`](crate::SyncPolicy) adds
 //! an `fsync` of sled's files. The byte layout is in `docs/design.md`.
 
+mod compact;
 mod dlq;
 mod durability;
 mod open;

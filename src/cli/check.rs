@@ -1,0 +1,454 @@
+//! `outbox check`: verifies a stopped outbox value by value.
+//!
+//! [`Checker`] is the pure part: fed every key and value of the four trees,
+//! it reports each problem with its tree and key. It checks that every
+//! value decodes, that log batches are in seq order and do not overlap,
+//! that no offset is past the head and no DLQ entry is at or past it, and
+//! that the meta keys are all there and known. `check` exits 0 only when it
+//! finds nothing, and 3 otherwise.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use outbox::codec::{self, FormatVersion, meta_key, tree};
+use outbox::store::Store;
+use outbox::{Error, Result};
+use serde::Serialize;
+
+/// Exit code when problems are found.
+pub const EXIT_CORRUPT: u8 = 3;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The data directory (of a stopped outbox).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// `log`, `offsets`, `dlq`, `meta` or `sled`.
+    pub tree: String,
+    /// The key, rendered (a seq, a sink name, `sink/seq N`, or hex).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tree `{}` key {}: {}", self.tree, self.key, self.reason)
+    }
+}
+
+/// What was checked, and what was found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Log values (batches) read.
+    pub batches: u64,
+    /// Records in the batches that decoded.
+    pub records: u64,
+    /// Offsets read.
+    pub offsets: u64,
+    /// DLQ entries read.
+    pub dlq: u64,
+    /// Meta keys read.
+    pub meta: u64,
+    /// The head: the larger of the log's end and `seq_floor`.
+    pub head: u64,
+    /// Every problem found, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+/// Verifies a store fed to it one value at a time. Pure: no I/O.
+#[derive(Debug, Default)]
+pub struct Checker {
+    report: Report,
+    prev: Option<(u64, u64)>,
+    log_end: u64,
+    seq_floor: Option<u64>,
+    offsets: Vec<(String, u64)>,
+    dlq_seqs: Vec<(String, u64)>,
+    meta_keys: BTreeSet<Vec<u8>>,
+}
+
+fn problem_from(e: Error, tree: &str, key: &[u8]) -> Problem {
+    match e {
+        Error::Corrupted { tree, key, reason } => Problem {
+            tree: tree.to_string(),
+            key,
+            reason,
+        },
+        other => Problem {
+            tree: tree.to_string(),
+            key: codec::render_key(tree, key),
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl Checker {
+    /// A fresh checker.
+    pub fn new() -> Checker {
+        Checker::default()
+    }
+
+    fn push(&mut self, p: Problem) {
+        self.report.problems.push(p);
+    }
+
+    /// Records a failure to read a tree at all.
+    pub fn unreadable(&mut self, tree: &str, e: &Error) {
+        self.push(Problem {
+            tree: tree.to_string(),
+            key: "-".into(),
+            reason: format!("cannot iterate: {e}"),
+        });
+    }
+
+    /// One `log` key and value.
+    pub fn log(&mut self, k: &[u8], v: &[u8]) {
+        self.report.batches += 1;
+        let (first, count) = match codec::decode_batch(k, v) {
+            Ok((first, h, _)) => (first.0, u64::from(h.count)),
+            Err(e) => {
+                // The header may still say where the batch ends, which keeps
+                // the overlap check going past one bad value.
+                if let Ok((first, h)) = codec::decode_batch_header(k, v) {
+                    self.log_end = self.log_end.max(first.0 + u64::from(h.count));
+                }
+                self.push(problem_from(e, tree::LOG, k));
+                return;
+            }
+        };
+        self.report.records += count;
+        let end = first + count;
+        if let Some((pfirst, pend)) = self.prev {
+            if first <= pfirst {
+                self.push(Problem {
+                    tree: tree::LOG.into(),
+                    key: codec::render_key(tree::LOG, k),
+                    reason: format!("seqs are not increasing: follows the batch at seq {pfirst}"),
+                });
+            } else if first < pend {
+                self.push(Problem {
+                    tree: tree::LOG.into(),
+                    key: codec::render_key(tree::LOG, k),
+                    reason: format!(
+                        "overlaps the previous batch: seqs {pfirst}..{pend} and {first}..{end}"
+                    ),
+                });
+            }
+        }
+        self.prev = Some((first, end));
+        self.log_end = self.log_end.max(end);
+    }
+
+    /// One `offsets` key and value.
+    pub fn offset(&mut self, k: &[u8], v: &[u8]) {
+        self.report.offsets += 1;
+        let name = match codec::decode_offset_key(k) {
+            Ok(n) => n,
+            Err(e) => return self.push(problem_from(e, tree::OFFSETS, k)),
+        };
+        match codec::decode_offset(k, v) {
+            Ok(o) => self.offsets.push((name.to_string(), o.next)),
+            Err(e) => self.push(problem_from(e, tree::OFFSETS, k)),
+        }
+    }
+
+    /// One `dlq` key and value.
+    pub fn dlq(&mut self, k: &[u8], v: &[u8]) {
+        self.report.dlq += 1;
+        match codec::decode_dlq(k, v) {
+            Ok(e) => self.dlq_seqs.push((codec::render_key(tree::DLQ, k), e.seq)),
+            Err(e) => self.push(problem_from(e, tree::DLQ, k)),
+        }
+    }
+
+    /// One `meta` key and value.
+    pub fn meta(&mut self, k: &[u8], v: &[u8]) {
+        self.report.meta += 1;
+        self.meta_keys.insert(k.to_vec());
+        let r: Result<()> = match k {
+            meta_key::FORMAT_VERSION => match v {
+                [b] if FormatVersion::try_from(*b).is_ok() => Ok(()),
+                [b] => Err(corrupt_meta(k, format!("unknown format version {b}"))),
+                _ => Err(corrupt_meta(
+                    k,
+                    format!("expected one byte, found {}", v.len()),
+                )),
+            },
+            meta_key::LOG_ID => codec::decode_log_id(v).map(|_| ()),
+            meta_key::CREATED_AT => codec::decode_meta_u64(k, v).map(|_| ()),
+            meta_key::SEQ_FLOOR => codec::decode_meta_u64(k, v).map(|f| {
+                self.seq_floor = Some(f);
+            }),
+            meta_key::SINKS => codec::decode_sink_list(v).map(|_| ()),
+            _ => Err(corrupt_meta(k, "unknown meta key".into())),
+        };
+        if let Err(e) = r {
+            self.push(problem_from(e, tree::META, k));
+        }
+    }
+
+    /// The cross-tree checks, then the report.
+    pub fn finish(mut self) -> Report {
+        for key in [
+            meta_key::FORMAT_VERSION,
+            meta_key::LOG_ID,
+            meta_key::CREATED_AT,
+        ] {
+            if !self.meta_keys.contains(key) {
+                self.push(Problem {
+                    tree: tree::META.into(),
+                    key: codec::render_key(tree::META, key),
+                    reason: "missing".into(),
+                });
+            }
+        }
+        let head = self.log_end.max(self.seq_floor.unwrap_or(0));
+        self.report.head = head;
+        for (name, next) in std::mem::take(&mut self.offsets) {
+            if next > head {
+                self.push(Problem {
+                    tree: tree::OFFSETS.into(),
+                    key: format!("`{name}`"),
+                    reason: format!("offset {next} is past the head {head}"),
+                });
+            }
+        }
+        for (key, seq) in std::mem::take(&mut self.dlq_seqs) {
+            if seq >= head {
+                self.push(Problem {
+                    tree: tree::DLQ.into(),
+                    key,
+                    reason: format!("entry seq {seq} was never assigned (head is {head})"),
+                });
+            }
+        }
+        self.report
+    }
+}
+
+fn corrupt_meta(k: &[u8], reason: String) -> Error {
+    Error::Corrupted {
+        tree: tree::META,
+        key: codec::render_key(tree::META, k),
+        reason,
+    }
+}
+
+/// Runs the checker over every value of `store`.
+pub fn check_store(store: &Store) -> Report {
+    let mut c = Checker::new();
+    for t in [tree::META, tree::LOG, tree::OFFSETS, tree::DLQ] {
+        let Some(iter) = store.raw(t) else { continue };
+        for kv in iter {
+            match kv {
+                Ok((k, v)) => match t {
+                    tree::LOG => c.log(&k, &v),
+                    tree::OFFSETS => c.offset(&k, &v),
+                    tree::DLQ => c.dlq(&k, &v),
+                    _ => c.meta(&k, &v),
+                },
+                Err(e) => {
+                    c.unreadable(t, &e);
+                    break;
+                }
+            }
+        }
+    }
+    c.finish()
+}
+
+/// The report for humans.
+pub fn render(dir: &Path, r: &Report) -> String {
+    let mut out = String::new();
+    for p in &r.problems {
+        out += &format!("problem: {p}\n");
+    }
+    out += &format!(
+        "checked {}: {} log batches ({} records), {} offsets, {} DLQ entries, {} meta keys; head {}\n",
+        dir.display(),
+        r.batches,
+        r.records,
+        r.offsets,
+        r.dlq,
+        r.meta,
+        r.head
+    );
+    out += &match r.problems.len() {
+        0 => "ok: no problems found\n".to_string(),
+        1 => "1 problem found\n".to_string(),
+        n => format!("{n} problems found\n"),
+    };
+    out
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode> {
+    let report = match super::open_existing(&args.data_dir) {
+        Ok(store) => check_store(&store),
+        // A store whose meta does not decode cannot be opened; that is a
+        // finding, reported like the others.
+        Err(Error::Corrupted { tree, key, reason }) => Report {
+            problems: vec![Problem {
+                tree: tree.to_string(),
+                key,
+                reason,
+            }],
+            ..Report::default()
+        },
+        Err(e) => return Err(e),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render(&args.data_dir, &report));
+    }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CORRUPT)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outbox::codec::{BatchHeader, DlqEntry, LogEntry, OffsetValue};
+    use outbox::{Record, Seq, SinkName};
+
+    fn batch(first: u64, n: u32) -> (Vec<u8>, Vec<u8>) {
+        let entries: Vec<LogEntry> = (0..n)
+            .map(|i| {
+                LogEntry::new(Record::new(
+                    format!("{}", first + u64::from(i)).into_bytes(),
+                ))
+            })
+            .collect();
+        let h = BatchHeader {
+            count: n,
+            bytes: entries.iter().map(|e| e.record.size() as u64).sum(),
+            appended_at_ms: 1,
+        };
+        (
+            codec::log_key(Seq(first)).to_vec(),
+            codec::encode_batch(h, &entries),
+        )
+    }
+
+    fn good_meta(c: &mut Checker, floor: u64) {
+        c.meta(meta_key::FORMAT_VERSION, &[1]);
+        c.meta(
+            meta_key::LOG_ID,
+            &codec::encode_log_id(uuid::Uuid::from_u128(7)),
+        );
+        c.meta(meta_key::CREATED_AT, &codec::encode_meta_u64(5));
+        c.meta(meta_key::SEQ_FLOOR, &codec::encode_meta_u64(floor));
+    }
+
+    fn offset(c: &mut Checker, name: &str, next: u64) {
+        c.offset(
+            name.as_bytes(),
+            &codec::encode_offset(&OffsetValue {
+                next,
+                updated_at_ms: 0,
+            }),
+        );
+    }
+
+    #[test]
+    fn a_clean_store_has_no_problems() {
+        let mut c = Checker::new();
+        good_meta(&mut c, 0);
+        for (k, v) in [batch(0, 3), batch(3, 2)] {
+            c.log(&k, &v);
+        }
+        offset(&mut c, "out", 5);
+        let sink = SinkName::new("out").unwrap();
+        let d = DlqEntry {
+            sink: "out".into(),
+            seq: 4,
+            origin: 4,
+            record: Record::new(b"x".to_vec()),
+            error: "e".into(),
+            attempts: 1,
+            failed_at_ms: 1,
+        };
+        c.dlq(&codec::dlq_key(&sink, Seq(4)), &codec::encode_dlq(&d));
+        let r = c.finish();
+        assert_eq!(r.problems, vec![]);
+        assert_eq!(
+            (r.batches, r.records, r.offsets, r.dlq, r.meta, r.head),
+            (2, 5, 1, 1, 4, 5)
+        );
+    }
+
+    #[test]
+    fn each_problem_names_tree_and_key() {
+        let mut c = Checker::new();
+        good_meta(&mut c, 0);
+        let (k, mut v) = batch(0, 3);
+        c.log(&k, &v);
+        let (k2, v2) = batch(2, 2); // overlaps 0..3
+        c.log(&k2, &v2);
+        let (k3, _) = batch(10, 1);
+        v.truncate(v.len() - 1);
+        c.log(&k3, &v); // does not decode
+        offset(&mut c, "ahead", 99);
+        c.offset(b"bad", &[1, 2]);
+        c.meta(b"mystery", &[1]);
+        let r = c.finish();
+        let got: Vec<(String, String)> = r
+            .problems
+            .iter()
+            .map(|p| (p.tree.clone(), p.key.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("log".into(), "seq 2".into()),
+                ("log".into(), "seq 10".into()),
+                ("offsets".into(), "`bad`".into()),
+                ("meta".into(), "`mystery`".into()),
+                ("offsets".into(), "`ahead`".into()),
+            ]
+        );
+        assert!(
+            r.problems[0].reason.contains("overlaps"),
+            "{}",
+            r.problems[0]
+        );
+        assert!(
+            r.problems[4].reason.contains("past the head 13"),
+            "{}",
+            r.problems[4]
+        );
+    }
+
+    #[test]
+    fn seq_floor_counts_toward_the_head_and_missing_meta_is_named() {
+        let mut c = Checker::new();
+        c.meta(meta_key::SEQ_FLOOR, &codec::encode_meta_u64(50));
+        offset(&mut c, "a", 50);
+        let r = c.finish();
+        assert_eq!(r.head, 50);
+        let keys: Vec<&str> = r.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["`format_version`", "`log_id`", "`created_at_ms`"]);
+        assert!(
+            r.problems
+                .iter()
+                .all(|p| p.tree == "meta" && p.reason == "missing")
+        );
+    }
+}

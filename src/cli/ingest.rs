@@ -1,0 +1,166 @@
+//! HTTP ingest: `POST /v1/records`.
+//!
+//! Contract (see `docs/operations.md`):
+//! - the body is NDJSON, one record per non-blank line, payload = the line;
+//! - a request is atomic: its records go to the engine in one
+//!   `dispatch_many`, which appends them as one log value, all or none;
+//! - `200 {"accepted":N,"first_seq":..,"last_seq":..}` only once durable
+//!   under the sync policy;
+//! - `400 {"error":..,"line":N}` names the first bad line (1-based) and
+//!   nothing is appended; a body without records is a 400 too;
+//! - `413` when the body is over `ingest.max_body_bytes`, or a line is over
+//!   `max_record_bytes` (then with `"line"`);
+//! - `503` with `Retry-After` while a Block sink is full or while shutting
+//!   down;
+//! - `401` without the bearer token, when one is configured.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use outbox::{Error, Outbox, Record};
+use serde_json::json;
+
+use super::auth::BearerAuth;
+use super::ndjson::{self, LineError};
+
+/// Seconds a client is told to wait on a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Shared by every request.
+pub struct IngestState {
+    /// The engine.
+    pub outbox: Arc<Outbox<()>>,
+    /// Required token, if any.
+    pub auth: Option<BearerAuth>,
+    /// Per-record limit.
+    pub max_record: usize,
+    /// Set when the daemon begins to stop: every later request gets 503.
+    pub stopping: AtomicBool,
+    /// Records accepted so far.
+    pub accepted: AtomicU64,
+}
+
+/// The ingest router.
+pub fn router(state: Arc<IngestState>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/records", post(records))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// A JSON error response.
+pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": msg.into() }))).into_response()
+}
+
+fn unavailable(msg: String) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, msg);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    r
+}
+
+/// 401 with the challenge header.
+pub fn unauthorized() -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn line_error(e: &LineError) -> Response {
+    let status = match e {
+        LineError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        LineError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    (
+        status,
+        axum::Json(json!({ "error": format!("{e}; nothing was appended"), "line": e.line() })),
+    )
+        .into_response()
+}
+
+async fn records(
+    State(s): State<Arc<IngestState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Some(auth) = &s.auth {
+        if !auth.check(&headers) {
+            return unauthorized();
+        }
+    }
+    if s.stopping.load(Ordering::Acquire) || s.outbox.is_closing() {
+        return unavailable("outbox is shutting down; nothing was appended".into());
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is over ingest.max_body_bytes; nothing was appended",
+            );
+        }
+        Err(r) => {
+            return error(
+                r.status(),
+                format!("cannot read the body: {}", r.body_text()),
+            );
+        }
+    };
+    let lines = match ndjson::parse_body(&body, s.max_record) {
+        Ok(l) => l,
+        Err(e) => return line_error(&e),
+    };
+    if lines.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "the body holds no records");
+    }
+    if let Some(full) = s.outbox.full_sink() {
+        return unavailable(format!(
+            "sink {full} is at its lag limit (on_full = block); nothing was appended"
+        ));
+    }
+    let items: Vec<(Record, Vec<()>)> = lines
+        .into_iter()
+        .map(|l| (Record::new(l), Vec::new()))
+        .collect();
+    match s.outbox.dispatch_many(items).await {
+        Ok(receipts) => match (receipts.first(), receipts.last()) {
+            (Some(first), Some(last)) => {
+                s.accepted
+                    .fetch_add(receipts.len() as u64, Ordering::Relaxed);
+                (
+                    StatusCode::OK,
+                    axum::Json(json!({
+                        "accepted": receipts.len(),
+                        "first_seq": first.seq.0,
+                        "last_seq": last.seq.0,
+                    })),
+                )
+                    .into_response()
+            }
+            _ => error(StatusCode::BAD_REQUEST, "the body holds no records"),
+        },
+        Err(Error::Rejected(why)) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{why}; nothing was appended"),
+        ),
+        Err(Error::ShuttingDown) => {
+            unavailable("outbox is shutting down; nothing was appended".into())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ingest: append failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("append failed: {e}; nothing was acknowledged"),
+            )
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! `outbox status`: one row per sink with committed offset, head, lag, DLQ
+//! count and whether it is orphaned; offline from the data directory or
+//! from a running daemon (`--admin`, served as `GET /v1/status`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use outbox::store::Store;
+use outbox::{Outbox, Result, SinkName};
+use serde::{Deserialize, Serialize};
+
+use super::client::{self, AdminArgs};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The data directory (of a stopped outbox).
+    #[arg(long, value_name = "DIR", required_unless_present = "admin")]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// What `status` reports; also the body of `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The log id.
+    pub log_id: String,
+    /// The next seq to be assigned (offline) or published (online).
+    pub head: u64,
+    /// One row per sink with an offset, configured ones first.
+    pub sinks: Vec<SinkRow>,
+}
+
+/// One sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkRow {
+    /// The sink's name.
+    pub sink: String,
+    /// Every seq below it is done for this sink.
+    pub committed: u64,
+    /// The head, repeated for convenience.
+    pub head: u64,
+    /// `head - committed`.
+    pub lag: u64,
+    /// DLQ entries of this sink.
+    pub dlq: usize,
+    /// Has an offset but is no longer configured.
+    pub orphaned: bool,
+}
+
+/// Reads the view from a stopped outbox.
+///
+/// # Errors
+/// Decoding errors of the offsets or meta trees.
+pub fn offline(store: &Store) -> Result<StatusView> {
+    let head = store.extent()?.next.0;
+    let configured = store.configured_sinks()?;
+    let mut sinks: Vec<SinkRow> = store
+        .offsets()?
+        .into_iter()
+        .map(|(name, o)| SinkRow {
+            orphaned: configured.as_ref().is_some_and(|c| !c.contains(&name)),
+            dlq: store.dlq_count(&name),
+            sink: name.to_string(),
+            committed: o.next,
+            head,
+            lag: head.saturating_sub(o.next),
+        })
+        .collect();
+    sinks.sort_by_key(|r| r.orphaned);
+    Ok(StatusView {
+        log_id: store.log_id().simple().to_string(),
+        head,
+        sinks,
+    })
+}
+
+/// Reads the view from a running outbox.
+///
+/// # Errors
+/// As [`Outbox::status`] and [`Outbox::dlq_list`].
+pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
+    let st = outbox.status()?;
+    let mut sinks: Vec<SinkRow> = st
+        .sinks
+        .iter()
+        .map(|s| SinkRow {
+            sink: s.name.clone(),
+            committed: s.committed,
+            head: st.head,
+            lag: s.lag,
+            dlq: s.dlq,
+            orphaned: false,
+        })
+        .collect();
+    for (name, offset) in &st.orphans {
+        let dlq = match SinkName::new(name.clone()) {
+            Ok(n) => outbox.dlq_list(Some(&n))?.len(),
+            Err(_) => 0,
+        };
+        sinks.push(SinkRow {
+            sink: name.clone(),
+            committed: *offset,
+            head: st.head,
+            lag: st.head.saturating_sub(*offset),
+            dlq,
+            orphaned: true,
+        });
+    }
+    Ok(StatusView {
+        log_id: st.log_id,
+        head: st.head,
+        sinks,
+    })
+}
+
+/// The human table.
+pub fn table(v: &StatusView) -> String {
+    let w = v
+        .sinks
+        .iter()
+        .map(|s| s.sink.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("log {}  head {}\n", v.log_id, v.head);
+    out += &format!(
+        "{:<w$}  {:>12}  {:>12}  {:>10}  {:>6}  ORPHANED\n",
+        "SINK", "COMMITTED", "HEAD", "LAG", "DLQ"
+    );
+    for s in &v.sinks {
+        out += &format!(
+            "{:<w$}  {:>12}  {:>12}  {:>10}  {:>6}  {}\n",
+            s.sink,
+            s.committed,
+            s.head,
+            s.lag,
+            s.dlq,
+            if s.orphaned { "yes" } else { "no" }
+        );
+    }
+    out
+}
+
+pub fn run(args: StatusArgs) -> Result<ExitCode> {
+    let view = match (&args.admin.admin, &args.data_dir) {
+        (Some(_), _) => {
+            let v = client::call(&args.admin, reqwest::Method::GET, "/v1/status", None)?;
+            serde_json::from_value(v).map_err(|e| {
+                outbox::Error::Io(std::io::Error::other(format!(
+                    "admin endpoint sent an unexpected status shape: {e}"
+                )))
+            })?
+        }
+        (None, Some(dir)) => offline(&super::open_existing(dir)?)?,
+        (None, None) => {
+            return Err(outbox::Error::Config {
+                param: "--data-dir".into(),
+                reason: "missing: pass --data-dir DIR or --admin URL".into(),
+            });
+        }
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
+    } else {
+        print!("{}", table(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_one_row_per_sink() {
+        let v = StatusView {
+            log_id: "abc".into(),
+            head: 10,
+            sinks: vec![
+                SinkRow {
+                    sink: "out".into(),
+                    committed: 7,
+                    head: 10,
+                    lag: 3,
+                    dlq: 1,
+                    orphaned: false,
+                },
+                SinkRow {
+                    sink: "old-sink".into(),
+                    committed: 2,
+                    head: 10,
+                    lag: 8,
+                    dlq: 0,
+                    orphaned: true,
+                },
+            ],
+        };
+        let t = table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], "log abc  head 10");
+        let cols: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cols, ["out", "7", "10", "3", "1", "no"]);
+        let cols: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(cols, ["old-sink", "2", "10", "8", "0", "yes"]);
+    }
+}
