@@ -12,7 +12,7 @@ pub enum SinkSpec {
     Stdout,
     /// `NAME=file:PATH`
     File(PathBuf),
-    /// A `[[sinks]]` table with `kind = "webhook"` and its `[sinks.webhook]`.
+    /// `NAME=webhook:URL`, with its secrets from `--webhook-secret-env`.
     Webhook(Box<WebhookConfig>),
 }
 
