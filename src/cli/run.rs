@@ -1,31 +1,47 @@
-//! `outbox run`: stdin NDJSON in, sinks out.
+//! `outbox run`: the daemon. Records come from stdin (the default) or from
+//! HTTP ingest, go durably into the log, and out to every sink.
 //!
-//! Each line of stdin is one record; its payload is the line's bytes exactly
-//! (without the line ending). Lines are validated as JSON first: a bad line
-//! is reported with its line number and not appended. Lines are grouped into
-//! `dispatch_many` calls of up to 256 and up to 16 calls are in flight, so
-//! group commit has work to share.
+//! Order of startup, so that a mistake costs nothing:
+//! 1. the config file is read and merged with the flags, and every value is
+//!    checked ([`super::config::resolve`]); errors exit 2 before anything
+//!    is opened;
+//! 2. the listeners are bound (a port in use fails here, before the data
+//!    directory is touched), the sinks are built;
+//! 3. the outbox is opened, and each bound address is announced on stderr as
+//!    `outbox: ingest listening on http://ADDR` (and `admin`), which is how
+//!    tests and scripts find a port 0 listener.
+//!
+//! Shutdown (EOF on stdin, SIGINT or SIGTERM): ingest answers 503 from then
+//! on, in-flight requests get up to the drain timeout to finish, then the
+//! sinks drain for at most the drain timeout; what is left stays in the log.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use outbox::{Outbox, OutboxConfig, Record, Result, SinkConfig, SyncPolicy};
-use tokio::io::AsyncBufReadExt;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use outbox::{Error, Outbox, Result};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use super::sinks;
+use super::LogFormat;
+use super::auth::BearerAuth;
+use super::config::{self, FileConfig, Overrides, RunPlan};
+use super::{admin, ingest, prometheus, sinks, stdin};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// A TOML config file (see docs/configuration.md). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The data directory (created with mode 0700 when missing).
     #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
     /// A sink: NAME=stdout, NAME=file:PATH or NAME=webhook:URL. Repeat for
-    /// more.
+    /// more. Replaces a file sink of the same name.
     #[arg(long = "sink", value_name = "NAME=KIND[:ARG]")]
     pub sinks: Vec<String>,
     /// The environment variable holding a webhook sink's signing secret:
@@ -34,178 +50,231 @@ pub struct RunArgs {
     #[arg(long = "webhook-secret-env", value_name = "NAME=ENVVAR")]
     pub webhook_secret_env: Vec<String>,
     /// Sync policy: always (group commit), full (plus fsync), interval:MS.
-    #[arg(long, default_value = "always")]
-    pub sync: String,
-    /// Seconds to let sinks catch up at EOF or on a signal.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub drain_timeout: u64,
+    #[arg(long)]
+    pub sync: Option<String>,
+    /// Seconds to let sinks catch up at EOF or on a signal [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
+    /// Serve HTTP ingest here instead of reading stdin: HOST:PORT or PORT
+    /// (127.0.0.1). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub ingest_listen: Option<String>,
+    /// Serve the admin endpoint (metrics, health, status) here.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
 }
 
-const GROUP: usize = 256;
-const IN_FLIGHT: usize = 16;
-
-pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let sync = SyncPolicy::parse(&args.sync)?;
+/// Reads the file (if any), merges the flags, checks everything.
+///
+/// # Errors
+/// [`Error::Config`] naming the key or flag.
+pub fn plan(args: &RunArgs, log_format: Option<LogFormat>) -> Result<RunPlan> {
+    let file = match &args.config {
+        Some(p) => config::read_file(p)?,
+        None => FileConfig::default(),
+    };
     let mut specs = args
         .sinks
         .iter()
         .map(|s| sinks::parse(s))
         .collect::<Result<Vec<_>>>()?;
     sinks::apply_secret_envs(&mut specs, &args.webhook_secret_env)?;
+    config::resolve(
+        file,
+        Overrides {
+            data_dir: args.data_dir.clone(),
+            sinks: specs,
+            sync: args.sync.clone(),
+            drain_timeout_secs: args.drain_timeout,
+            ingest_listen: args.ingest_listen.clone(),
+            admin_listen: args.admin_listen.clone(),
+            log_format,
+        },
+        &|k| std::env::var(k).ok(),
+    )
+}
+
+pub fn run(plan: RunPlan) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(outbox::Error::Io)?;
-    rt.block_on(async move {
-        let mut builder = Outbox::<()>::builder(&args.data_dir).config(OutboxConfig {
-            sync,
-            ..OutboxConfig::default()
-        });
-        for (name, spec) in &specs {
-            builder = builder.boxed_sink(name, sinks::build(spec).await?, SinkConfig::default());
-        }
-        let (outbox, _acks) = builder.open().await?;
-        let outbox = Arc::new(outbox);
-        let stats = pump(outbox.clone()).await;
-        let report = outbox
-            .shutdown(Duration::from_secs(args.drain_timeout))
-            .await?;
-        eprintln!(
-            "outbox: appended {} records, rejected {} lines, {}",
-            stats.appended,
-            stats.rejected,
-            if report.drained {
-                "all sinks drained".to_string()
-            } else {
-                format!("left for the next start: {:?}", report.pending)
-            }
-        );
-        if let Some(e) = stats.error {
-            return Err(e);
-        }
-        Ok(if stats.rejected > 0 {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
-        })
+        .map_err(Error::Io)?;
+    rt.block_on(serve(plan))
+}
+
+async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{key} {addr}: cannot bind: {e}"),
+        ))
     })
 }
 
-#[derive(Default)]
-struct Stats {
-    appended: u64,
-    rejected: u64,
-    error: Option<outbox::Error>,
+fn announce(what: &str, l: &TcpListener) -> Result<SocketAddr> {
+    let addr = l.local_addr().map_err(Error::Io)?;
+    tracing::info!(%addr, "{what} listening");
+    eprintln!("outbox: {what} listening on http://{addr}");
+    Ok(addr)
 }
 
-/// Reads stdin until EOF or a signal, dispatching as it goes.
-async fn pump(outbox: Arc<Outbox<()>>) -> Stats {
-    let mut stats = Stats::default();
-    let mut lines = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut inflight: JoinSet<Result<usize>> = JoinSet::new();
-    let mut group: Vec<(Record, Vec<()>)> = Vec::with_capacity(GROUP);
-    let mut line_no = 0u64;
-    let mut buf = Vec::new();
-    let stop = stop_signal();
-    tokio::pin!(stop);
-    loop {
-        buf.clear();
-        let read = tokio::select! {
-            r = lines.read_until(b'\n', &mut buf) => r,
-            _ = &mut stop => {
-                tracing::info!("signal received; draining");
-                break;
-            }
-        };
-        let n = match read {
-            Ok(n) => n,
-            Err(e) => {
-                stats.error = Some(outbox::Error::Io(e));
-                break;
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let line = trim_eol(&buf);
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
-            stats.rejected += 1;
-            eprintln!("outbox: line {line_no}: not valid JSON ({e}); not appended");
-            continue;
-        }
-        group.push((Record::new(line.to_vec()), Vec::new()));
-        // Send a group when full, or when stdin has nothing more buffered.
-        if group.len() >= GROUP || lines.buffer().is_empty() {
-            if let Err(e) = send(&outbox, &slots, &mut inflight, &mut group, &mut stats).await {
-                stats.error = Some(e);
-                break;
-            }
-        }
+async fn serve(plan: RunPlan) -> Result<ExitCode> {
+    let ingest_l = match &plan.ingest {
+        Some(i) => Some(bind("ingest.listen", i.listen.addr).await?),
+        None => None,
+    };
+    let admin_l = match &plan.admin {
+        Some(a) => Some(bind("admin.listen", a.addr).await?),
+        None => None,
+    };
+    let handle = match admin_l {
+        Some(_) => Some(prometheus::install()?),
+        None => None,
+    };
+    let mut builder = Outbox::<()>::builder(&plan.data_dir).config(plan.engine.clone());
+    if handle.is_some() {
+        builder = builder.metrics(prometheus::PromHook::new(
+            plan.sinks.iter().map(|s| s.name.clone()).collect(),
+        ));
     }
-    if stats.error.is_none() && !group.is_empty() {
-        if let Err(e) = send(&outbox, &slots, &mut inflight, &mut group, &mut stats).await {
-            stats.error = Some(e);
+    for s in &plan.sinks {
+        if let sinks::SinkSpec::File(path) = &s.spec {
+            create_parent(path)?;
         }
+        builder = builder.boxed_sink(&s.name, sinks::build(&s.spec).await?, s.cfg.clone());
     }
-    while let Some(r) = inflight.join_next().await {
-        collect(r, &mut stats);
-    }
-    stats
-}
+    let (outbox, _acks) = builder.open().await?;
+    let outbox = Arc::new(outbox);
 
-async fn send(
-    outbox: &Arc<Outbox<()>>,
-    slots: &Arc<Semaphore>,
-    inflight: &mut JoinSet<Result<usize>>,
-    group: &mut Vec<(Record, Vec<()>)>,
-    stats: &mut Stats,
-) -> Result<()> {
-    while let Some(r) = inflight.try_join_next() {
-        collect(r, stats);
+    let admin_stop = CancellationToken::new();
+    let admin_task = match (admin_l, handle, &plan.admin) {
+        (Some(l), Some(metrics), Some(a)) => {
+            announce("admin", &l)?;
+            let state = Arc::new(admin::AdminState {
+                outbox: outbox.clone(),
+                metrics,
+                auth: a.token.as_ref().map(BearerAuth::new),
+            });
+            let stop = admin_stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(l, admin::router(state))
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        _ => None,
+    };
+
+    let (appended, rejected, source_error) = match (ingest_l, &plan.ingest) {
+        (Some(l), Some(i)) => {
+            announce("ingest", &l)?;
+            let state = Arc::new(ingest::IngestState {
+                outbox: outbox.clone(),
+                auth: i.listen.token.as_ref().map(BearerAuth::new),
+                max_record: plan.engine.max_record_bytes,
+                stopping: AtomicBool::new(false),
+                accepted: AtomicU64::new(0),
+            });
+            let stop = CancellationToken::new();
+            let server = {
+                let stop = stop.clone();
+                let router = ingest::router(state.clone(), i.max_body_bytes);
+                tokio::spawn(async move {
+                    axum::serve(l, router)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await
+                })
+            };
+            stop_signal().await;
+            tracing::info!("signal received; refusing new records and draining");
+            state.stopping.store(true, Ordering::Release);
+            stop.cancel();
+            // Requests already in the engine finish; one blocked on a full
+            // sink is released by the shutdown below with a 503.
+            let mut server = server;
+            let finished =
+                tokio::time::timeout(plan.drain_timeout.min(Duration::from_secs(10)), &mut server)
+                    .await;
+            let accepted = state.accepted.load(Ordering::Relaxed);
+            (
+                accepted,
+                0,
+                Pending::Server(finished.is_err().then_some(server)),
+            )
+        }
+        _ => {
+            let stats =
+                stdin::pump(outbox.clone(), plan.engine.max_record_bytes, stop_signal()).await;
+            (stats.appended, stats.rejected, Pending::Stdin(stats.error))
+        }
+    };
+    let report = outbox.shutdown(plan.drain_timeout).await;
+    let source_error = match source_error {
+        Pending::Server(Some(server)) => {
+            let _ = server.await;
+            None
+        }
+        Pending::Server(None) => None,
+        Pending::Stdin(e) => e,
+    };
+    admin_stop.cancel();
+    if let Some(t) = admin_task {
+        let _ = t.await;
     }
-    if let Some(e) = stats.error.take() {
+    let report = report?;
+    eprintln!(
+        "outbox: appended {appended} records, rejected {rejected} lines, {}",
+        if report.drained {
+            "all sinks drained".to_string()
+        } else {
+            format!(
+                "left for the next start: {}",
+                report
+                    .pending
+                    .iter()
+                    .map(|(n, c)| format!("{n}={c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    if let Some(e) = source_error {
         return Err(e);
     }
-    let permit = slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| outbox::Error::ShuttingDown)?;
-    let items = std::mem::replace(group, Vec::with_capacity(GROUP));
-    let outbox = outbox.clone();
-    inflight.spawn(async move {
-        let n = items.len();
-        let r = outbox.dispatch_many(items).await.map(|_| n);
-        drop(permit);
-        r
-    });
-    Ok(())
+    Ok(if rejected > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn collect(r: std::result::Result<Result<usize>, tokio::task::JoinError>, stats: &mut Stats) {
-    match r {
-        Ok(Ok(n)) => stats.appended += n as u64,
-        Ok(Err(e)) => {
-            if stats.error.is_none() {
-                stats.error = Some(e);
-            }
-        }
-        Err(e) => {
-            if stats.error.is_none() {
-                stats.error = Some(outbox::Error::Storage(format!("dispatch task failed: {e}")));
-            }
-        }
+/// A file sink's directory is created (mode 0700) when missing, like the
+/// data directory.
+fn create_parent(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("file sink directory {}: {e}", dir.display()),
+                ))
+            }),
+        _ => Ok(()),
     }
 }
 
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// What the source leaves for after the engine's shutdown.
+enum Pending {
+    /// An ingest server still finishing requests.
+    Server(Option<ServerTask>),
+    /// The stdin pump's error, if any.
+    Stdin(Option<Error>),
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -12,7 +12,7 @@ pub enum SinkSpec {
     Stdout,
     /// `NAME=file:PATH`
     File(PathBuf),
-    /// `NAME=webhook:URL`, with its secrets from `--webhook-secret-env`.
+    /// A `[[sinks]]` table with `kind = "webhook"` and its `[sinks.webhook]`.
     Webhook(Box<WebhookConfig>),
 }
 
