@@ -12,7 +12,8 @@ pub enum SinkSpec {
     Stdout,
     /// `NAME=file:PATH`
     File(PathBuf),
-    /// A `[[sinks]]` table with `kind = "webhook"` and its `[sinks.webhook]`.
+    /// `NAME=webhook:URL`, with its secrets from `--webhook-secret-env`, or a
+    /// `[[sinks]]` table with `kind = "webhook"` and its `[sinks.webhook]`.
     Webhook(Box<WebhookConfig>),
 }
 
