@@ -1,0 +1,155 @@
+//! `outbox run --config`: config errors exit 2 naming the key, before the
+//! data directory is created; and every subcommand's help has an example.
+
+mod cli_common;
+
+use cli_common::{code, run, stderr, stdout};
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run_config(text: &str) -> (i32, String, std::path::PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let text = text.replace("DATA", data.to_str().unwrap());
+    let cfg = write(t.path(), "outbox.toml", &text);
+    let o = run(&["run", "--config", cfg.to_str().unwrap()], b"{\"a\":1}\n");
+    let exists = data.exists();
+    assert!(
+        !exists,
+        "the data directory was created despite a config error"
+    );
+    // Keep the tempdir alive until checked.
+    drop(t);
+    (code(&o), stderr(&o), data)
+}
+
+#[test]
+fn unknown_key_exits_2_naming_it() {
+    let (c, err, _) = run_config(
+        "data_dir = \"DATA\"\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\nretires = 3\n",
+    );
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("unknown field `retires`"), "{err}");
+    assert!(err.contains("line 5"), "{err}");
+}
+
+#[test]
+fn duplicate_sink_name_exits_2_naming_it() {
+    let (c, err, _) = run_config(
+        "data_dir = \"DATA\"\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\n",
+    );
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("sinks[1].name") && err.contains("duplicate sink name `out`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn file_sink_without_path_exits_2_naming_the_key() {
+    let (c, err, _) = run_config("data_dir = \"DATA\"\n[[sinks]]\nname = \"f\"\nkind = \"file\"\n");
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("sinks.f.path") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unset_token_variable_exits_2_naming_it() {
+    let (c, err, _) = run_config(
+        "data_dir = \"DATA\"\n[ingest]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"OUTBOX_TEST_SURELY_UNSET\"\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\n",
+    );
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("ingest.token_env") && err.contains("OUTBOX_TEST_SURELY_UNSET is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let o = run(&["run", "--config", "/nonexistent/outbox.toml"], b"");
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("--config") && stderr(&o).contains("/nonexistent/outbox.toml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn flags_override_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let from_file = t.path().join("file-data");
+    let from_flag = t.path().join("flag-data");
+    let out = t.path().join("out.ndjson");
+    let cfg = write(
+        t.path(),
+        "outbox.toml",
+        &format!(
+            "data_dir = \"{}\"\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\n",
+            from_file.display()
+        ),
+    );
+    let o = run(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            from_flag.to_str().unwrap(),
+            "--sink",
+            &format!("out=file:{}", out.display()),
+        ],
+        b"{\"n\":1}\n{\"n\":2}\n",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!from_file.exists());
+    assert!(from_flag.join("db").exists());
+    // The flag's file sink replaced the file's stdout sink of that name.
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "{\"n\":1}\n{\"n\":2}\n"
+    );
+    assert_eq!(stdout(&o), "");
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    for sub in [
+        vec!["run"],
+        vec!["dump"],
+        vec!["status"],
+        vec!["dlq"],
+        vec!["dlq", "list"],
+        vec!["dlq", "redrive"],
+        vec!["dlq", "purge"],
+        vec!["check"],
+        vec!["compact"],
+    ] {
+        let mut args = sub.clone();
+        args.push("--help");
+        let o = run(&args, b"");
+        assert_eq!(code(&o), 0, "{sub:?}");
+        assert!(stdout(&o).contains("Example:"), "{sub:?}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn read_only_commands_refuse_a_missing_data_dir() {
+    for sub in ["dump", "status", "check"] {
+        let o = run(&[sub, "--data-dir", "/nonexistent/outbox-data"], b"");
+        assert_eq!(code(&o), 2, "{sub}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--data-dir") && stderr(&o).contains("does not exist"),
+            "{sub}: {}",
+            stderr(&o)
+        );
+        assert!(!std::path::Path::new("/nonexistent/outbox-data").exists());
+    }
+}

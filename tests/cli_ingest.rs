@@ -1,0 +1,242 @@
+//! HTTP ingest and the admin endpoint, end to end against the real binary.
+
+mod cli_common;
+
+use std::time::{Duration, Instant};
+
+use cli_common::{Daemon, Receiver, code, dump_json, http, run, stderr, stdout};
+use serde_json::json;
+
+const TOKEN: &str = "test-token-5f1e";
+
+fn config(dir: &std::path::Path, sinks: &str) -> std::path::PathBuf {
+    let text = format!(
+        "data_dir = \"{}\"\nmax_record_bytes = 64\ndrain_timeout_secs = 5\n[ingest]\nmax_body_bytes = 1024\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n{sinks}",
+        dir.join("data").display()
+    );
+    let p = dir.join("outbox.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn post(d: &Daemon, body: &[u8], token: Option<&str>) -> cli_common::Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/x-ndjson")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    http(d.ingest.unwrap(), "POST", "/v1/records", &headers, body)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ingest_is_atomic_per_request_and_admin_reports_it() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out.ndjson");
+    let cfg = config(
+        t.path(),
+        &format!(
+            "[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"{}\"\n",
+            out.display()
+        ),
+    );
+    let data = t.path().join("data");
+    let d = Daemon::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--ingest-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[("OUTBOX_TEST_TOKEN", TOKEN)],
+    );
+    assert!(d.ingest.unwrap().ip().is_loopback());
+
+    // No token, wrong token: 401, nothing appended.
+    let r = post(&d, b"{\"x\":0}\n", None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(post(&d, b"{\"x\":0}\n", Some("wrong")).status, 401);
+
+    let r = post(&d, b"{\"a\":1}\n\n{\"b\":2}\r\n", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"accepted": 2, "first_seq": 0, "last_seq": 1})
+    );
+
+    // One bad line among good ones: 400 naming line 3, nothing appended.
+    let r = post(&d, b"{\"c\":3}\n\nnot json\n{\"d\":4}\n", Some(TOKEN));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["line"], 3);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("line 3: not valid JSON")
+    );
+
+    // A record over max_record_bytes (64): 413 naming its line.
+    let big = format!("{{\"e\":5}}\n\"{}\"\n", "x".repeat(100));
+    let r = post(&d, big.as_bytes(), Some(TOKEN));
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["line"], 2);
+
+    // A body over max_body_bytes (1024): 413.
+    let body = "{\"f\":6}\n".repeat(200);
+    let r = post(&d, body.as_bytes(), Some(TOKEN));
+    assert_eq!(r.status, 413, "{}", r.body);
+
+    // An empty body is refused too.
+    assert_eq!(post(&d, b"\n\n", Some(TOKEN)).status, 400);
+
+    let admin = d.admin.unwrap();
+    let health = http(admin, "GET", "/healthz", &[], b"");
+    assert_eq!(
+        (health.status, health.json()),
+        (200, json!({"status": "ok"}))
+    );
+    wait_for("delivery", || {
+        let s = http(admin, "GET", "/v1/status", &[], b"").json();
+        s["sinks"][0]["committed"] == 2
+    });
+    let s = http(admin, "GET", "/v1/status", &[], b"").json();
+    assert_eq!(s["head"], 2);
+    assert_eq!(
+        s["sinks"],
+        json!([{"sink": "out", "committed": 2, "head": 2, "lag": 0, "dlq": 0, "orphaned": false}])
+    );
+
+    let m = http(admin, "GET", "/metrics", &[], b"");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    for want in [
+        "outbox_appended_records_total 2",
+        "outbox_delivered_total{sink=\"out\"} 2",
+        "outbox_dlq_total{sink=\"out\"} 0",
+        "outbox_lag_records{sink=\"out\"} 0",
+        "outbox_head_seq 2",
+        "outbox_append_durable_seconds_bucket",
+        "outbox_append_to_delivered_seconds_bucket{sink=\"out\"",
+    ] {
+        assert!(m.body.contains(want), "missing {want} in\n{}", m.body);
+    }
+
+    // The directory is locked: dump says so plainly and points at --admin.
+    let o = run(&["dump", "--data-dir", data.to_str().unwrap()], b"");
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("is locked"), "{err}");
+    assert!(
+        err.contains(&data.join("db").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("--admin URL"), "{err}");
+
+    // ... and with --admin it asks the daemon instead.
+    let url = format!("http://{admin}");
+    let o = run(
+        &[
+            "dump", "--admin", &url, "--tree", "offsets", "--format", "json",
+        ],
+        b"",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["offsets"][0]["sink"], "out");
+    assert_eq!(v["offsets"][0]["offset"], 2);
+    assert!(v.get("log").is_none());
+    let o = run(&["status", "--admin", &url, "--json"], b"");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["sinks"][0]["committed"], 2);
+
+    let (c, err) = d.stop();
+    assert_eq!(c, 0, "{err}");
+    assert!(!err.contains(TOKEN), "the token leaked into the logs");
+    assert!(err.contains("appended 2 records"), "{err}");
+
+    // Afterwards: exactly the two records of the good request.
+    let v = dump_json(&data, &["--tree", "log"]);
+    let log = v["log"].as_array().unwrap();
+    let got: Vec<(u64, &str)> = log
+        .iter()
+        .map(|r| {
+            (
+                r["seq"].as_u64().unwrap(),
+                r["payload"]["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [(0, "{\"a\":1}"), (1, "{\"b\":2}")]);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "{\"a\":1}\n{\"b\":2}\n"
+    );
+    let o = run(&["status", "--data-dir", data.to_str().unwrap()], b"");
+    assert_eq!(code(&o), 0);
+    let row: Vec<String> = stdout(&o)
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(row, ["out", "2", "2", "0", "0", "no"]);
+}
+
+#[test]
+fn ingest_answers_503_while_a_block_sink_is_full() {
+    // The receiver always answers 503, so the sink never commits and its
+    // lag stays at its limit of one record.
+    let rx = Receiver::start(vec![503]);
+    let t = tempfile::tempdir().unwrap();
+    let cfg = config(
+        t.path(),
+        &format!(
+            "[[sinks]]\nname = \"web\"\nkind = \"webhook\"\nmax_lag_records = 1\nretry_max = 1000\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n[sinks.webhook]\nurl = \"http://{}/hook\"\nsecret_env = \"OUTBOX_TEST_HOOK\"\nsecret_format = \"raw\"\n",
+            rx.addr
+        ),
+    );
+    let d = Daemon::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--ingest-listen",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "1",
+        ],
+        &[
+            ("OUTBOX_TEST_TOKEN", TOKEN),
+            ("OUTBOX_TEST_HOOK", "hook-secret"),
+        ],
+    );
+    let r = post(&d, b"{\"a\":1}\n", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for("the first attempt", || !rx.seen().is_empty());
+    let r = post(&d, b"{\"b\":2}\n", Some(TOKEN));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("sink web"),
+        "{}",
+        r.body
+    );
+    let (c, err) = d.stop();
+    assert_eq!(c, 0, "{err}");
+    assert!(!err.contains("hook-secret"));
+    let v = dump_json(&t.path().join("data"), &["--tree", "log"]);
+    assert_eq!(v["log"].as_array().unwrap().len(), 1, "{v}");
+}
