@@ -97,8 +97,8 @@ impl Daemon {
                 }
             });
         }
-        let want_ingest = args.iter().any(|a| *a == "--ingest-listen");
-        let want_admin = args.iter().any(|a| *a == "--admin-listen");
+        let want_ingest = args.contains(&"--ingest-listen");
+        let want_admin = args.contains(&"--admin-listen");
         let mut d = Daemon {
             child,
             lines,
