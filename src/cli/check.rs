@@ -60,7 +60,9 @@ pub struct Report {
     pub dlq: u64,
     /// Meta keys read.
     pub meta: u64,
-    /// The head: the larger of the log's end and `seq_floor`.
+    /// The head: the larger of the log's end and `seq_floor` (a lower
+    /// bound when a batch header does not decode; the offset and DLQ
+    /// checks against it are then skipped).
     pub head: u64,
     /// Every problem found, in the order found.
     pub problems: Vec<Problem>,
@@ -76,6 +78,9 @@ pub struct Checker {
     offsets: Vec<(String, u64)>,
     dlq_seqs: Vec<(String, u64)>,
     meta_keys: BTreeSet<Vec<u8>>,
+    /// A log value whose header did not decode: the head is unknown, so
+    /// the checks against it are skipped rather than guessed.
+    extent_unknown: bool,
 }
 
 fn problem_from(e: Error, tree: &str, key: &[u8]) -> Problem {
@@ -120,8 +125,11 @@ impl Checker {
             Err(e) => {
                 // The header may still say where the batch ends, which keeps
                 // the overlap check going past one bad value.
-                if let Ok((first, h)) = codec::decode_batch_header(k, v) {
-                    self.log_end = self.log_end.max(first.0 + u64::from(h.count));
+                match codec::decode_batch_header(k, v) {
+                    Ok((first, h)) => {
+                        self.log_end = self.log_end.max(first.0 + u64::from(h.count));
+                    }
+                    Err(_) => self.extent_unknown = true,
                 }
                 self.push(problem_from(e, tree::LOG, k));
                 return;
@@ -215,6 +223,9 @@ impl Checker {
         }
         let head = self.log_end.max(self.seq_floor.unwrap_or(0));
         self.report.head = head;
+        if self.extent_unknown {
+            return self.report;
+        }
         for (name, next) in std::mem::take(&mut self.offsets) {
             if next > head {
                 self.push(Problem {
@@ -433,6 +444,23 @@ mod tests {
             r.problems[4].reason.contains("past the head 13"),
             "{}",
             r.problems[4]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_header_skips_the_head_checks_instead_of_guessing() {
+        let mut c = Checker::new();
+        good_meta(&mut c, 0);
+        let (k, mut v) = batch(0, 3);
+        v[0] = 9;
+        c.log(&k, &v);
+        offset(&mut c, "out", 3);
+        let r = c.finish();
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(
+            r.problems[0]
+                .reason
+                .contains("unknown format version byte 9")
         );
     }
 
