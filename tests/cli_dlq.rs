@@ -128,70 +128,34 @@ fn purge_needs_confirmation_and_removes_only_what_was_chosen() {
     let dir = data.to_str().unwrap();
     let o = run_daemon(&cfg, b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(
-        dump_json(&data, &["--tree", "dlq"])["dlq"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
 
     // stdin is not a terminal here: without --yes it refuses, and keeps all.
-    let o = run(
-        &["dlq", "purge", "--data-dir", dir, "--sink", "web", "--all"],
-        b"y\n",
-    );
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
-    assert_eq!(
+    let purge = |sel: &[&str]| {
+        let mut args = vec!["dlq", "purge", "--data-dir", dir, "--sink", "web"];
+        args.extend_from_slice(sel);
+        run(&args, b"y\n")
+    };
+    let dlq_seqs = || -> Vec<u64> {
         dump_json(&data, &["--tree", "dlq"])["dlq"]
             .as_array()
             .unwrap()
-            .len(),
-        3
-    );
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(dlq_seqs(), [0, 1, 2]);
+    let o = purge(&["--all"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    assert_eq!(dlq_seqs(), [0, 1, 2]);
 
-    let o = run(
-        &[
-            "dlq",
-            "purge",
-            "--data-dir",
-            dir,
-            "--sink",
-            "web",
-            "--seq",
-            "1",
-            "--yes",
-        ],
-        b"",
-    );
+    let o = purge(&["--seq", "1", "--yes"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "purged 1 record of sink web\n");
-    let left: Vec<u64> = dump_json(&data, &["--tree", "dlq"])["dlq"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(left, [0, 2]);
+    assert_eq!(dlq_seqs(), [0, 2]);
 
-    let o = run(
-        &[
-            "dlq",
-            "purge",
-            "--data-dir",
-            dir,
-            "--sink",
-            "web",
-            "--all",
-            "--yes",
-        ],
-        b"",
-    );
+    let o = purge(&["--all", "--yes"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "purged 2 records of sink web\n");
-    assert_eq!(
-        dump_json(&data, &["--tree", "dlq"])["dlq"],
-        serde_json::json!([])
-    );
+    assert_eq!(dlq_seqs(), Vec::<u64>::new());
 }
