@@ -168,13 +168,20 @@ pub struct OutboxConfig {
     pub cache_bytes: u64,
     /// Largest record (payload plus headers) accepted. Default 4 MiB.
     pub max_record_bytes: usize,
-    /// Most records in one log value. Default 256.
+    /// Most records in one group commit. Default 256.
     pub max_batch_records: usize,
-    /// Most bytes in one log value, unless one request alone is larger.
-    /// Default 96 KiB, which keeps values inline in sled's log segments
-    /// (sled writes values above ~128 KiB as separate blob files).
+    /// Most bytes in one group commit, unless one request alone is larger.
+    /// Default 96 KiB.
     pub max_batch_bytes: usize,
-    /// Decoded batches kept in memory for the workers. Default 32 MiB.
+    /// Most bytes in one log value. Whole requests are packed into values of
+    /// at most this size; a larger request is cut into several values
+    /// written in one atomic sled batch. Default 96 KiB, so a group commit is
+    /// usually one value: sled costs per insert, and values under ~128 KiB
+    /// stay inline in its log segments rather than in blob files. Smaller
+    /// values let sled's cache evict more under a large backlog, at a
+    /// throughput cost (docs/performance.md).
+    pub max_value_bytes: usize,
+    /// Decoded batches kept in memory for the workers. Default 16 MiB.
     pub tail_cache_bytes: usize,
     /// How often truncation runs. Default 200 ms.
     pub truncate_every: Duration,
@@ -188,7 +195,8 @@ impl Default for OutboxConfig {
             max_record_bytes: 4 << 20,
             max_batch_records: 256,
             max_batch_bytes: 96 << 10,
-            tail_cache_bytes: 32 << 20,
+            max_value_bytes: 96 << 10,
+            tail_cache_bytes: 16 << 20,
             truncate_every: Duration::from_millis(200),
         }
     }
@@ -202,6 +210,9 @@ impl OutboxConfig {
     pub fn validate(&self) -> Result<()> {
         if self.max_batch_records == 0 {
             return Err(Error::config("max_batch_records", "must be at least 1"));
+        }
+        if self.max_value_bytes == 0 {
+            return Err(Error::config("max_value_bytes", "must be at least 1"));
         }
         if self.max_record_bytes == 0 || self.max_record_bytes > crate::codec::MAX_VALUE_BYTES / 2 {
             return Err(Error::config(

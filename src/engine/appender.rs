@@ -117,36 +117,32 @@ fn write_group<T: Send + 'static>(
     bytes: usize,
 ) {
     let first = *next;
-    let mut entries = Vec::with_capacity(records);
     let mut tokens = Vec::new();
     let mut replies = Vec::with_capacity(group.len());
     let mut oldest = None;
-    let mut seq = first.0;
-    for (items, _, reply, at) in group {
-        replies.push((reply, Seq(seq)));
+    let mut packer = Packer::new(first, core.cfg.max_value_bytes);
+    for (items, req_bytes, reply, at) in group {
+        replies.push((reply, packer.next_seq()));
         oldest = Some(oldest.map_or(at, |o: Instant| o.min(at)));
-        for (record, t) in items {
-            if !t.is_empty() {
-                tokens.push((Seq(seq), t));
-            }
-            entries.push(LogEntry::new(record));
-            seq += 1;
-        }
+        packer.request(items, req_bytes, &mut tokens);
     }
-    let header = BatchHeader {
-        count: records as u32,
-        bytes: bytes as u64,
-        appended_at_ms: now_ms(),
-    };
-    let value = codec::encode_batch(header, &entries);
-    if let Err(e) = core.store.append(first, value) {
+    let (batches, atomic_runs) = packer.finish();
+    let values: Vec<(Seq, Vec<u8>)> = batches
+        .iter()
+        .map(|b| (b.first, codec::encode_batch(b.header, &b.entries)))
+        .collect();
+    if let Err(e) = core.store.append_runs(values, &atomic_runs) {
         let msg = e.to_string();
+        let mut first_err = Some(e);
         for (reply, _) in replies {
-            let _ = reply.send(Err(Error::Poisoned(msg.clone())));
+            let err = first_err
+                .take()
+                .unwrap_or_else(|| Error::Poisoned(msg.clone()));
+            let _ = reply.send(Err(err));
         }
         return;
     }
-    *next = Seq(seq);
+    *next = Seq(first.0 + records as u64);
     core.metrics.appended(records as u64, bytes as u64);
     let ticket = core.durability.request();
     // Under the interval policy a receipt does not wait for the flush; the
@@ -159,18 +155,105 @@ fn write_group<T: Send + 'static>(
     } else {
         replies
     };
-    let batch = Arc::new(Batch {
-        first,
-        header,
-        entries,
-    });
     let _ = core.done_tx.send(Completion::Appended {
         ticket,
-        batch,
+        batches,
         tokens,
         replies,
         at: oldest.unwrap_or_else(Instant::now),
     });
+}
+
+/// Packs the requests of one group commit into log values.
+///
+/// Whole requests are packed into values of at most `max_bytes`; small
+/// values keep sled's leaf pages small enough for its cache to evict them,
+/// which bounds memory under a large backlog (docs/performance.md). A request
+/// larger than `max_bytes` is cut into several values that form one *atomic
+/// run*, written in a single sled batch, so a request stays all-or-nothing.
+/// Values that each hold whole requests need no atomicity between them.
+struct Packer {
+    max_bytes: u64,
+    appended_at_ms: u64,
+    next: u64,
+    cur: Vec<LogEntry>,
+    cur_bytes: u64,
+    out: Vec<Arc<Batch>>,
+    /// Index ranges into `out` that must be written atomically.
+    runs: Vec<std::ops::Range<usize>>,
+}
+
+impl Packer {
+    fn new(first: Seq, max_bytes: usize) -> Self {
+        Packer {
+            max_bytes: max_bytes as u64,
+            appended_at_ms: now_ms(),
+            next: first.0,
+            cur: Vec::new(),
+            cur_bytes: 0,
+            out: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    fn next_seq(&self) -> Seq {
+        Seq(self.next + self.cur.len() as u64)
+    }
+
+    fn request<T>(
+        &mut self,
+        items: Vec<(crate::types::Record, Vec<T>)>,
+        bytes: usize,
+        tokens: &mut Vec<(Seq, Vec<T>)>,
+    ) {
+        let bytes = bytes as u64;
+        if !self.cur.is_empty() && self.cur_bytes + bytes > self.max_bytes {
+            self.cut();
+        }
+        let big = bytes > self.max_bytes;
+        let run_start = self.out.len();
+        for (record, t) in items {
+            let seq = self.next_seq();
+            if !t.is_empty() {
+                tokens.push((seq, t));
+            }
+            let size = record.size() as u64;
+            if big && !self.cur.is_empty() && self.cur_bytes + size > self.max_bytes {
+                self.cut();
+            }
+            self.cur_bytes += size;
+            self.cur.push(LogEntry::new(record));
+        }
+        if big {
+            self.cut();
+            if self.out.len() - run_start > 1 {
+                self.runs.push(run_start..self.out.len());
+            }
+        }
+    }
+
+    fn cut(&mut self) {
+        if self.cur.is_empty() {
+            return;
+        }
+        let n = self.cur.len() as u64;
+        self.out.push(Arc::new(Batch {
+            first: Seq(self.next),
+            header: BatchHeader {
+                count: n as u32,
+                bytes: self.cur_bytes,
+                appended_at_ms: self.appended_at_ms,
+            },
+            entries: std::mem::take(&mut self.cur),
+        }));
+        self.next += n;
+        self.cur_bytes = 0;
+    }
+
+    fn finish(mut self) -> (Vec<Arc<Batch>>, Vec<std::ops::Range<usize>>) {
+        self.cut();
+        (self.out, self.runs)
+    }
 }
 
 /// A redrive that appended something: its flush ticket and its completion.
@@ -205,15 +288,76 @@ fn redrive<T>(
             ticket,
             Completion::Appended {
                 ticket,
-                batch: Arc::new(Batch {
+                batches: vec![Arc::new(Batch {
                     first,
                     header,
                     entries,
-                }),
+                })],
                 tokens: Vec::new(),
                 replies: Vec::new(),
                 at: Instant::now(),
             },
         )),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Record;
+
+    fn req(n: usize, size: usize) -> (Vec<(Record, Vec<u32>)>, usize) {
+        let items: Vec<(Record, Vec<u32>)> = (0..n)
+            .map(|i| (Record::new(vec![b'x'; size]), vec![i as u32]))
+            .collect();
+        (items, n * size)
+    }
+
+    #[test]
+    fn whole_requests_share_a_value_up_to_the_limit() {
+        let mut p = Packer::new(Seq(10), 100);
+        let mut tokens = Vec::new();
+        for _ in 0..3 {
+            let (items, bytes) = req(2, 20); // 40 bytes each
+            p.request(items, bytes, &mut tokens);
+        }
+        let (batches, runs) = p.finish();
+        let shape: Vec<(u64, u32, u64)> = batches
+            .iter()
+            .map(|b| (b.first.0, b.header.count, b.header.bytes))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(10, 4, 80), (14, 2, 40)],
+            "a request is never split across values"
+        );
+        assert!(runs.is_empty());
+        let seqs: Vec<u64> = tokens.iter().map(|(s, _)| s.0).collect();
+        assert_eq!(seqs, vec![10, 11, 12, 13, 14, 15]);
+    }
+
+    #[test]
+    fn a_large_request_becomes_one_atomic_run() {
+        let mut p = Packer::new(Seq(0), 100);
+        let mut tokens = Vec::new();
+        let (items, bytes) = req(1, 30);
+        p.request(items, bytes, &mut tokens);
+        let (items, bytes) = req(7, 40); // 280 bytes > 100
+        p.request(items, bytes, &mut tokens);
+        let (items, bytes) = req(1, 30);
+        p.request(items, bytes, &mut tokens);
+        let (batches, runs) = p.finish();
+        let shape: Vec<(u64, u32)> = batches
+            .iter()
+            .map(|b| (b.first.0, b.header.count))
+            .collect();
+        assert_eq!(shape, vec![(0, 1), (1, 2), (3, 2), (5, 2), (7, 1), (8, 1)]);
+        assert_eq!(
+            runs,
+            vec![1..5],
+            "the big request's values are written atomically"
+        );
+        assert_eq!(tokens.len(), 9);
+        assert_eq!(batches.last().unwrap().end(), Seq(9));
+    }
 }

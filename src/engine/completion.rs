@@ -37,18 +37,28 @@ pub(crate) async fn run<T: Send + 'static>(
             Completion::Finish => return,
             Completion::Appended {
                 ticket,
-                batch,
+                batches,
                 tokens,
                 replies,
                 at,
             } => match core.durability.wait(ticket).await {
                 Ok(()) => {
                     core.metrics.append_durable(at.elapsed());
-                    let end = batch.end();
+                    let Some(end) = batches.last().map(|b| b.end()) else {
+                        continue;
+                    };
                     if let Some(idx) = &core.bytes {
-                        idx.lock().push(batch.first, batch.header.bytes);
+                        let mut idx = idx.lock();
+                        for b in &batches {
+                            idx.push(b.first, b.header.bytes);
+                        }
                     }
-                    core.tail.lock().insert(batch);
+                    {
+                        let mut tail = core.tail.lock();
+                        for b in batches {
+                            tail.insert(b);
+                        }
+                    }
                     for (seq, t) in tokens {
                         release(acks.register(seq, t));
                     }

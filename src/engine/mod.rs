@@ -67,7 +67,7 @@ pub(crate) enum AppendReq<T> {
 pub(crate) enum Completion<T> {
     Appended {
         ticket: crate::store::Ticket,
-        batch: Arc<Batch>,
+        batches: Vec<Arc<Batch>>,
         tokens: Vec<(Seq, Vec<T>)>,
         replies: Vec<(oneshot::Sender<Result<Seq>>, Seq)>,
         at: Instant,

@@ -204,6 +204,40 @@ impl Store {
         self.write_result(r)
     }
 
+    /// Inserts encoded batches. Those whose indexes fall in one of
+    /// `atomic` go in one sled batch, so after a crash either all of a run is
+    /// there or none; the others are plain inserts. Not durable until the
+    /// next flush.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append_runs(
+        &self,
+        values: Vec<(Seq, Vec<u8>)>,
+        atomic: &[std::ops::Range<usize>],
+    ) -> Result<()> {
+        self.check_writable()?;
+        let mut batch: Option<sled::Batch> = None;
+        for (i, (first, value)) in values.into_iter().enumerate() {
+            let in_run = atomic.iter().find(|r| r.contains(&i));
+            match in_run {
+                None => self.append(first, value)?,
+                Some(run) => {
+                    batch
+                        .get_or_insert_with(sled::Batch::default)
+                        .insert(&codec::log_key(first), value);
+                    if i + 1 == run.end {
+                        if let Some(b) = batch.take() {
+                            let r = self.log.apply_batch(b);
+                            self.write_result(r)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the batch holding `seq`, or the first batch after it.
     ///
     /// # Errors

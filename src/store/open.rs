@@ -162,9 +162,10 @@ fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
         .path(path)
         .cache_capacity(cache_bytes)
         .mode(sled::Mode::HighThroughput)
-        // outbox flushes on its own schedule (group commit); sled's
-        // background flusher would only add contention.
-        .flush_every_ms(None);
+        // sled's own background thread: besides a periodic flush it runs
+        // sled's segment cleaner, without which space in its file is never
+        // reused. outbox's group commit does the durable flushes.
+        .flush_every_ms(Some(500));
     // sled panics on some kinds of damage instead of returning an error.
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
     match opened {
