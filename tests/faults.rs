@@ -1,0 +1,835 @@
+//! Faults: each must end in a clear error or a recovery, never a panic, and
+//! lose no acknowledged record.
+//!
+//! - a sink that panics (in `deliver` and in `commit`);
+//! - a sink that hangs forever (drain timeout);
+//! - a full disk (a small tmpfs, when running as root; skipped otherwise);
+//! - damaged data directories: bad values, flipped bytes, truncated files;
+//! - a read-only data directory;
+//! - two processes opening the same directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use outbox::sink::{BoxFuture, DeliveryContext, DeliveryResult, Sink};
+use outbox::{Error, Outbox, Record, Seq, SinkName};
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_outbox")
+}
+
+/// Receives every token until the channel closes.
+async fn drain_acks<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    while let Some(t) = rx.recv().await {
+        out.push(t);
+    }
+    out
+}
+
+/// Waits for `n` tokens, or panics after 10 s.
+async fn acks_n<T: std::fmt::Debug>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    n: usize,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(t)) => out.push(t),
+            other => panic!("waited for {n} acks, got {} then {other:?}", out.len()),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- panics --
+
+/// A sink whose `commit` panics the first `n` times, then works.
+#[derive(Clone)]
+struct PanicOnCommit {
+    inner: TestSink,
+    left: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Sink for PanicOnCommit {
+    fn deliver<'a>(
+        &'a mut self,
+        record: &'a Record,
+        ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        self.inner.deliver(record, ctx)
+    }
+
+    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            if self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                panic!("test sink panics in commit");
+            }
+            Ok(())
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "panic-on-commit"
+    }
+}
+
+#[tokio::test]
+async fn a_sink_that_panics_in_deliver_parks_the_record_and_loses_nothing() {
+    let d = dir();
+    let sink = TestSink::new(Behaviour::PanicOn(b"boom".to_vec()));
+    let other = TestSink::new(Behaviour::Ok);
+    let (ob, mut acks) = Outbox::<u32>::builder(d.path())
+        .sink("p", sink.clone(), fast())
+        .sink("o", other.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (i, p) in ["a", "boom", "c", "boom", "e"].iter().enumerate() {
+        ids.push(ob.dispatch(rec(p), vec![i as u32]).await.unwrap());
+    }
+    let mut got = acks_n(&mut acks, 5).await;
+    got.sort();
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 3, 4],
+        "every token once, panics included"
+    );
+    assert_eq!(
+        sink.delivered(),
+        vec![b"a".to_vec(), b"c".to_vec(), b"e".to_vec()]
+    );
+    assert_eq!(other.delivered().len(), 5);
+    let dl = ob.dlq_list(Some(&SinkName::new("p").unwrap())).unwrap();
+    assert_eq!(
+        dl.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![ids[1].seq.0, ids[3].seq.0]
+    );
+    assert!(dl.iter().all(|e| e.error.contains("sink panicked")));
+    ob.close(Duration::from_secs(5)).await.unwrap();
+
+    // After a restart with the sink fixed, a redrive delivers both, with
+    // their original delivery ids.
+    let fixed = TestSink::new(Behaviour::Ok);
+    let (ob, _) = Outbox::<u32>::builder(d.path())
+        .sink("p", fixed.clone(), fast())
+        .sink("o", TestSink::new(Behaviour::Ok), fast())
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(
+        ob.dlq_redrive(&SinkName::new("p").unwrap(), None)
+            .await
+            .unwrap(),
+        2
+    );
+    eventually("redriven", || fixed.delivered().len() == 2).await;
+    assert_eq!(
+        fixed.delivered_ids(),
+        vec![
+            ids[1].delivery_id.to_string(),
+            ids[3].delivery_id.to_string()
+        ]
+    );
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A panic in `Sink::commit` must not silently stop the sink's delivery:
+/// the records after it must still be delivered and acknowledged (or the
+/// outbox must fail loudly).
+#[tokio::test]
+#[ignore = "bug: a panic in Sink::commit kills the worker task silently (src/worker.rs, commit(): sink.commit() is not caught); see the issue-5 report"]
+async fn a_sink_that_panics_in_commit_does_not_stop_delivery() {
+    let d = dir();
+    let sink = PanicOnCommit {
+        inner: TestSink::new(Behaviour::Ok),
+        left: std::sync::Arc::new(1.into()),
+    };
+    let (ob, mut acks) = Outbox::<u32>::builder(d.path())
+        .sink("p", sink.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    ob.dispatch(rec("first"), vec![1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ob.dispatch(rec("second"), vec![2]).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < 2 {
+        match tokio::time::timeout_at(deadline, acks.recv()).await {
+            Ok(Some(t)) => got.push(t),
+            _ => break,
+        }
+    }
+    let st = ob.status().unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![1, 2],
+        "after a panic in commit, the sink's worker stopped: committed {} of head {}, delivered {:?}",
+        st.sinks[0].committed,
+        st.head,
+        sink.inner.delivered()
+    );
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}
+
+// ----------------------------------------------------------------- hangs --
+
+/// A sink whose every call (deliver, or commit) never returns.
+struct Hang {
+    in_commit: bool,
+    calls: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Sink for Hang {
+    fn deliver<'a>(
+        &'a mut self,
+        _record: &'a Record,
+        _ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let hang = !self.in_commit;
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        })
+    }
+
+    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+        let hang = self.in_commit;
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "hang"
+    }
+}
+
+async fn hung_sink_is_cut_off_and_replayed(in_commit: bool) {
+    {
+        let d = dir();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ok = TestSink::new(Behaviour::Ok);
+        let (ob, mut acks) = Outbox::<u32>::builder(d.path())
+            .sink(
+                "hung",
+                Hang {
+                    in_commit,
+                    calls: calls.clone(),
+                },
+                fast(),
+            )
+            .sink("ok", ok.clone(), fast())
+            .open()
+            .await
+            .unwrap();
+        let receipts = ob
+            .dispatch_many(
+                (0..5u32)
+                    .map(|i| (rec(&format!("h{i}")), vec![i]))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        eventually("the good sink delivers", || ok.delivered().len() == 5).await;
+        eventually("the hung sink was called", || {
+            calls.load(std::sync::atomic::Ordering::SeqCst) > 0
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let report = tokio::time::timeout(
+            Duration::from_secs(10),
+            ob.close(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("in_commit={in_commit}: close(300 ms) still running after 10 s"))
+        .unwrap();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "in_commit={in_commit}: shutdown took {took:?}"
+        );
+        assert!(!report.drained, "in_commit={in_commit}");
+        assert_eq!(
+            report.pending,
+            vec![
+                (SinkName::new("hung").unwrap(), 5),
+                (SinkName::new("ok").unwrap(), 0)
+            ],
+            "in_commit={in_commit}"
+        );
+        assert!(
+            drain_acks(&mut acks).await.is_empty(),
+            "in_commit={in_commit}: no token may be released while a sink holds its record"
+        );
+
+        // The next start replays all five to the (now working) sink.
+        let fixed = TestSink::new(Behaviour::Ok);
+        let (ob, _) = Outbox::<u32>::builder(d.path())
+            .sink("hung", fixed.clone(), fast())
+            .sink("ok", TestSink::new(Behaviour::Ok), fast())
+            .open()
+            .await
+            .unwrap();
+        eventually("replayed", || fixed.delivered().len() == 5).await;
+        let want: Vec<String> = receipts.iter().map(|r| r.delivery_id.to_string()).collect();
+        assert_eq!(fixed.delivered_ids(), want, "in_commit={in_commit}");
+        ob.close(Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_sink_hung_in_deliver_is_cut_off_at_the_drain_timeout_and_replayed() {
+    hung_sink_is_cut_off_and_replayed(false).await;
+}
+
+/// The same with a sink whose `commit` (a file sink's fsync on a dead NFS
+/// mount, say) never returns.
+#[tokio::test]
+#[ignore = "bug: shutdown waits forever for a worker stuck in Sink::commit (src/worker.rs commit() does not race core.cancel; src/engine/mod.rs shutdown awaits workers unbounded); see the issue-5 report"]
+async fn a_sink_hung_in_commit_is_cut_off_at_the_drain_timeout_and_replayed() {
+    hung_sink_is_cut_off_and_replayed(true).await;
+}
+
+// -------------------------------------------------------- lock lingering --
+
+/// `close()` and `kill()` document that they return once the data
+/// directory is released, "so it can be opened again at once". Four
+/// directories at a time, so the machine is busy as it is in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "bug: sled's thread pool can hold the db file lock after close()/kill() return; see the issue-5 report"]
+async fn close_releases_the_directory_at_once() {
+    let mut tasks = Vec::new();
+    for t in 0..4u32 {
+        tasks.push(tokio::spawn(async move {
+            let d = dir();
+            let mut locked = Vec::new();
+            for round in 0..50u32 {
+                let (ob, _) = loop {
+                    match Outbox::<()>::builder(d.path())
+                        .sink("s", TestSink::new(Behaviour::Ok), fast())
+                        .open()
+                        .await
+                    {
+                        Ok(x) => break x,
+                        Err(Error::Locked { .. }) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                };
+                ob.dispatch_many(
+                    (0..20)
+                        .map(|i| (rec(&format!("{t}-{round}-{i}")), vec![]))
+                        .collect(),
+                )
+                .await
+                .unwrap();
+                if round % 2 == 0 {
+                    ob.close(Duration::from_secs(5)).await.unwrap();
+                } else {
+                    ob.kill().await;
+                }
+                match outbox::store::Store::open(d.path(), &Default::default()) {
+                    Ok(s) => drop(s),
+                    Err(Error::Locked { .. }) => locked.push(round),
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            locked
+        }));
+    }
+    let mut locked = Vec::new();
+    for t in tasks {
+        locked.extend(t.await.unwrap());
+    }
+    assert!(
+        locked.is_empty(),
+        "of 200 opens right after close()/kill(), {} found the directory locked (rounds {locked:?})",
+        locked.len()
+    );
+}
+
+// ------------------------------------------------------------ corruption --
+
+/// Fills a data directory: 50 records parked in the DLQ of sink `s`, its
+/// offset at 50. Returns the directory.
+async fn filled(root: &Path) -> PathBuf {
+    filled_with(root, 50, 0).await
+}
+
+/// `n` records with `pad` extra payload bytes each, parked in the DLQ of
+/// sink `s`, its offset at `n`.
+async fn filled_with(root: &Path, n: usize, pad: usize) -> PathBuf {
+    let data = root.join("data");
+    let (ob, _) = Outbox::<()>::builder(&data)
+        .sink("s", TestSink::new(Behaviour::AlwaysPermanent), fast())
+        .open()
+        .await
+        .unwrap();
+    let padding = "x".repeat(pad);
+    for i in 0..n {
+        let r = rec(&format!("{{\"i\":{i},\"p\":\"{padding}\"}}"));
+        ob.dispatch(r, vec![]).await.unwrap();
+    }
+    eventually("parked", || ob.dlq_list(None).unwrap().len() == n).await;
+    ob.close(Duration::from_secs(5)).await.unwrap();
+    data
+}
+
+/// What a store holds: records in the log, DLQ entries, `s`'s offset.
+fn contents(data: &Path) -> outbox::Result<(usize, usize, Option<u64>)> {
+    let s = outbox::store::Store::open(
+        data,
+        &outbox::store::StoreOptions {
+            create: false,
+            ..Default::default()
+        },
+    )?;
+    let mut n = 0;
+    for b in s.iter_batches(Seq(0)) {
+        n += b?.entries.len();
+    }
+    let dl = s.dlq_list(None)?.len();
+    let off = s.offset(&SinkName::new("s").unwrap())?.map(|o| o.next);
+    Ok((n, dl, off))
+}
+
+/// [`contents`], waiting out the lock a just-closed outbox may leave behind
+/// for a moment (see `close_releases_the_directory_at_once`).
+fn contents_when_unlocked(data: &Path) -> (usize, usize, Option<u64>) {
+    for _ in 0..250 {
+        match contents(data) {
+            Err(Error::Locked { .. }) => std::thread::sleep(Duration::from_millis(20)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", data.display());
+}
+
+/// Opens `data` after damaging sled's `db` file with `damage`; the outcome
+/// must be a corruption error (exit code 3) or the undamaged contents.
+/// Returns a line per silent loss.
+fn check_damage(
+    data: &Path,
+    pristine: &[u8],
+    want: (usize, usize, Option<u64>),
+    what: &str,
+    damage: impl FnOnce(&mut Vec<u8>),
+) -> Option<String> {
+    let mut b = pristine.to_vec();
+    damage(&mut b);
+    std::fs::write(data.join("db"), &b).unwrap();
+    let got = std::panic::catch_unwind(|| contents(data));
+    std::fs::write(data.join("db"), pristine).unwrap();
+    match got {
+        Err(_) => Some(format!("{what}: open panicked")),
+        Ok(Err(e)) if e.exit_code() == 3 => None,
+        Ok(Err(e)) => Some(format!(
+            "{what}: error with exit code {}: {e}",
+            e.exit_code()
+        )),
+        Ok(Ok(c)) if c == want => None,
+        Ok(Ok(c)) => Some(format!(
+            "{what}: opened without an error, holding (records, DLQ entries, offset) = {c:?} of {want:?}"
+        )),
+    }
+}
+
+/// Flipped bytes and truncation in sled's `db` file must be reported (a
+/// corruption error, exit code 3), never answered with a smaller outbox: 40
+/// flips spread over what sled wrote, and three truncations, for a store in
+/// one segment and one spanning several. sled panics on some of these; the
+/// store catches that and reports `StoreCorrupt`.
+#[tokio::test]
+async fn damaged_sled_files_are_reported_not_silently_recovered() {
+    // One small store, and one that spans several of sled's segments.
+    for (n, pad) in [(50usize, 0usize), (300, 40_000)] {
+        let d = dir();
+        let data = filled_with(d.path(), n, pad).await;
+        // The log may be partly truncated already; the DLQ and offset not.
+        let want = contents_when_unlocked(&data);
+        assert_eq!((want.1, want.2), (n, Some(n as u64)));
+        let pristine = std::fs::read(data.join("db")).unwrap();
+        // Damage only the part sled has written: segments are preallocated.
+        let len = pristine.iter().rposition(|b| *b != 0).unwrap() + 1;
+        let mut lost = Vec::new();
+        for k in 0..40 {
+            let pos = k * len / 40;
+            lost.extend(check_damage(
+                &data,
+                &pristine,
+                want,
+                &format!("byte {pos} flipped"),
+                |b| b[pos] ^= 0x5a,
+            ));
+        }
+        for keep in [len / 4, len / 2, len - len / 8] {
+            lost.extend(check_damage(
+                &data,
+                &pristine,
+                want,
+                &format!("cut to {keep} of {len} bytes"),
+                |b| b.truncate(keep),
+            ));
+        }
+        assert!(
+            lost.is_empty(),
+            "{n} records: {} of 43 damaged copies lost data silently:\n{}",
+            lost.len(),
+            lost.join("\n")
+        );
+    }
+}
+
+/// sled opened directly, with the segment size the directory was made with.
+fn raw_sled(data: &Path) -> sled::Db {
+    // `conf` ends in a binary checksum: read it as bytes, not as a String.
+    let conf = String::from_utf8_lossy(&std::fs::read(data.join("conf")).unwrap()).into_owned();
+    let mut c = sled::Config::new().path(data);
+    if let Some(size) = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+    {
+        c = c.segment_size(size);
+    }
+    c.open().unwrap()
+}
+
+/// A value that does not decode stops the open with `Corrupted` naming the
+/// tree and key, exit code 3, and the binary exits 3 with that message.
+#[tokio::test]
+async fn undecodable_values_stop_the_open_with_exit_code_3() {
+    for (tree, key, value) in [
+        ("offsets", b"s".to_vec(), vec![1u8, 0, 0]),
+        ("log", Seq(49).to_be_bytes().to_vec(), vec![1u8, 0, 0, 0, 0]),
+        ("meta", b"log_id".to_vec(), vec![1u8, 2, 3]),
+        ("meta", b"format_version".to_vec(), vec![9u8]),
+    ] {
+        let d = dir();
+        let data = filled(d.path()).await;
+        {
+            let db = raw_sled(&data);
+            db.open_tree(tree).unwrap().insert(&key, value).unwrap();
+            db.flush().unwrap();
+        }
+        let err = loop {
+            match Outbox::<()>::builder(&data)
+                .sink("s", TestSink::new(Behaviour::Ok), fast())
+                .open()
+                .await
+            {
+                Err(Error::Locked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => break e,
+                Ok(_) => panic!("{tree}: opened a directory with a bad value"),
+            }
+        };
+        assert_eq!(err.exit_code(), 3, "{tree}: {err}");
+        let msg = err.to_string();
+        if key == b"format_version" {
+            assert!(
+                matches!(err, Error::UnknownFormat { found: 9, .. }),
+                "{msg}"
+            );
+        } else {
+            assert!(matches!(err, Error::Corrupted { .. }), "{msg}");
+            assert!(msg.contains(&format!("tree `{tree}`")), "{msg}");
+        }
+        let out = Command::new(bin())
+            .args(["dump", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{tree}: dump: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// A DLQ key that does not decode must give `Corrupted`, like any bad key.
+/// Today `decode_dlq_key` builds its error with `render_key`, which calls
+/// `decode_dlq_key` on the same key again, recursing until the stack
+/// overflows and the process aborts (found by the `decode` fuzz target).
+#[test]
+#[ignore = "bug: a malformed DLQ key overflows the stack (src/codec.rs decode_dlq_key <-> render_key); see the issue-5 report"]
+fn a_bad_dlq_key_is_an_error_not_a_stack_overflow() {
+    let err = outbox::codec::decode_dlq_key(b"").unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+    let err = outbox::codec::decode_dlq_key(&[3, b'a', b'b']).unwrap_err();
+    assert!(err.to_string().contains("tree `dlq`"), "{err}");
+}
+
+// ------------------------------------------------------------ disk full --
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// `None` (with a message) when not root or when mounting fails.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status();
+        match st {
+            Ok(s) if s.success() => Some(Tmpfs { _dir: dir, path }),
+            other => {
+                println!("skipped: cannot mount a tmpfs here ({other:?})");
+                None
+            }
+        }
+    }
+
+    fn remount(&self, opts: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount {opts}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Opens `data`, waiting out a lock the last session may still hold.
+async fn reopen<T: Send + 'static>(
+    data: &Path,
+    sink: TestSink,
+) -> (Outbox<T>, tokio::sync::mpsc::UnboundedReceiver<T>) {
+    for _ in 0..250 {
+        match Outbox::<T>::builder(data)
+            .sink("s", sink.clone(), fast())
+            .open()
+            .await
+        {
+            Err(Error::Locked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", data.display());
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_dispatch_loses_nothing_and_recovers_once_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let data = fs.path.join("data");
+    // Space to free later.
+    let ballast = fs.path.join("ballast");
+    std::fs::write(&ballast, vec![7u8; 10 << 20]).unwrap();
+
+    // Nothing is delivered while the disk fills, so nothing is truncated.
+    let (held, gate) = TestSink::gated(Behaviour::Ok);
+    let (ob, mut acks) = reopen::<u32>(&data, held.clone()).await;
+    let payload = "y".repeat(32 << 10);
+    let mut receipted = Vec::new();
+    let mut failure = None;
+    for i in 0..2000u32 {
+        let r = Record::new(format!("{{\"i\":{i},\"p\":\"{payload}\"}}").into_bytes());
+        match ob.dispatch(r, vec![i]).await {
+            Ok(rc) => receipted.push((i, rc)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let err = failure.expect("24 MiB filled up without a dispatch error");
+    assert!(
+        matches!(err, Error::Io(_) | Error::Poisoned(_)),
+        "a full disk is an I/O error: {err}"
+    );
+    assert!(receipted.len() > 10, "only {} receipted", receipted.len());
+    // The store refuses writes until it is reopened.
+    assert!(
+        ob.dispatch(Record::new(b"{}".to_vec()), vec![9999])
+            .await
+            .is_err()
+    );
+    println!(
+        "disk full after {} receipts of 32 KiB: {err}",
+        receipted.len()
+    );
+    ob.kill().await;
+    drop(gate);
+    assert!(
+        drain_acks(&mut acks).await.is_empty(),
+        "nothing was delivered, so no token may be released"
+    );
+
+    // Free space, reopen: every receipted record is there, in order, with
+    // its delivery id; new dispatches work and are acknowledged.
+    std::fs::remove_file(&ballast).unwrap();
+    let sink = TestSink::new(Behaviour::Ok);
+    let (ob, mut acks) = reopen::<u32>(&data, sink.clone()).await;
+    eventually("replayed", || sink.delivered().len() >= receipted.len()).await;
+    let ids: Vec<String> = sink.delivered_ids();
+    let want: Vec<String> = receipted
+        .iter()
+        .map(|(_, r)| r.delivery_id.to_string())
+        .collect();
+    assert_eq!(
+        &ids[..want.len()],
+        &want[..],
+        "every receipted record, in order"
+    );
+    let r = ob
+        .dispatch(Record::new(b"{\"after\":1}".to_vec()), vec![100_000])
+        .await
+        .unwrap();
+    assert_eq!(r.seq.0, receipted.last().unwrap().1.seq.0 + 1);
+    assert_eq!(acks_n(&mut acks, 1).await, vec![100_000]);
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}
+
+// ------------------------------------------------------------ read-only --
+
+#[tokio::test]
+async fn a_read_only_data_directory_is_a_clear_error_and_loses_nothing() {
+    let Some(fs) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let data = fs.path.join("data");
+    let (ob, _) = reopen::<()>(&data, TestSink::new(Behaviour::AlwaysTransient)).await;
+    let receipts = ob
+        .dispatch_many(
+            (0..10)
+                .map(|i| (rec(&format!("{{\"ro\":{i}}}")), vec![]))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    ob.kill().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fs.remount("ro");
+
+    let err = Outbox::<()>::builder(&data)
+        .sink("s", TestSink::new(Behaviour::Ok), fast())
+        .open()
+        .await
+        .err()
+        .expect("opened a read-only data directory for writing");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Io(_)), "{msg}");
+    assert!(msg.to_lowercase().contains("read-only"), "{msg}");
+    assert_eq!(err.exit_code(), 1);
+    let out = Command::new(bin())
+        .args(["run", "--sink", "f=stdout", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.to_lowercase().contains("read-only"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    fs.remount("rw");
+    let sink = TestSink::new(Behaviour::Ok);
+    let (ob, _) = reopen::<()>(&data, sink.clone()).await;
+    eventually("replayed", || sink.delivered().len() == 10).await;
+    let want: Vec<String> = receipts.iter().map(|r| r.delivery_id.to_string()).collect();
+    assert_eq!(sink.delivered_ids(), want);
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}
+
+// ------------------------------------------------------ two processes --
+
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_is_refused_with_exit_code_3() {
+    let d = dir();
+    let data = d.path().join("data");
+    let out1 = d.path().join("one.ndjson");
+    let mut first = Command::new(bin())
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .arg("--sink")
+        .arg(format!("f=file:{}", out1.display()))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first process holds the directory.
+    let mut held = false;
+    for _ in 0..500 {
+        if data.join("db").exists() {
+            match outbox::store::Store::open(&data, &Default::default()) {
+                Err(Error::Locked { .. }) => {
+                    held = true;
+                    break;
+                }
+                Ok(s) => drop(s),
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held, "the first process never took the directory");
+
+    let second = Command::new(bin())
+        .args(["run", "--sink", "g=stdout", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("locked"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let err = Outbox::<()>::builder(&data).open().await.err().unwrap();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert_eq!(err.exit_code(), 3);
+
+    // The first one is unharmed: it takes a record, drains and exits 0.
+    use std::io::Write;
+    let mut stdin = first.stdin.take().unwrap();
+    stdin.write_all(b"{\"from\":\"first\"}\n").unwrap();
+    drop(stdin);
+    let st = first.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    assert_eq!(
+        std::fs::read_to_string(&out1).unwrap(),
+        "{\"from\":\"first\"}\n"
+    );
+}
