@@ -47,6 +47,16 @@ fn main() {
             "inmemory" => rt.block_on(inmemory(n, 1)),
             "outbox_1sink" => rt.block_on(outbox_e2e(n, 1)),
             "outbox_4sinks" => rt.block_on(outbox_e2e(n, 4)),
+            "latency" => {
+                println!("{}", rt.block_on(latency(if opts.quick { 2 } else { 10 })));
+                return;
+            }
+            "disk" => {
+                let stream = if opts.quick { 500_000 } else { 3_000_000 };
+                let pending = if opts.quick { 100_000 } else { 1_000_000 };
+                println!("{}", rt.block_on(disk(pending, stream)));
+                return;
+            }
             "sled_values" => {
                 let dir = tempfile::tempdir().unwrap();
                 let mb: u64 = std::env::var("OUTBOX_BENCH_CACHE_MB")
@@ -145,20 +155,63 @@ fn main() {
     let mut out = serde_json::Map::new();
     let started = Instant::now();
 
-    let inmem = rt.block_on(inmemory(n, 1));
-    out.insert("inmemory".into(), throughput(inmem, n));
-    let spr = sled_per_record(if opts.quick { 50_000 } else { 200_000 });
-    out.insert("sled_per_record".into(), throughput(spr.0, spr.1));
-    let nd = naive_durable(if opts.quick { 2_000 } else { 10_000 });
-    out.insert("naive_durable".into(), throughput(nd.0, nd.1));
-    let o1 = rt.block_on(outbox_e2e(n, 1));
-    out.insert("outbox_1sink".into(), throughput(o1, n));
-    let o4 = rt.block_on(outbox_e2e(n, 4));
-    out.insert("outbox_4sinks".into(), throughput(o4, n));
-    out.insert(
-        "latency".into(),
-        rt.block_on(latency(if opts.quick { 2 } else { 10 })),
+    // Throughputs: interleaved repetitions, median of each, so a burst of
+    // load from a neighbour on this shared machine hits every figure alike.
+    let reps = if opts.quick { 3 } else { 5 };
+    let (spr_n, nd_n) = if opts.quick {
+        (50_000, 2_000)
+    } else {
+        (200_000, 10_000)
+    };
+    let mut runs: Vec<(&str, u64, Vec<Duration>)> = vec![
+        ("inmemory", n, vec![]),
+        ("sled_per_record", spr_n, vec![]),
+        ("naive_durable", nd_n, vec![]),
+        ("outbox_1sink", n, vec![]),
+        ("outbox_4sinks", n, vec![]),
+    ];
+    for _ in 0..reps {
+        for (name, count, times) in runs.iter_mut() {
+            let t = match *name {
+                "inmemory" => rt.block_on(inmemory(*count, 1)),
+                "sled_per_record" => sled_per_record(*count).0,
+                "naive_durable" => naive_durable(*count).0,
+                "outbox_1sink" => rt.block_on(outbox_e2e(*count, 1)),
+                _ => rt.block_on(outbox_e2e(*count, 4)),
+            };
+            times.push(t);
+        }
+    }
+    for (name, count, mut times) in runs {
+        times.sort();
+        let mut v = throughput(times[times.len() / 2], count);
+        v["runs_records_per_sec"] = json!(
+            times
+                .iter()
+                .map(|t| (count as f64 / t.as_secs_f64()).round())
+                .collect::<Vec<_>>()
+        );
+        out.insert(name.into(), v);
+    }
+    // Latency: median p99 over three windows.
+    let mut lats: Vec<Value> = (0..3)
+        .map(|_| rt.block_on(latency(if opts.quick { 2 } else { 10 })))
+        .collect();
+    lats.sort_by(|a, b| {
+        let p = |v: &Value| {
+            v["dispatch_to_durable_ms"]["p99"]
+                .as_f64()
+                .unwrap_or(f64::MAX)
+        };
+        p(a).total_cmp(&p(b))
+    });
+    let mut lat = lats[1].clone();
+    lat["windows_p99_durable_ms"] = json!(
+        lats.iter()
+            .map(|v| v["dispatch_to_durable_ms"]["p99"].clone())
+            .collect::<Vec<_>>()
     );
+    out.insert("latency".into(), lat);
     let pending = if opts.quick { 100_000 } else { 1_000_000 };
     out.insert(
         "restart".into(),
@@ -373,6 +426,9 @@ fn engine_cfg() -> OutboxConfig {
     if let Some(kb) = env("OUTBOX_BENCH_BATCH_KB") {
         c.max_batch_bytes = (kb << 10) as usize;
     }
+    if let Some(ms) = env("OUTBOX_BENCH_TRUNCATE_MS") {
+        c.truncate_every = Duration::from_millis(ms);
+    }
     if let Some(kb) = env("OUTBOX_BENCH_VALUE_KB") {
         c.max_value_bytes = (kb << 10) as usize;
     }
@@ -392,7 +448,15 @@ fn sink_cfg() -> SinkConfig {
     }
 }
 
-const DISPATCHERS: u64 = 4;
+const DISPATCHERS_DEFAULT: u64 = 8;
+
+/// Concurrent dispatching tasks (`OUTBOX_BENCH_DISPATCHERS` overrides).
+fn dispatchers() -> u64 {
+    std::env::var("OUTBOX_BENCH_DISPATCHERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DISPATCHERS_DEFAULT)
+}
 const CHUNK_DEFAULT: u64 = 128;
 
 /// Records per `dispatch_many` call (`OUTBOX_BENCH_CHUNK` overrides).
@@ -430,7 +494,8 @@ async fn outbox_e2e(n: u64, sinks: usize) -> Duration {
 /// the token of each record is its index.
 async fn pump(ob: &Arc<Outbox<u64>>, n: u64) {
     let mut tasks = Vec::new();
-    for d in 0..DISPATCHERS {
+    let dispatchers = dispatchers();
+    for d in 0..dispatchers {
         let ob = ob.clone();
         tasks.push(tokio::spawn(async move {
             let chunk = chunk();
@@ -441,7 +506,7 @@ async fn pump(ob: &Arc<Outbox<u64>>, n: u64) {
                     .map(|k| (Record::new(payload(k)), vec![k]))
                     .collect();
                 ob.dispatch_many(items).await.unwrap();
-                i += chunk * DISPATCHERS;
+                i += chunk * dispatchers;
             }
         }));
     }

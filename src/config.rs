@@ -168,22 +168,22 @@ pub struct OutboxConfig {
     pub cache_bytes: u64,
     /// Largest record (payload plus headers) accepted. Default 4 MiB.
     pub max_record_bytes: usize,
-    /// Most records in one group commit. Default 256.
+    /// Most records in one group commit. Default 1024.
     pub max_batch_records: usize,
     /// Most bytes in one group commit, unless one request alone is larger.
-    /// Default 96 KiB.
+    /// Default 384 KiB.
     pub max_batch_bytes: usize,
     /// Most bytes in one log value. Whole requests are packed into values of
     /// at most this size; a larger request is cut into several values
-    /// written in one atomic sled batch. Default 96 KiB, so a group commit is
-    /// usually one value: sled costs per insert, and values under ~128 KiB
-    /// stay inline in its log segments rather than in blob files. Smaller
-    /// values let sled's cache evict more under a large backlog, at a
-    /// throughput cost (docs/performance.md).
+    /// written in one atomic sled batch. Default 96 KiB: sled costs per
+    /// insert, so fewer, larger values are faster (8 KiB values halved
+    /// throughput); smaller values let sled's cache evict more under a large
+    /// backlog (docs/performance.md).
     pub max_value_bytes: usize,
     /// Decoded batches kept in memory for the workers. Default 16 MiB.
     pub tail_cache_bytes: usize,
-    /// How often truncation runs. Default 200 ms.
+    /// How often truncation runs. Default 50 ms: sled reuses the space of
+    /// removed batches, so truncating promptly keeps the file small.
     pub truncate_every: Duration,
 }
 
@@ -193,11 +193,11 @@ impl Default for OutboxConfig {
             sync: SyncPolicy::Always,
             cache_bytes: 64 << 20,
             max_record_bytes: 4 << 20,
-            max_batch_records: 256,
-            max_batch_bytes: 96 << 10,
+            max_batch_records: 1024,
+            max_batch_bytes: 384 << 10,
             max_value_bytes: 96 << 10,
             tail_cache_bytes: 16 << 20,
-            truncate_every: Duration::from_millis(200),
+            truncate_every: Duration::from_millis(50),
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod retry;
 pub mod sink;
 pub mod store;
+mod tuning;
 mod types;
 mod worker;
 
@@ -39,4 +40,5 @@ pub use config::{OnFull, OutboxConfig, SinkConfig, Start, SyncPolicy};
 pub use engine::{Outbox, OutboxBuilder, ShutdownReport, SinkStatus, Status};
 pub use error::{Error, Result};
 pub use metrics::{MetricsHook, NoopMetrics};
+pub use tuning::tune_glibc_malloc;
 pub use types::{DeliveryId, Receipt, Record, Seq, SinkName};

@@ -3,5 +3,6 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    outbox::tune_glibc_malloc();
     cli::main()
 }
