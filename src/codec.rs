@@ -300,18 +300,23 @@ pub fn dlq_prefix(sink: &SinkName) -> Vec<u8> {
 /// # Errors
 /// [`Error::Corrupted`] when the layout or the name is wrong.
 pub fn decode_dlq_key(key: &[u8]) -> Result<(SinkName, Seq)> {
-    let bad = || corrupt(tree::DLQ, key, "key is not <len><sink name><8-byte seq>");
-    let (&len, rest) = key.split_first().ok_or_else(bad)?;
+    parse_dlq_key(key)
+        .ok_or_else(|| corrupt(tree::DLQ, key, "key is not <len><sink name><8-byte seq>"))
+}
+
+/// The parse behind [`decode_dlq_key`], without building an error: the
+/// error's rendering ([`render_key`]) parses DLQ keys too.
+fn parse_dlq_key(key: &[u8]) -> Option<(SinkName, Seq)> {
+    let (&len, rest) = key.split_first()?;
     let len = len as usize;
     if rest.len() != len + 8 {
-        return Err(bad());
+        return None;
     }
     let (name, seq) = rest.split_at(len);
     let name = std::str::from_utf8(name)
         .ok()
-        .and_then(|s| SinkName::new(s).ok())
-        .ok_or_else(bad)?;
-    Ok((name, Seq::from_be_slice(seq).ok_or_else(bad)?))
+        .and_then(|s| SinkName::new(s).ok())?;
+    Some((name, Seq::from_be_slice(seq)?))
 }
 
 /// Encodes a DLQ value.
@@ -441,7 +446,7 @@ pub fn render_key(tree: &str, key: &[u8]) -> String {
         }
     }
     if tree == tree::DLQ {
-        if let Ok((sink, seq)) = decode_dlq_key(key) {
+        if let Some((sink, seq)) = parse_dlq_key(key) {
             return format!("{sink}/seq {seq}");
         }
     }

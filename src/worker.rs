@@ -28,6 +28,9 @@ use crate::sink::{DeliveryContext, DeliveryError, Sink};
 use crate::store::{Batch, now_ms};
 use crate::types::Seq;
 
+/// How long a sink's commit may still run once the outbox is cancelled.
+const COMMIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 enum Outcome {
     Delivered,
     Dead(DlqEntry),
@@ -201,7 +204,35 @@ async fn commit<T: Send + 'static>(
     appended_at_ms: Option<u64>,
 ) -> bool {
     if delivered > 0 {
-        if let Err(e) = sink.commit().await {
+        // Caught like `deliver`, and bounded once the outbox is cancelled: a
+        // commit that hangs (an fsync on a dead mount) must not hold up
+        // shutdown. A run whose commit did not finish is delivered again.
+        let fut = AssertUnwindSafe(async { sink.commit().await }).catch_unwind();
+        tokio::pin!(fut);
+        let outcome = if core.cancel.is_cancelled() {
+            tokio::time::timeout(COMMIT_GRACE, &mut fut).await.ok()
+        } else {
+            tokio::select! {
+                r = &mut fut => Some(r),
+                _ = core.cancel.cancelled() => tokio::time::timeout(COMMIT_GRACE, &mut fut).await.ok(),
+            }
+        };
+        let error = match outcome {
+            Some(Ok(Ok(()))) => None,
+            Some(Ok(Err(e))) => Some(e.to_string()),
+            Some(Err(panic)) => {
+                core.metrics.panicked(slot.name.as_str());
+                Some(format!(
+                    "sink panicked in commit: {}",
+                    panic_message(&panic)
+                ))
+            }
+            None => {
+                tracing::warn!(sink = %slot.name, "sink commit did not finish before shutdown; the run stays in the log for replay");
+                return false;
+            }
+        };
+        if let Some(e) = error {
             slot.retries.fetch_add(1, Ordering::Relaxed);
             core.metrics.retried(slot.name.as_str());
             tracing::warn!(sink = %slot.name, error = %e, "sink commit failed; delivering the batch again");

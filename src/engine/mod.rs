@@ -194,6 +194,9 @@ pub struct ShutdownReport {
     pub pending: Vec<(SinkName, u64)>,
 }
 
+/// How long shutdown waits for a cancelled worker before aborting it.
+const WORKER_STOP: Duration = Duration::from_secs(5);
+
 struct Tasks {
     appender: JoinHandle<Seq>,
     completion: JoinHandle<()>,
@@ -424,17 +427,25 @@ impl<T: Send + 'static> Outbox<T> {
         let _ = tokio::time::timeout_at(deadline, head_rx.wait_for(|h| *h >= target)).await;
         core.drain.cancel();
         let mut workers = tasks.workers;
+        // A handle is popped once awaited: awaiting it again would panic.
         let drained = tokio::time::timeout_at(deadline, async {
-            for w in &mut workers {
+            while let Some(w) = workers.last_mut() {
                 let _ = w.await;
+                workers.pop();
             }
         })
         .await
         .is_ok();
         if !drained {
             core.cancel.cancel();
-            for w in workers {
-                let _ = w.await;
+            // Cancelled workers stop at once, save a sink commit that gets
+            // a grace period; past that, stop them where they stand.
+            for mut w in workers {
+                if tokio::time::timeout(WORKER_STOP, &mut w).await.is_err() {
+                    tracing::warn!("a worker did not stop after cancel; aborting it");
+                    w.abort();
+                    let _ = w.await;
+                }
             }
         }
         tasks.truncator.abort();
@@ -509,6 +520,14 @@ impl<T: Send + 'static> Outbox<T> {
                     drop(c);
                     // A blocking read may still hold the store for a moment.
                     while Arc::strong_count(&store) > 1 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    let path = store.path().to_path_buf();
+                    drop(store);
+                    // sled's own I/O threads can keep its file, and so its
+                    // lock, open a little after the last handle is gone.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while crate::store::is_locked(&path) && tokio::time::Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     return;

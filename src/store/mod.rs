@@ -39,7 +39,7 @@ use crate::types::{Seq, SinkName};
 
 pub(crate) use dlq::redrive_batch;
 pub use durability::{Durability, FlushMode, Ticket};
-pub use open::StoreOptions;
+pub use open::{StoreOptions, is_locked};
 
 /// A decoded log batch: its first seq, header and entries.
 #[derive(Debug, Clone)]

@@ -149,6 +149,26 @@ impl Store {
     }
 }
 
+/// Whether some process (this one included) holds sled's lock on `dir`.
+/// Probes with a non-blocking `flock` on `dir/db`, released at once.
+pub fn is_locked(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("db"))
+    else {
+        return false;
+    };
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let got = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if got {
+        // SAFETY: as above.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    }
+    !got
+}
+
 fn missing(key: &[u8]) -> Error {
     Error::Corrupted {
         tree: tree::META,
