@@ -37,7 +37,7 @@ mod types;
 mod worker;
 
 pub use config::{OnFull, OutboxConfig, SinkConfig, Start, SyncPolicy};
-pub use engine::{Outbox, OutboxBuilder, ShutdownReport, SinkStatus, Status};
+pub use engine::{LogRecord, Meta, Outbox, OutboxBuilder, ShutdownReport, SinkStatus, Status};
 pub use error::{Error, Result};
 pub use metrics::{MetricsHook, NoopMetrics};
 pub use tuning::tune_glibc_malloc;

@@ -577,3 +577,59 @@ async fn oversized_records_are_rejected_before_append() {
     assert_eq!(r.seq, Seq(0), "the rejected request appended nothing");
     ob.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+#[derive(Default)]
+struct SizeHook {
+    last: parking_lot::Mutex<Option<(u64, u64)>>,
+}
+
+impl outbox::MetricsHook for SizeHook {
+    fn log_size(&self, records: u64, bytes: u64) {
+        *self.last.lock() = Some((records, bytes));
+    }
+}
+
+#[tokio::test]
+async fn log_size_is_reported_and_read_log_returns_records() {
+    let d = dir();
+    let (gated, gate) = TestSink::gated(Behaviour::Ok);
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .sink("s", gated, fast())
+        .open()
+        .await
+        .unwrap();
+    ob.dispatch_many((0..5).map(|i| (rec(&format!("r{i}")), vec![])).collect())
+        .await
+        .unwrap();
+    ob.close(Duration::from_secs(1)).await.unwrap();
+    drop(gate);
+
+    // Reopen: the 5 left over are counted at open, 3 more as they come.
+    let hook = std::sync::Arc::new(SizeHook::default());
+    let (gated, gate) = TestSink::gated(Behaviour::Ok);
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .config(OutboxConfig {
+            truncate_every: Duration::from_millis(10),
+            ..OutboxConfig::default()
+        })
+        .metrics(hook.clone())
+        .sink("s", gated.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    ob.dispatch_many((5..8).map(|i| (rec(&format!("r{i}")), vec![])).collect())
+        .await
+        .unwrap();
+    eventually("8 records counted", || *hook.last.lock() == Some((8, 16))).await;
+    let got = ob.read_log(Seq(3), 3).unwrap();
+    let seqs: Vec<u64> = got.iter().map(|r| r.seq.0).collect();
+    assert_eq!(seqs, vec![3, 4, 5]);
+    assert_eq!(got[0].record.payload, b"r3");
+    assert_eq!(got[0].delivery_id.seq, Seq(3));
+    let meta = ob.meta().unwrap();
+    assert_eq!((meta.first_seq, meta.next_seq), (Some(Seq(0)), Seq(8)));
+    gate.send(true).unwrap();
+    eventually("truncated to nothing", || *hook.last.lock() == Some((0, 0))).await;
+    assert_eq!(gated.delivered().len(), 8);
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}

@@ -116,6 +116,13 @@ pub(crate) struct Core<T> {
     pub drain: CancellationToken,
     /// Workers stop now, committing what they delivered.
     pub cancel: CancellationToken,
+    /// Records and bytes in the log. Signed: the count of what was there at
+    /// open is added by a background scan, which truncation may overtake.
+    pub log_records: std::sync::atomic::AtomicI64,
+    pub log_bytes: std::sync::atomic::AtomicI64,
+    /// The log's size at open has been counted; truncation waits for it so
+    /// that it never subtracts what the count has not added yet.
+    pub sized: AtomicBool,
 }
 
 impl<T> Core<T> {
@@ -140,6 +147,12 @@ impl<T> Core<T> {
                 _ => false,
             }
         })
+    }
+
+    pub fn report_log_size(&self) {
+        let r = self.log_records.load(Ordering::Relaxed).max(0) as u64;
+        let b = self.log_bytes.load(Ordering::Relaxed).max(0) as u64;
+        self.metrics.log_size(r, b);
     }
 
     pub fn delivery_id(&self, origin: Seq) -> DeliveryId {
@@ -183,6 +196,34 @@ pub struct Status {
     /// Sinks with an offset on disk that are not configured: they hold back
     /// neither truncation nor acks.
     pub orphans: Vec<(String, u64)>,
+}
+
+/// One record as [`Outbox::read_log`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Its seq.
+    pub seq: Seq,
+    /// Its delivery id (the origin's, for a redriven record).
+    pub delivery_id: DeliveryId,
+    /// When its batch was appended, ms since the Unix epoch.
+    pub appended_at_ms: u64,
+    /// The only sink that delivers it, for a redriven record.
+    pub target: Option<String>,
+    /// The record.
+    pub record: Record,
+}
+
+/// What [`Outbox::meta`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Minted when the directory was created.
+    pub log_id: Uuid,
+    /// When the directory was created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The first seq still in the log.
+    pub first_seq: Option<Seq>,
+    /// The next seq to assign.
+    pub next_seq: Seq,
 }
 
 /// What [`Outbox::shutdown`] reports.
@@ -355,6 +396,50 @@ impl<T: Send + 'static> Outbox<T> {
             head,
             sinks,
             orphans,
+        })
+    }
+
+    /// Up to `limit` records from `from` on, read from the log while the
+    /// outbox runs (for an admin endpoint). Includes records not yet durable
+    /// only if they are already in sled; published ones always.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a batch does not decode.
+    pub fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::new();
+        for batch in self.core.store.iter_batches(from) {
+            let batch = batch?;
+            for (i, e) in batch.entries.into_iter().enumerate() {
+                let seq = Seq(batch.first.0 + i as u64);
+                if seq < from {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(LogRecord {
+                    seq,
+                    delivery_id: self.core.delivery_id(e.origin_seq(seq)),
+                    appended_at_ms: batch.header.appended_at_ms,
+                    target: e.target,
+                    record: e.record,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The data directory's identity and extent.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when the first or last batch does not decode.
+    pub fn meta(&self) -> Result<Meta> {
+        let extent = self.core.store.extent()?;
+        Ok(Meta {
+            log_id: self.core.log_id,
+            created_at_ms: self.core.store.created_at_ms(),
+            first_seq: extent.first,
+            next_seq: extent.next,
         })
     }
 

@@ -19,6 +19,9 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
     let mut done_below = Seq(0);
     loop {
         tick.tick().await;
+        if !core.sized.load(Ordering::Acquire) {
+            continue;
+        }
         let below = low_water(&core);
         if below <= done_below {
             continue;
@@ -31,8 +34,13 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
             let store = core.store.clone();
             let r = tokio::task::spawn_blocking(move || store.truncate_below(below, CHUNK)).await;
             match r {
-                Ok(Ok(0)) => break,
-                Ok(Ok(n)) => tracing::trace!(records = n, below = below.0, "truncated"),
+                Ok(Ok((0, _))) => break,
+                Ok(Ok((n, bytes))) => {
+                    core.log_records.fetch_sub(n as i64, Ordering::Relaxed);
+                    core.log_bytes.fetch_sub(bytes as i64, Ordering::Relaxed);
+                    core.report_log_size();
+                    tracing::trace!(records = n, below = below.0, "truncated");
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "truncation failed");
                     break;

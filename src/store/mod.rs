@@ -397,15 +397,16 @@ impl Store {
     /// Removes whole batches that end at or below `below`, up to `max`
     /// batches. First raises `seq_floor` to the end of the last batch removed
     /// and flushes, so a seq is never reused even if every batch goes.
-    /// Returns the number of records removed.
+    /// Returns the records and bytes removed.
     ///
     /// # Errors
     /// [`Error::Corrupted`] on an undecodable header; I/O errors poison.
-    pub fn truncate_below(&self, below: Seq, max: usize) -> Result<u64> {
+    pub fn truncate_below(&self, below: Seq, max: usize) -> Result<(u64, u64)> {
         self.check_writable()?;
         let mut keys = Vec::new();
         let mut end = 0u64;
         let mut records = 0u64;
+        let mut bytes = 0u64;
         for kv in self.log.iter() {
             if keys.len() >= max {
                 break;
@@ -419,9 +420,10 @@ impl Store {
             keys.push(k);
             end = batch_end;
             records += u64::from(h.count);
+            bytes += h.bytes;
         }
         if keys.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         if self.seq_floor()?.0 < end {
             let r = self
@@ -438,7 +440,7 @@ impl Store {
         }
         let r = self.log.apply_batch(batch);
         self.write_result(r)?;
-        Ok(records)
+        Ok((records, bytes))
     }
 
     /// sled's flush: buffers written and `sync_file_range`d.
