@@ -156,6 +156,23 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
     assert_eq!(v["offsets"][0]["sink"], "out");
     assert_eq!(v["offsets"][0]["offset"], 2);
     assert!(v.get("log").is_none());
+    // The log too, read from the running daemon.
+    let o = run(
+        &[
+            "dump", "--admin", &url, "--tree", "log", "--from", "1", "--format", "json",
+        ],
+        b"",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let seqs: Vec<u64> = v["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1], "from 1: only the second good record");
+    assert!(v["log"][0]["delivery_id"].as_str().unwrap().ends_with("_1"));
     let o = run(&["status", "--admin", &url, "--json"], b"");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -136,22 +136,16 @@ pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
-/// Builds the view from a running outbox. The engine has no API to read
-/// log records, so `tree = log` is refused and `all` leaves the log out;
-/// `meta.created_at_ms` and `meta.first_seq` are null.
+/// Builds the view from a running outbox, through its read API: the same
+/// shape as [`offline`], except that offsets carry no `updated_at_ms`.
 ///
 /// # Errors
-/// [`Error::Config`] for `tree = log` or an invalid sink; decoding errors.
+/// [`Error::Config`] for an invalid sink; decoding errors.
 pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Value> {
-    if q.tree == TreeSel::Log {
-        return Err(Error::Config {
-            param: "tree".into(),
-            reason: "a running daemon cannot show log records yet (the engine has no read API); stop it and run dump on the data directory".into(),
-        });
-    }
     let sink = q.sink_name()?;
     let log_id = outbox.log_id();
     let status = super::status::online(outbox)?;
+    let meta = outbox.meta()?;
     let mut out = Map::new();
     if q.tree.has(TreeSel::Meta) {
         let configured: Vec<&str> = status
@@ -165,8 +159,8 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Va
             json!({
                 "format_version": outbox::codec::FormatVersion::CURRENT as u8,
                 "log_id": status.log_id,
-                "created_at_ms": null,
-                "first_seq": null,
+                "created_at_ms": meta.created_at_ms,
+                "first_seq": meta.first_seq.map(|s| s.0),
                 "next_seq": status.head,
                 "configured_sinks": configured,
             }),
@@ -188,6 +182,39 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Va
             })
             .collect();
         out.insert("offsets".into(), Value::Array(offsets));
+    }
+    if q.tree.has(TreeSel::Log) {
+        let mut from = Seq(q.from.unwrap_or(0));
+        let mut log = Vec::new();
+        // Pages, because a sink filter may skip records.
+        'pages: loop {
+            let page = outbox.read_log(from, 1024)?;
+            let Some(last) = page.last().map(|r| r.seq) else {
+                break;
+            };
+            for r in page {
+                let wanted = match (&sink, &r.target) {
+                    (Some(s), Some(t)) => s.as_str() == t,
+                    _ => true,
+                };
+                if !wanted {
+                    continue;
+                }
+                if log.len() >= q.limit() {
+                    break 'pages;
+                }
+                log.push(json!({
+                    "seq": r.seq.0,
+                    "delivery_id": r.delivery_id.to_string(),
+                    "appended_at_ms": r.appended_at_ms,
+                    "target": r.target,
+                    "headers": r.record.headers,
+                    "payload": payload_json(&r.record.payload),
+                }));
+            }
+            from = last.next();
+        }
+        out.insert("log".into(), Value::Array(log));
     }
     if q.tree.has(TreeSel::Dlq) {
         let dlq = outbox.dlq_list(sink.as_ref())?;
