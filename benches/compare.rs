@@ -27,6 +27,59 @@ struct Opts {
     check: bool,
 }
 
+/// How much each phase does: the full run, `--quick`, or the smoke run that
+/// `cargo test --all-targets` makes (no `--bench` flag), which only proves
+/// the harness still runs.
+struct Sizes {
+    n: u64,
+    reps: usize,
+    sled_per_record: u64,
+    naive: u64,
+    latency_records: u64,
+    pending: u64,
+    passed: u64,
+    stream: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool, smoke: bool) -> Sizes {
+        if smoke {
+            Sizes {
+                n: 5_000,
+                reps: 1,
+                sled_per_record: 1_000,
+                naive: 100,
+                latency_records: 1_000,
+                pending: 2_000,
+                passed: 5_000,
+                stream: 5_000,
+            }
+        } else if quick {
+            Sizes {
+                n: 200_000,
+                reps: 3,
+                sled_per_record: 50_000,
+                naive: 2_000,
+                latency_records: 20_000,
+                pending: 100_000,
+                passed: 500_000,
+                stream: 500_000,
+            }
+        } else {
+            Sizes {
+                n: 1_000_000,
+                reps: 5,
+                sled_per_record: 200_000,
+                naive: 10_000,
+                latency_records: 100_000,
+                pending: 1_000_000,
+                passed: 5_000_000,
+                stream: 3_000_000,
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let opts = Opts {
@@ -38,8 +91,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let scale = if opts.quick { 1 } else { 5 };
-    let n = 200_000 * scale;
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs the
+    // binary with no arguments at all.
+    let smoke = args.len() == 1;
+    let sz = Sizes::new(opts.quick, smoke);
+    let n = sz.n;
     // Internal modes: one phase alone (for profiling), or the RSS child.
     if let Some(i) = args.iter().position(|a| a == "--only") {
         let what = args.get(i + 1).map(String::as_str).unwrap_or("");
@@ -48,13 +104,11 @@ fn main() {
             "outbox_1sink" => rt.block_on(outbox_e2e(n, 1)),
             "outbox_4sinks" => rt.block_on(outbox_e2e(n, 4)),
             "latency" => {
-                println!("{}", rt.block_on(latency(if opts.quick { 2 } else { 10 })));
+                println!("{}", rt.block_on(latency(sz.latency_records)));
                 return;
             }
             "disk" => {
-                let stream = if opts.quick { 500_000 } else { 3_000_000 };
-                let pending = if opts.quick { 100_000 } else { 1_000_000 };
-                println!("{}", rt.block_on(disk(pending, stream)));
+                println!("{}", rt.block_on(disk(sz.pending, sz.stream)));
                 return;
             }
             "sled_values" => {
@@ -157,12 +211,8 @@ fn main() {
 
     // Throughputs: interleaved repetitions, median of each, so a burst of
     // load from a neighbour on this shared machine hits every figure alike.
-    let reps = if opts.quick { 3 } else { 5 };
-    let (spr_n, nd_n) = if opts.quick {
-        (50_000, 2_000)
-    } else {
-        (200_000, 10_000)
-    };
+    let reps = sz.reps;
+    let (spr_n, nd_n) = (sz.sled_per_record, sz.naive);
     let mut runs: Vec<(&str, u64, Vec<Duration>)> = vec![
         ("inmemory", n, vec![]),
         ("sled_per_record", spr_n, vec![]),
@@ -195,7 +245,7 @@ fn main() {
     }
     // Latency: median p99 over three windows.
     let mut lats: Vec<Value> = (0..3)
-        .map(|_| rt.block_on(latency(if opts.quick { 2 } else { 10 })))
+        .map(|_| rt.block_on(latency(sz.latency_records)))
         .collect();
     lats.sort_by(|a, b| {
         let p = |v: &Value| {
@@ -212,22 +262,19 @@ fn main() {
             .collect::<Vec<_>>()
     );
     out.insert("latency".into(), lat);
-    let pending = if opts.quick { 100_000 } else { 1_000_000 };
-    out.insert(
-        "restart".into(),
-        rt.block_on(restart(
-            pending,
-            if opts.quick { 500_000 } else { 5_000_000 },
-        )),
-    );
-    out.insert(
-        "disk".into(),
-        rt.block_on(disk(pending, if opts.quick { 500_000 } else { 3_000_000 })),
-    );
+    let pending = sz.pending;
+    out.insert("restart".into(), rt.block_on(restart(pending, sz.passed)));
+    out.insert("disk".into(), rt.block_on(disk(pending, sz.stream)));
     out.insert("rss".into(), rss_in_child(pending));
     out.insert("elapsed_s".into(), json!(started.elapsed().as_secs_f64()));
     out.insert("quick".into(), json!(opts.quick));
+    out.insert("smoke".into(), json!(smoke));
     let v = Value::Object(out);
+    if smoke {
+        eprintln!(
+            "smoke run (no --bench): tiny sizes in a test build; the figures below prove only that the harness runs"
+        );
+    }
     let verdicts = check(&v);
     if opts.json {
         let mut v = v;
@@ -527,7 +574,7 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 
 /// Offered load of 10k records/s for `secs` seconds, one `dispatch` per
 /// record from its own task at its scheduled time.
-async fn latency(secs: u64) -> Value {
+async fn latency(total: u64) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let (ob, mut acks) = Outbox::<(u64, Instant)>::builder(dir.path())
         .sink("s", NoopSink::new(), sink_cfg())
@@ -535,7 +582,7 @@ async fn latency(secs: u64) -> Value {
         .await
         .unwrap();
     let ob = Arc::new(ob);
-    let total = 10_000 * secs;
+
     let (lat_tx, mut lat_rx) = mpsc::unbounded_channel::<u64>();
     let ack_task = tokio::spawn(async move {
         let mut v = Vec::with_capacity(total as usize);
