@@ -22,7 +22,13 @@ use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Fi
 use outbox::{Outbox, Record, SinkConfig};
 use rand::Rng;
 
-const KILLS: usize = 12;
+/// Kills per run; `OUTBOX_CRASH_KILLS` overrides it for a long run.
+fn kill_count() -> usize {
+    std::env::var("OUTBOX_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
 
 /// A file sink that fails transiently on about one delivery in ten.
 struct Flaky(FileSink);
@@ -190,7 +196,7 @@ fn crash_loop_never_acks_early_and_loses_no_receipted_record() {
     let mut rng = rand::rng();
     let mut kills = 0;
     let mut checked_acks = 0;
-    for round in 0..KILLS as u64 {
+    for round in 0..kill_count() as u64 {
         let mut child = spawn_child(dir, round * 1_000_000, false);
         std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
         if let Ok(Some(st)) = child.try_wait() {

@@ -153,8 +153,9 @@ fn regression_redrive_right_after_redrive() {
 }
 
 /// Shrunk from a proptest failure: many restarts in a row. The reopen right
-/// after `close()` used to fail with `Locked` now and then (see
-/// `open_retrying` in the harness and `faults::close_releases_the_directory_at_once`).
+/// after `close()`/`kill()` used to fail with `Locked` now and then, while
+/// sled's thread pool still held the file (see
+/// `faults::close_releases_the_directory_at_once`).
 #[test]
 fn regression_many_restarts_in_a_row() {
     let mut ops = Vec::new();

@@ -143,10 +143,6 @@ pub struct Stats {
     pub redriven: u64,
     pub parked: u64,
     pub duplicates: u64,
-    /// Opens that found the directory still locked right after a
-    /// `kill()`/`close()` of this process and had to wait (see
-    /// `open_retrying`).
-    pub lock_waits: u64,
 }
 
 /// One successful delivery, as the sink saw it.
@@ -366,31 +362,6 @@ fn name(s: usize) -> SinkName {
     SinkName::new(SINKS[s]).expect("valid sink name")
 }
 
-/// Opens, waiting out a lock left by the previous session of this process.
-///
-/// Workaround, not a property: `Outbox::kill()`/`close()` return once the
-/// engine drops its `sled::Db`, but sled's global thread pool can still hold
-/// the `db` file (and its flock) for a moment while it writes the last
-/// buffer, so an immediate reopen sometimes fails with `Locked`. The test
-/// `faults::close_releases_the_directory_at_once` shows it on its own.
-/// Every other open error fails the run.
-async fn open_retrying(
-    build: impl Fn() -> outbox::OutboxBuilder<u64>,
-    stats: &mut Stats,
-) -> Result<(Outbox<u64>, tokio::sync::mpsc::UnboundedReceiver<u64>), String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match build().open().await {
-            Ok(x) => return Ok(x),
-            Err(outbox::Error::Locked { .. }) if tokio::time::Instant::now() < deadline => {
-                stats.lock_waits += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => return Err(format!("open: {e}")),
-        }
-    }
-}
-
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
         if !$cond {
@@ -454,7 +425,7 @@ impl Harness {
             }
             b
         };
-        let (outbox, mut rx) = open_retrying(build, &mut self.stats).await?;
+        let (outbox, mut rx) = build().open().await.map_err(|e| format!("open: {e}"))?;
         let id = outbox.log_id().simple().to_string();
         match &self.log_id {
             None => self.log_id = Some(id),
@@ -815,18 +786,8 @@ impl Harness {
     /// Offline: the log's extent and every record left in it.
     fn final_check(&self) -> Result<(), String> {
         let path = self.dir.path().join("data");
-        // The same lingering lock as in `open_retrying`.
-        let mut tries = 0;
-        let store = loop {
-            match outbox::store::Store::open(&path, &outbox::store::StoreOptions::default()) {
-                Ok(s) => break s,
-                Err(outbox::Error::Locked { .. }) if tries < 500 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(format!("reopen store: {e}")),
-            }
-        };
+        let store = outbox::store::Store::open(&path, &outbox::store::StoreOptions::default())
+            .map_err(|e| format!("reopen store: {e}"))?;
         let ext = store.extent().map_err(|e| format!("extent: {e}"))?;
         ensure!(
             ext.next.0 == self.model.next_seq,
