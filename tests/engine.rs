@@ -604,7 +604,8 @@ async fn log_size_is_reported_and_read_log_returns_records() {
     ob.close(Duration::from_secs(1)).await.unwrap();
     drop(gate);
 
-    // Reopen: the 5 left over are counted at open, 3 more as they come.
+    // Reopen: 5 left over, 3 more; records are the span from the first
+    // batch to the head, bytes that times the mean record size.
     let hook = std::sync::Arc::new(SizeHook::default());
     let (gated, gate) = TestSink::gated(Behaviour::Ok);
     let (ob, _) = Outbox::<()>::builder(d.path())

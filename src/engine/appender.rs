@@ -144,11 +144,15 @@ fn write_group<T: Send + 'static>(
     }
     *next = Seq(first.0 + records as u64);
     core.metrics.appended(records as u64, bytes as u64);
-    core.log_records
-        .fetch_add(records as i64, std::sync::atomic::Ordering::Relaxed);
-    core.log_bytes
-        .fetch_add(bytes as i64, std::sync::atomic::Ordering::Relaxed);
-    core.report_log_size();
+    if records > 0 {
+        // A moving mean, weighted 1/8 to the newest group.
+        let this = (bytes / records) as u64;
+        let _ = core.mean_record_bytes.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |m| Some(if m == 0 { this } else { m - m / 8 + this / 8 }),
+        );
+    }
     let ticket = core.durability.request();
     // Under the interval policy a receipt does not wait for the flush; the
     // batch is still published to the workers only once it is durable.

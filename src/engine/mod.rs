@@ -116,13 +116,9 @@ pub(crate) struct Core<T> {
     pub drain: CancellationToken,
     /// Workers stop now, committing what they delivered.
     pub cancel: CancellationToken,
-    /// Records and bytes in the log. Signed: the count of what was there at
-    /// open is added by a background scan, which truncation may overtake.
-    pub log_records: std::sync::atomic::AtomicI64,
-    pub log_bytes: std::sync::atomic::AtomicI64,
-    /// The log's size at open has been counted; truncation waits for it so
-    /// that it never subtracts what the count has not added yet.
-    pub sized: AtomicBool,
+    /// Mean stored size of a record, from the batches appended this
+    /// session, for the log-bytes estimate (0 until the first append).
+    pub mean_record_bytes: AtomicU64,
 }
 
 impl<T> Core<T> {
@@ -149,10 +145,15 @@ impl<T> Core<T> {
         })
     }
 
-    pub fn report_log_size(&self) {
-        let r = self.log_records.load(Ordering::Relaxed).max(0) as u64;
-        let b = self.log_bytes.load(Ordering::Relaxed).max(0) as u64;
-        self.metrics.log_size(r, b);
+    /// Reports the log's size: records as the span of seqs from the first
+    /// batch to the head (exact but for gaps, which are rare), bytes as that
+    /// times the mean record size. Counting exactly would mean reading every
+    /// value, which pulls the whole log into sled's cache.
+    pub fn report_log_size(&self, first: Option<Seq>) {
+        let head = self.head().0;
+        let records = first.map_or(0, |f| head.saturating_sub(f.0));
+        let bytes = records.saturating_mul(self.mean_record_bytes.load(Ordering::Relaxed));
+        self.metrics.log_size(records, bytes);
     }
 
     pub fn delivery_id(&self, origin: Seq) -> DeliveryId {

@@ -177,38 +177,8 @@ impl<T: Send + 'static> OutboxBuilder<T> {
             done_tx,
             drain: CancellationToken::new(),
             cancel: CancellationToken::new(),
-            log_records: std::sync::atomic::AtomicI64::new(0),
-            log_bytes: std::sync::atomic::AtomicI64::new(0),
-            sized: AtomicBool::new(false),
+            mean_record_bytes: AtomicU64::new(0),
         });
-        // The log's size at open, counted in the background so a large
-        // backlog does not delay the first redelivery.
-        {
-            let core = core.clone();
-            let before = next;
-            tokio::task::spawn_blocking(move || match core.store.batch_headers() {
-                Ok(headers) => {
-                    // Only what was there at open; later appends count
-                    // themselves. Truncation waits for this (`sized`).
-                    let (r, b) = headers
-                        .iter()
-                        .filter(|(first, _)| *first < before)
-                        .fold((0i64, 0i64), |(r, b), (_, h)| {
-                            (r + i64::from(h.count), b + h.bytes as i64)
-                        });
-                    core.log_records
-                        .fetch_add(r, std::sync::atomic::Ordering::Relaxed);
-                    core.log_bytes
-                        .fetch_add(b, std::sync::atomic::Ordering::Relaxed);
-                    core.report_log_size();
-                    core.sized.store(true, std::sync::atomic::Ordering::Release);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not size the log; run `outbox check`");
-                    core.sized.store(true, std::sync::atomic::Ordering::Release);
-                }
-            });
-        }
         let acks = AckTracker::new(offsets.iter().map(|s| s.0).collect());
         let appender = tokio::spawn(super::appender::run(core.clone(), append_rx, next));
         let completion = tokio::spawn(super::completion::run(core.clone(), done_rx, acks, ack_tx));

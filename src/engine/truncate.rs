@@ -19,8 +19,8 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
     let mut done_below = Seq(0);
     loop {
         tick.tick().await;
-        if !core.sized.load(Ordering::Acquire) {
-            continue;
+        if let Ok(extent) = core.store.extent() {
+            core.report_log_size(extent.first);
         }
         let below = low_water(&core);
         if below <= done_below {
@@ -36,10 +36,7 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
             match r {
                 Ok(Ok((0, _))) => break,
                 Ok(Ok((n, bytes))) => {
-                    core.log_records.fetch_sub(n as i64, Ordering::Relaxed);
-                    core.log_bytes.fetch_sub(bytes as i64, Ordering::Relaxed);
-                    core.report_log_size();
-                    tracing::trace!(records = n, below = below.0, "truncated");
+                    tracing::trace!(records = n, bytes, below = below.0, "truncated");
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "truncation failed");
