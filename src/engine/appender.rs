@@ -144,9 +144,9 @@ fn write_group<T: Send + 'static>(
     }
     *next = Seq(first.0 + records as u64);
     core.metrics.appended(records as u64, bytes as u64);
-    if records > 0 {
+    if let Some(this) = bytes.checked_div(records) {
         // A moving mean, weighted 1/8 to the newest group.
-        let this = (bytes / records) as u64;
+        let this = this as u64;
         let _ = core.mean_record_bytes.fetch_update(
             std::sync::atomic::Ordering::Relaxed,
             std::sync::atomic::Ordering::Relaxed,
