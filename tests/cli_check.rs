@@ -43,7 +43,7 @@ fn run_unlocked(args: &[&str]) -> std::process::Output {
 }
 
 fn poke(data: &std::path::Path, tree: &str, key: &[u8], value: &[u8]) {
-    let db = sled::Config::new().path(data).open().unwrap();
+    let db = raw_sled(data);
     db.open_tree(tree).unwrap().insert(key, value).unwrap();
     db.flush().unwrap();
 }
@@ -64,7 +64,7 @@ fn check_is_clean_then_reports_each_corrupted_value_with_tree_and_key() {
     assert!(stdout(&o).ends_with("ok: no problems found\n"));
 
     // A log value cut short by a byte, and an offset past the head.
-    let db = sled::Config::new().path(&data).open().unwrap();
+    let db = raw_sled(&data);
     let log = db.open_tree("log").unwrap();
     let (k, v) = log.first().unwrap().unwrap();
     log.insert(k, &v[..v.len() - 1]).unwrap();
@@ -189,4 +189,20 @@ fn compact_shrinks_and_preserves_contents() {
     );
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("--out"), "{}", stderr(&o));
+}
+
+/// sled opened directly, with the segment size the directory was made with
+/// (sled refuses another).
+fn raw_sled(data: &std::path::Path) -> sled::Db {
+    // `conf` ends in a binary checksum: read it as bytes.
+    let conf = String::from_utf8_lossy(&std::fs::read(data.join("conf")).unwrap()).into_owned();
+    let mut c = sled::Config::new().path(data);
+    if let Some(size) = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+    {
+        c = c.segment_size(size);
+    }
+    c.open().unwrap()
 }

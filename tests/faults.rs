@@ -472,7 +472,7 @@ fn check_damage(
 /// leaves an empty store, which `Store::open` then initialises afresh, with
 /// a new log id.
 #[tokio::test]
-#[ignore = "bug: damage to sled's db file is recovered silently as data loss (no error); see docs/testing.md"]
+#[ignore = "known gap: with the witness file, 42 of 43 damaged copies are reported; damage that drops log records from the middle of the log while its head survives is not (checking it at open would read the whole log); see docs/testing.md"]
 async fn damaged_sled_files_are_reported_not_silently_recovered() {
     // One small store, and one that spans several of sled's segments.
     for (n, pad) in [(50usize, 0usize), (300, 40_000)] {

@@ -70,6 +70,7 @@ impl Store {
         let db = sled::Config::new()
             .path(out)
             .cache_capacity(cache_bytes)
+            .segment_size(super::open::SEGMENT_SIZE)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()

@@ -50,6 +50,8 @@ impl Store {
                 .filter_map(|k| k.ok().map(|k| k.to_vec()))
                 .collect(),
         };
+        // Lower the witness's count first: it must never exceed what is durable.
+        self.note_dlq_removed(keys.len());
         let mut n = 0;
         for k in keys {
             let r = self.dlq.remove(k);
@@ -67,6 +69,7 @@ impl Store {
     /// [`Error::Poisoned`] or [`Error::Io`].
     pub fn append_redrive(&self, first: Seq, value: Vec<u8>, remove: &[Vec<u8>]) -> Result<()> {
         self.check_writable()?;
+        self.note_dlq_removed(remove.len());
         let key = codec::log_key(first);
         let r = (&self.log, &self.dlq).transaction(|(log, dlq)| {
             log.insert(&key[..], value.as_slice())?;

@@ -142,6 +142,9 @@ impl Drop for Durability {
     }
 }
 
+/// How often the witness file is rewritten after a flush.
+const WITNESS_EVERY: Duration = Duration::from_secs(1);
+
 fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
     let files = if mode.fsync {
         Some(SyncFiles::new(store.path().to_path_buf()))
@@ -149,6 +152,7 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
         None
     };
     let mut last = Instant::now() - mode.min_interval;
+    let mut last_witness = Instant::now();
     loop {
         let n = {
             let mut s = inner.state.lock();
@@ -156,6 +160,12 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
                 inner.wake.wait(&mut s);
             }
             if !s.requested && s.stop {
+                drop(s);
+                // A last flush, and a witness of everything it covers.
+                let w = store.written();
+                if store.flush().is_ok() {
+                    let _ = store.write_witness(&w);
+                }
                 return;
             }
             let wait = mode.min_interval.saturating_sub(last.elapsed());
@@ -172,6 +182,7 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
             n
         };
         last = Instant::now();
+        let witness = (last_witness.elapsed() >= WITNESS_EVERY).then(|| store.written());
         let result = store.flush().and_then(|()| match &files {
             Some(f) => f.sync().map_err(|e| {
                 store.poison(&format!("fsync: {e}"));
@@ -180,7 +191,16 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
             None => Ok(()),
         });
         match result {
-            Ok(()) => inner.done.send_modify(|d| d.flushed = n),
+            Ok(()) => {
+                inner.done.send_modify(|d| d.flushed = n);
+                if let Some(w) = witness {
+                    // Read before this flush started, so all of it is durable.
+                    if let Err(e) = store.write_witness(&w) {
+                        tracing::warn!(error = %e, "could not write the witness file");
+                    }
+                    last_witness = Instant::now();
+                }
+            }
             Err(e) => {
                 let why: Arc<str> = e.to_string().into();
                 inner.done.send_modify(|d| d.failed = Some(why));

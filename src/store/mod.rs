@@ -26,6 +26,7 @@ mod compact;
 mod dlq;
 mod durability;
 mod open;
+pub mod witness;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,6 +73,10 @@ pub struct Store {
     poisoned: Mutex<Option<String>>,
     /// Serialises offset writers so an offset never goes backwards on disk.
     offset_lock: Mutex<()>,
+    /// What has been written to sled (not yet necessarily flushed): the
+    /// flusher snapshots it before a flush and records it in the witness
+    /// file after (see [`witness`]).
+    written: Mutex<witness::Witness>,
 }
 
 /// What [`Store::scan_log`] reports about the log's extent.
@@ -356,6 +361,7 @@ impl Store {
                 let r = self.offsets.insert(key, value).map(|_| ());
                 self.write_result(r)?;
             }
+            self.written.lock().offsets.insert(sink.to_string(), next);
             return Ok(Seq(next));
         }
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = dlq
@@ -365,6 +371,7 @@ impl Store {
                 (codec::dlq_key(&name, Seq(e.seq)), codec::encode_dlq(e))
             })
             .collect();
+        let parked = encoded.len() as u64;
         let r = (&self.offsets, &self.dlq).transaction(|(offsets, dlq_t)| {
             offsets.insert(key, value.as_slice())?;
             for (k, v) in &encoded {
@@ -373,7 +380,12 @@ impl Store {
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         });
         match r {
-            Ok(()) => Ok(Seq(next)),
+            Ok(()) => {
+                let mut w = self.written.lock();
+                w.offsets.insert(sink.to_string(), next);
+                w.dlq += parked;
+                Ok(Seq(next))
+            }
             Err(sled::transaction::TransactionError::Storage(e)) => self.write_result(Err(e)),
             Err(sled::transaction::TransactionError::Abort(())) => {
                 Err(Error::Storage("offset transaction aborted".into()))
@@ -453,9 +465,52 @@ impl Store {
         self.write_result(r)
     }
 
+    /// Notes that every seq below `next` has been written to sled.
+    pub(crate) fn note_appended(&self, next: Seq) {
+        let mut w = self.written.lock();
+        w.next_seq = w.next_seq.max(next.0);
+    }
+
+    /// What has been written so far, for the witness.
+    pub(crate) fn written(&self) -> witness::Witness {
+        self.written.lock().clone()
+    }
+
+    /// Notes that `n` DLQ entries are being removed (before the removal is
+    /// durable, so the witness stays a lower bound).
+    pub(crate) fn note_dlq_removed(&self, n: usize) {
+        let mut w = self.written.lock();
+        w.dlq = w.dlq.saturating_sub(n as u64);
+    }
+
+    /// Records `w` in the witness file (after a flush that covers it).
+    ///
+    /// # Errors
+    /// The I/O error of writing the file.
+    pub(crate) fn write_witness(&self, w: &witness::Witness) -> std::io::Result<()> {
+        witness::write(&self.path, w)
+    }
+
     /// Bytes sled reports on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Drop for Store {
+    /// A last flush, then a witness of everything written, so changes made
+    /// without the engine's flusher (the CLI's offline purge and redrive)
+    /// are recorded too.
+    fn drop(&mut self) {
+        if self.poisoned.lock().is_some() {
+            return;
+        }
+        if self.db.flush().is_ok() {
+            let w = self.written();
+            if let Err(e) = self.write_witness(&w) {
+                tracing::debug!(error = %e, "could not write the witness file");
+            }
+        }
     }
 }
 

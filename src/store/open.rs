@@ -45,6 +45,20 @@ impl Store {
     /// [`Error::Corrupted`] (meta does not decode), or [`Error::Io`].
     pub fn open(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
+        // sled panics on some damage, when it opens and when it first reads
+        // a damaged page; everything open reads is inside this guard.
+        let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_inner(path.clone(), opts)
+        }));
+        guarded.unwrap_or_else(|panic| {
+            Err(Error::StoreCorrupt {
+                path,
+                reason: format!("sled panicked reading its files: {}", panic_text(&panic)),
+            })
+        })
+    }
+
+    fn open_inner(path: PathBuf, opts: &StoreOptions) -> Result<Store> {
         let existed = path.exists();
         if !existed {
             if !opts.create {
@@ -76,11 +90,24 @@ impl Store {
         let dlq = open_tree(tree::DLQ)?;
         let meta = open_tree(tree::META)?;
 
+        let witnessed = super::witness::read(&path)?;
         let (log_id, created_at_ms) = match meta
             .get(meta_key::FORMAT_VERSION)
             .map_err(Error::from_sled)?
         {
             None => {
+                if let Some(w) = &witnessed {
+                    return Err(Error::Corrupted {
+                        tree: tree::META,
+                        key: "`format_version`".into(),
+                        reason: format!(
+                            "missing, yet {} says this directory held log {} up to seq {}: sled's db file is damaged and sled recovered nothing",
+                            super::witness::FILE,
+                            w.log_id.simple(),
+                            w.next_seq
+                        ),
+                    });
+                }
                 if !log.is_empty() || !offsets.is_empty() || !dlq.is_empty() {
                     return Err(Error::Corrupted {
                         tree: tree::META,
@@ -134,7 +161,7 @@ impl Store {
                 )
             }
         };
-        Ok(Store {
+        let store = Store {
             db,
             log,
             offsets,
@@ -145,7 +172,30 @@ impl Store {
             created_at_ms,
             poisoned: Mutex::new(None),
             offset_lock: Mutex::new(()),
-        })
+            written: Mutex::new(super::witness::Witness::default()),
+        };
+        // What sled recovered must be at least what was durable.
+        let now = super::witness::Witness {
+            log_id,
+            next_seq: store.extent()?.next.0,
+            offsets: store
+                .offsets()?
+                .into_iter()
+                .map(|(n, o)| (n.to_string(), o.next))
+                .collect(),
+            dlq: store.dlq.len() as u64,
+        };
+        if let Some(w) = &witnessed {
+            super::witness::verify(w, &now)?;
+        }
+        *store.written.lock() = now.clone();
+        if witnessed.as_ref() != Some(&now) {
+            // Best effort: a read-only directory is still readable.
+            if let Err(e) = store.write_witness(&now) {
+                tracing::debug!(error = %e, "could not write the witness file");
+            }
+        }
+        Ok(store)
     }
 }
 
@@ -169,6 +219,13 @@ pub fn is_locked(dir: &Path) -> bool {
     !got
 }
 
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
 fn missing(key: &[u8]) -> Error {
     Error::Corrupted {
         tree: tree::META,
@@ -187,30 +244,16 @@ fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
         // reused. outbox's group commit does the durable flushes.
         .flush_every_ms(Some(500))
         .segment_size(segment_size(path));
-    // sled panics on some kinds of damage instead of returning an error.
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
-    match opened {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(sled_open_error(path, e)),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "sled panicked while reading its files".into());
-            Err(Error::StoreCorrupt {
-                path: path.to_path_buf(),
-                reason: msg,
-            })
-        }
-    }
+    config.open().map_err(|e| sled_open_error(path, e))
 }
 
 /// sled's segment size for this directory: what an existing directory was
 /// created with (sled refuses a different one), else [`SEGMENT_SIZE`].
-fn segment_size(path: &Path) -> usize {
-    std::fs::read_to_string(path.join("conf"))
+pub(crate) fn segment_size(path: &Path) -> usize {
+    // `conf` ends in a binary checksum: read it as bytes.
+    std::fs::read(path.join("conf"))
         .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
         .and_then(|conf| {
             conf.lines()
                 .find_map(|l| l.strip_prefix("segment_size:"))
@@ -226,7 +269,7 @@ fn segment_size(path: &Path) -> usize {
 /// 96 KiB created and deleted such a file, and ext4 inode allocation was a
 /// quarter of the CPU profile. Larger segments cost disk: at 4 MiB the
 /// steady-state file was 2.4x the target (docs/performance.md).
-const SEGMENT_SIZE: usize = 2 << 20;
+pub(crate) const SEGMENT_SIZE: usize = 2 << 20;
 
 fn sled_open_error(path: &Path, e: sled::Error) -> Error {
     match e {
