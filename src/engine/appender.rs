@@ -143,6 +143,7 @@ fn write_group<T: Send + 'static>(
         return;
     }
     *next = Seq(first.0 + records as u64);
+    core.store.note_appended(*next);
     core.metrics.appended(records as u64, bytes as u64);
     if let Some(this) = bytes.checked_div(records) {
         // A moving mean, weighted 1/8 to the newest group.
@@ -290,6 +291,7 @@ fn redrive<T>(
     core.store.append_redrive(first, value.clone(), &remove)?;
     let (_, header, entries) = codec::decode_batch(&codec::log_key(first), &value)?;
     *next = Seq(first.0 + entries.len() as u64);
+    core.store.note_appended(*next);
     let ticket = core.durability.request();
     Ok((
         chosen.len(),
