@@ -182,8 +182,10 @@ pub struct OutboxConfig {
     pub max_value_bytes: usize,
     /// Decoded batches kept in memory for the workers. Default 16 MiB.
     pub tail_cache_bytes: usize,
-    /// How often truncation runs. Default 50 ms: sled reuses the space of
-    /// removed batches, so truncating promptly keeps the file small.
+    /// How often truncation runs. Default 10 ms: sled reuses the space of
+    /// removed batches, so truncating promptly keeps the file small (at
+    /// 50 ms the steady-state file was half again as large; a pass with
+    /// nothing to remove reads a few atomics).
     pub truncate_every: Duration,
 }
 
@@ -197,7 +199,7 @@ impl Default for OutboxConfig {
             max_batch_bytes: 384 << 10,
             max_value_bytes: 96 << 10,
             tail_cache_bytes: 16 << 20,
-            truncate_every: Duration::from_millis(50),
+            truncate_every: Duration::from_millis(10),
         }
     }
 }

@@ -634,3 +634,89 @@ async fn log_size_is_reported_and_read_log_returns_records() {
     assert_eq!(gated.delivered().len(), 8);
     ob.close(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test]
+async fn every_sync_policy_delivers_and_acks() {
+    use outbox::SyncPolicy;
+    for policy in [
+        SyncPolicy::Always,
+        SyncPolicy::Full,
+        SyncPolicy::Interval(Duration::from_millis(20)),
+    ] {
+        let d = dir();
+        let sink = TestSink::new(Behaviour::Ok);
+        let (ob, mut acks) = Outbox::<u32>::builder(d.path())
+            .sync(policy)
+            .sink("s", sink.clone(), fast())
+            .open()
+            .await
+            .unwrap();
+        let receipts = ob
+            .dispatch_many(
+                (0..50u32)
+                    .map(|i| (rec(&format!("{i}")), vec![i]))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(receipts.last().unwrap().seq, Seq(49), "{policy:?}");
+        let mut got = Vec::new();
+        while got.len() < 50 {
+            got.push(
+                tokio::time::timeout(Duration::from_secs(5), acks.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("{policy:?}: acks stalled at {}", got.len()))
+                    .unwrap(),
+            );
+        }
+        got.sort();
+        assert_eq!(got, (0..50).collect::<Vec<_>>(), "{policy:?}");
+        assert_eq!(sink.delivered().len(), 50, "{policy:?}");
+        ob.close(Duration::from_secs(5)).await.unwrap();
+        // Durable under every policy once closed: a reopen sees all of it.
+        let store = outbox::store::Store::open(d.path(), &Default::default()).unwrap();
+        assert_eq!(store.extent().unwrap().next, Seq(50), "{policy:?}");
+        assert_eq!(
+            store.offset(&name("s")).unwrap().unwrap().next,
+            50,
+            "{policy:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_byte_limit_blocks_dispatch_until_the_sink_catches_up() {
+    let d = dir();
+    let (slow, gate) = TestSink::gated(Behaviour::Ok);
+    let cfg = SinkConfig {
+        max_lag_records: None,
+        max_lag_bytes: Some(1000),
+        ..fast()
+    };
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .sink("slow", slow.clone(), cfg)
+        .open()
+        .await
+        .unwrap();
+    // 4 records of 300 bytes: 1200 bytes of lag, over the 1000-byte limit.
+    for _ in 0..4 {
+        ob.dispatch(Record::new(vec![b'x'; 300]), vec![])
+            .await
+            .unwrap();
+    }
+    assert_eq!(ob.full_sink(), Some(name("slow")));
+    let blocked =
+        tokio::time::timeout(Duration::from_millis(200), ob.dispatch(rec("more"), vec![])).await;
+    assert!(
+        blocked.is_err(),
+        "dispatch waits while the byte lag is at the limit"
+    );
+    gate.send(true).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), ob.dispatch(rec("more"), vec![]))
+        .await
+        .expect("room once the sink caught up")
+        .unwrap();
+    assert_eq!(r.seq, Seq(4));
+    ob.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(slow.delivered().len(), 5);
+}

@@ -10,6 +10,9 @@ use std::sync::atomic::Ordering;
 use super::Core;
 use crate::types::Seq;
 
+/// How often the log's size is reported to the metrics hook.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Batches removed per sled batch, so truncation never holds the tree long.
 const CHUNK: usize = 64;
 
@@ -17,10 +20,14 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
     let mut tick = tokio::time::interval(core.cfg.truncate_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut done_below = Seq(0);
+    let mut last_report = std::time::Instant::now() - REPORT_EVERY;
     loop {
         tick.tick().await;
-        if let Ok(extent) = core.store.extent() {
-            core.report_log_size(extent.first);
+        if last_report.elapsed() >= REPORT_EVERY {
+            last_report = std::time::Instant::now();
+            if let Ok(extent) = core.store.extent() {
+                core.report_log_size(extent.first);
+            }
         }
         let below = low_water(&core);
         if below <= done_below {
