@@ -378,15 +378,24 @@ async fn close_releases_the_directory_at_once() {
 /// Fills a data directory: 50 records parked in the DLQ of sink `s`, its
 /// offset at 50. Returns the directory.
 async fn filled(root: &Path) -> PathBuf {
-    filled_with(root, 50, 0).await
+    filled_with(root, 50, 0, true).await
 }
 
-/// `n` records with `pad` extra payload bytes each, parked in the DLQ of
-/// sink `s`, its offset at `n`.
-async fn filled_with(root: &Path, n: usize, pad: usize) -> PathBuf {
+/// `n` records with `pad` extra payload bytes each. With `park`, sink `s`
+/// parks them all in its DLQ (its offset at `n`, the log then truncated);
+/// without, it never delivers one (its offset at 0, every record needed).
+async fn filled_with(root: &Path, n: usize, pad: usize, park: bool) -> PathBuf {
     let data = root.join("data");
+    let (sink, gate) = TestSink::gated(if park {
+        Behaviour::AlwaysPermanent
+    } else {
+        Behaviour::Ok
+    });
+    if park {
+        gate.send(true).unwrap();
+    }
     let (ob, _) = Outbox::<()>::builder(&data)
-        .sink("s", TestSink::new(Behaviour::AlwaysPermanent), fast())
+        .sink("s", sink, fast())
         .open()
         .await
         .unwrap();
@@ -395,12 +404,20 @@ async fn filled_with(root: &Path, n: usize, pad: usize) -> PathBuf {
         let r = rec(&format!("{{\"i\":{i},\"p\":\"{padding}\"}}"));
         ob.dispatch(r, vec![]).await.unwrap();
     }
-    eventually("parked", || ob.dlq_list(None).unwrap().len() == n).await;
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    if park {
+        eventually("parked", || ob.dlq_list(None).unwrap().len() == n).await;
+        ob.close(Duration::from_secs(5)).await.unwrap();
+    } else {
+        let report = ob.close(Duration::from_millis(100)).await.unwrap();
+        assert!(!report.drained);
+    }
+    drop(gate);
     data
 }
 
-/// What a store holds: records in the log, DLQ entries, `s`'s offset.
+/// What a store holds that still matters: the records at or after `s`'s
+/// offset (those below it are done, and truncation may or may not have
+/// removed them yet), the DLQ entries, and `s`'s offset.
 fn contents(data: &Path) -> outbox::Result<(usize, usize, Option<u64>)> {
     let s = outbox::store::Store::open(
         data,
@@ -409,12 +426,16 @@ fn contents(data: &Path) -> outbox::Result<(usize, usize, Option<u64>)> {
             ..Default::default()
         },
     )?;
+    let off = s.offset(&SinkName::new("s").unwrap())?.map(|o| o.next);
+    let from = off.unwrap_or(0);
     let mut n = 0;
     for b in s.iter_batches(Seq(0)) {
-        n += b?.entries.len();
+        let b = b?;
+        n += (0..b.entries.len() as u64)
+            .filter(|i| b.first.0 + i >= from)
+            .count();
     }
     let dl = s.dlq_list(None)?.len();
-    let off = s.offset(&SinkName::new("s").unwrap())?.map(|o| o.next);
     Ok((n, dl, off))
 }
 
@@ -460,61 +481,86 @@ fn check_damage(
     }
 }
 
-/// Flipped bytes and truncation in sled's `db` file must be reported (a
-/// corruption error, exit code 3), never answered with a smaller outbox: 40
-/// flips spread over what sled wrote, and three truncations, each on a
-/// fresh copy of the directory exactly as the outbox left it (before any
-/// reopen: a reopen writes a sled snapshot, which changes what sled can
-/// detect), for a store in one segment and one spanning several.
+/// Damages fresh copies of a filled store's `db` file: 40 flips spread over
+/// what sled wrote and three truncations, each on a copy of the directory
+/// exactly as the outbox left it (before any reopen: a reopen writes a sled
+/// snapshot, which changes what sled can detect). Each must open with a
+/// corruption error (exit code 3) or with everything that still matters.
+/// Returns one line per copy that lost data silently.
 ///
 /// sled's recovery treats a checksum failure in its log as the torn tail of
-/// a crash and silently drops everything after it; damage near the start
-/// leaves an empty store, which `Store::open` then initialises afresh, with
-/// a new log id.
+/// a crash and silently drops everything after it; the store's witness file
+/// (what was durable: log head, offsets, DLQ count) is what turns that into
+/// an error.
+async fn silent_losses(n: usize, pad: usize, park: bool) -> Vec<String> {
+    let d = dir();
+    let data = filled_with(d.path(), n, pad, park).await;
+    let pristine = d.path().join("pristine");
+    copy_dir(&data, &pristine);
+    let scratch = d.path().join("scratch");
+    copy_dir(&pristine, &scratch);
+    let want = contents(&scratch).unwrap();
+    if park {
+        assert_eq!(want, (0, n, Some(n as u64)));
+    } else {
+        assert_eq!(want, (n, 0, Some(0)));
+    }
+    let db = std::fs::read(pristine.join("db")).unwrap();
+    // Damage only the part sled has written: segments are preallocated.
+    let len = db.iter().rposition(|b| *b != 0).unwrap() + 1;
+    let mut lost = Vec::new();
+    for k in 0..40 {
+        let pos = k * len / 40;
+        lost.extend(check_damage(
+            &pristine,
+            &scratch,
+            want,
+            &format!("byte {pos} flipped"),
+            |b| b[pos] ^= 0x5a,
+        ));
+    }
+    for keep in [len / 4, len / 2, len - len / 8] {
+        lost.extend(check_damage(
+            &pristine,
+            &scratch,
+            want,
+            &format!("cut to {keep} of {len} bytes"),
+            |b| b.truncate(keep),
+        ));
+    }
+    lost
+}
+
+/// One segment and several, every record parked (offset and DLQ matter)
+/// or, in one segment, every record pending (the whole log matters): all
+/// damage is reported.
 #[tokio::test]
-#[ignore = "known gap: with the witness file, 42 of 43 damaged copies are reported; damage that drops log records from the middle of the log while its head survives is not (checking it at open would read the whole log); see docs/testing.md"]
 async fn damaged_sled_files_are_reported_not_silently_recovered() {
-    // One small store, and one that spans several of sled's segments.
-    for (n, pad) in [(50usize, 0usize), (300, 40_000)] {
-        let d = dir();
-        let data = filled_with(d.path(), n, pad).await;
-        let pristine = d.path().join("pristine");
-        copy_dir(&data, &pristine);
-        let scratch = d.path().join("scratch");
-        // The log may be partly truncated already; the DLQ and offset not.
-        copy_dir(&pristine, &scratch);
-        let want = contents(&scratch).unwrap();
-        assert_eq!((want.1, want.2), (n, Some(n as u64)));
-        let db = std::fs::read(pristine.join("db")).unwrap();
-        // Damage only the part sled has written: segments are preallocated.
-        let len = db.iter().rposition(|b| *b != 0).unwrap() + 1;
-        let mut lost = Vec::new();
-        for k in 0..40 {
-            let pos = k * len / 40;
-            lost.extend(check_damage(
-                &pristine,
-                &scratch,
-                want,
-                &format!("byte {pos} flipped"),
-                |b| b[pos] ^= 0x5a,
-            ));
-        }
-        for keep in [len / 4, len / 2, len - len / 8] {
-            lost.extend(check_damage(
-                &pristine,
-                &scratch,
-                want,
-                &format!("cut to {keep} of {len} bytes"),
-                |b| b.truncate(keep),
-            ));
-        }
+    for (n, pad, park) in [(50usize, 0usize, true), (300, 40_000, true), (50, 0, false)] {
+        let lost = silent_losses(n, pad, park).await;
         assert!(
             lost.is_empty(),
-            "{n} records: {} of 43 damaged copies lost data silently:\n{}",
+            "{n} records (parked: {park}): {} of 43 damaged copies lost data silently:\n{}",
             lost.len(),
             lost.join("\n")
         );
     }
+}
+
+/// Pending records in a log of several segments: damage that drops records
+/// from the middle while the log's head survives in a later segment is not
+/// caught by the witness, which records the head, offsets and DLQ count,
+/// not every batch.
+#[tokio::test]
+#[ignore = "gap: damage that drops pending records from the middle of a multi-segment log opens without an error (2 to 5 of 43 copies); see docs/testing.md"]
+async fn damage_in_the_middle_of_a_long_pending_log_is_reported() {
+    let lost = silent_losses(300, 40_000, false).await;
+    assert!(
+        lost.is_empty(),
+        "{} of 43 damaged copies lost pending records silently:\n{}",
+        lost.len(),
+        lost.join("\n")
+    );
 }
 
 /// sled opened directly, with the segment size the directory was made with.
