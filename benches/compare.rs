@@ -482,6 +482,12 @@ fn engine_cfg() -> OutboxConfig {
     if let Some(ms) = env("OUTBOX_BENCH_TRUNCATE_MS") {
         c.truncate_every = Duration::from_millis(ms);
     }
+    if let Some(kb) = env("OUTBOX_BENCH_BACKLOG_VALUE_KB") {
+        c.backlog_value_bytes = (kb << 10) as usize;
+    }
+    if let Some(n) = env("OUTBOX_BENCH_BACKLOG_RECORDS") {
+        c.backlog_records = n;
+    }
     if let Some(kb) = env("OUTBOX_BENCH_VALUE_KB") {
         c.max_value_bytes = (kb << 10) as usize;
     }
@@ -855,6 +861,7 @@ fn rss_in_child(backlog: u64) -> Value {
     json!({
         "backlog_records": backlog,
         "fill_peak_rss_kib": fill["peak_rss_kib"],
+        "fill_records_per_sec": fill["records_per_sec"],
         "replay_peak_rss_kib": replay["peak_rss_kib"],
         "peak_rss_kib": fill["peak_rss_kib"].as_u64().unwrap_or(u64::MAX).max(replay["peak_rss_kib"].as_u64().unwrap_or(u64::MAX)),
     })
@@ -864,6 +871,7 @@ fn rss_in_child(backlog: u64) -> Value {
 /// `backlog` records in `dir` and exits; `replay` opens it, as a daemon
 /// restarted with that backlog does, and delivers all of it.
 async fn rss(mode: &str, dir: &Path, backlog: u64) -> Value {
+    let started = Instant::now();
     if mode == "fill" {
         fill_pending(dir, backlog).await;
     } else {
@@ -880,7 +888,7 @@ async fn rss(mode: &str, dir: &Path, backlog: u64) -> Value {
         }
         ob.close(Duration::from_secs(10)).await.unwrap();
     }
-    json!({"mode": mode, "peak_rss_kib": status_kb("VmHWM:")})
+    json!({"mode": mode, "peak_rss_kib": status_kb("VmHWM:"), "records_per_sec": (backlog as f64 / started.elapsed().as_secs_f64()).round()})
 }
 
 // ------------------------------------------------------------- targets

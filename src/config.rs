@@ -180,7 +180,18 @@ pub struct OutboxConfig {
     /// throughput); smaller values let sled's cache evict more under a large
     /// backlog (docs/performance.md).
     pub max_value_bytes: usize,
-    /// Decoded batches kept in memory for the workers. Default 16 MiB.
+    /// Value size once a backlog builds (see `backlog_records`). Default
+    /// 4 KiB: sled keeps the pages it writes in memory unless they are
+    /// small, so a session that builds a 1M-record backlog peaked at
+    /// 128 MiB with 4 KiB values, 140 MiB with 8 KiB and 300 MiB with 96 KiB
+    /// (docs/performance.md).
+    pub backlog_value_bytes: usize,
+    /// Lag, in records, of the slowest sink above which values are cut at
+    /// `backlog_value_bytes` instead of `max_value_bytes`. Default 65,536.
+    pub backlog_records: u64,
+    /// Decoded batches kept in memory for the workers. Default 8 MiB, about
+    /// 25 ms of records at a million a second: a worker that keeps up reads
+    /// from it, one that does not reads from sled either way.
     pub tail_cache_bytes: usize,
     /// How often truncation runs. Default 10 ms: sled reuses the space of
     /// removed batches, so truncating promptly keeps the file small (at
@@ -198,7 +209,9 @@ impl Default for OutboxConfig {
             max_batch_records: 1024,
             max_batch_bytes: 384 << 10,
             max_value_bytes: 96 << 10,
-            tail_cache_bytes: 16 << 20,
+            backlog_value_bytes: 4 << 10,
+            backlog_records: 65_536,
+            tail_cache_bytes: 8 << 20,
             truncate_every: Duration::from_millis(10),
         }
     }
@@ -215,6 +228,9 @@ impl OutboxConfig {
         }
         if self.max_value_bytes == 0 {
             return Err(Error::config("max_value_bytes", "must be at least 1"));
+        }
+        if self.backlog_value_bytes == 0 {
+            return Err(Error::config("backlog_value_bytes", "must be at least 1"));
         }
         if self.max_record_bytes == 0 || self.max_record_bytes > crate::codec::MAX_VALUE_BYTES / 2 {
             return Err(Error::config(

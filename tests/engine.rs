@@ -720,3 +720,43 @@ async fn a_byte_limit_blocks_dispatch_until_the_sink_catches_up() {
     ob.close(Duration::from_secs(5)).await.unwrap();
     assert_eq!(slow.delivered().len(), 5);
 }
+
+#[tokio::test]
+async fn a_backlog_switches_to_small_log_values() {
+    let d = dir();
+    let (stuck, _gate) = TestSink::gated(Behaviour::Ok);
+    let cfg = OutboxConfig {
+        max_value_bytes: 64 << 10,
+        backlog_value_bytes: 1000,
+        backlog_records: 100,
+        ..OutboxConfig::default()
+    };
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .config(cfg)
+        .sink("s", stuck, fast())
+        .open()
+        .await
+        .unwrap();
+    // 100-byte records, 50 per request: 5,000 bytes a request.
+    for k in 0..10 {
+        ob.dispatch_many(
+            (0..50)
+                .map(|_| (Record::new(vec![k as u8; 100]), vec![]))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    }
+    ob.kill().await;
+    let store = outbox::store::Store::open(d.path(), &Default::default()).unwrap();
+    let headers = store.batch_headers().unwrap();
+    let total: u32 = headers.iter().map(|(_, h)| h.count).sum();
+    assert_eq!(total, 500);
+    // Until the lag is over 100 records (it is exactly 100 when seq 100 is
+    // written), whole requests in large values; after, requests cut into
+    // values of at most 1000 bytes.
+    let (early, late): (Vec<_>, Vec<_>) = headers.iter().partition(|(first, _)| first.0 <= 100);
+    assert!(early.iter().all(|(_, h)| h.bytes >= 5_000), "{early:?}");
+    assert!(!late.is_empty());
+    assert!(late.iter().all(|(_, h)| h.bytes <= 1_000), "{late:?}");
+}

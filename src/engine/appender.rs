@@ -120,7 +120,7 @@ fn write_group<T: Send + 'static>(
     let mut tokens = Vec::new();
     let mut replies = Vec::with_capacity(group.len());
     let mut oldest = None;
-    let mut packer = Packer::new(first, core.cfg.max_value_bytes);
+    let mut packer = Packer::new(first, value_bytes(core));
     for (items, req_bytes, reply, at) in group {
         replies.push((reply, packer.next_seq()));
         oldest = Some(oldest.map_or(at, |o: Instant| o.min(at)));
@@ -172,6 +172,27 @@ fn write_group<T: Send + 'static>(
         replies,
         at: oldest.unwrap_or_else(Instant::now),
     });
+}
+
+/// The value size for the next group: `max_value_bytes` while every sink
+/// keeps up, `backlog_value_bytes` once the slowest is more than
+/// `backlog_records` behind. While sinks keep up, values are truncated soon
+/// after they are written; once a backlog builds, the values stay in sled,
+/// whose cache only evicts small pages (docs/performance.md), so smaller
+/// values bound memory exactly when a backlog would otherwise fill it.
+fn value_bytes<T>(core: &Core<T>) -> usize {
+    let head = core.head().0;
+    let behind = core
+        .sinks
+        .iter()
+        .map(|s| head.saturating_sub(s.committed.load(std::sync::atomic::Ordering::Acquire)))
+        .max()
+        .unwrap_or(0);
+    if behind > core.cfg.backlog_records {
+        core.cfg.backlog_value_bytes
+    } else {
+        core.cfg.max_value_bytes
+    }
 }
 
 /// Packs the requests of one group commit into log values.
