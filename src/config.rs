@@ -91,7 +91,7 @@ pub struct SinkConfig {
     pub max_lag_records: Option<u64>,
     /// Lag limit in bytes of payload and headers. Default none.
     pub max_lag_bytes: Option<u64>,
-    /// Records delivered between two offset commits. Default 256.
+    /// Most records delivered between two offset commits. Default 512.
     pub batch_max: usize,
     /// Retries after the first attempt before the DLQ. Default 5.
     pub retry_max: u32,
@@ -111,7 +111,7 @@ impl Default for SinkConfig {
             on_full: OnFull::Block,
             max_lag_records: Some(1_000_000),
             max_lag_bytes: None,
-            batch_max: 256,
+            batch_max: 512,
             retry_max: 5,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),

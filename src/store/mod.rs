@@ -350,14 +350,16 @@ impl Store {
         self.check_writable()?;
         let _g = self.offset_lock.lock();
         let key = sink.as_str().as_bytes();
-        let stored = self.offset(sink)?.map(|o| o.next).unwrap_or(0);
-        let next = next.0.max(stored);
+        // `written` holds every sink's last written offset (loaded at open,
+        // updated here under the lock), so no sled read is needed.
+        let stored = self.written.lock().offsets.get(sink.as_str()).copied();
+        let next = next.0.max(stored.unwrap_or(0));
         let value = codec::encode_offset(&OffsetValue {
             next,
             updated_at_ms: now_ms(),
         });
         if dlq.is_empty() {
-            if stored != next || !self.offsets.contains_key(key).map_err(Error::from_sled)? {
+            if stored != Some(next) {
                 let r = self.offsets.insert(key, value).map(|_| ());
                 self.write_result(r)?;
             }
