@@ -118,10 +118,7 @@ pub(crate) async fn run<T: Send + 'static>(
         // so one commit covers as many records as it may.
         let limit = pos.0 + slot.cfg.batch_max as u64;
         let mut batches = vec![batch];
-        loop {
-            let Some(last) = batches.last().map(|b| b.end()) else {
-                break;
-            };
+        while let Some(last) = batches.last().map(|b| b.end()) {
             if last.0 >= limit || last >= head {
                 break;
             }
