@@ -73,8 +73,14 @@ pub(crate) async fn run<T: Send + 'static>(
                     skip_drop_sinks(&core);
                 }
                 Err(e) => {
+                    // The flush error is already `Poisoned`: pass its reason
+                    // on rather than wrapping the message a second time.
+                    let why = match &e {
+                        crate::Error::Poisoned(why) => why.clone(),
+                        other => other.to_string(),
+                    };
                     for (reply, _) in replies {
-                        let _ = reply.send(Err(crate::Error::Poisoned(e.to_string())));
+                        let _ = reply.send(Err(crate::Error::Poisoned(why.clone())));
                     }
                 }
             },
