@@ -475,10 +475,31 @@ fn check_damage(
             e.exit_code()
         )),
         Ok(Ok(c)) if c == want => None,
+        // The issue asks that open *or* `outbox check` report it.
+        Ok(Ok(_)) if check_reports_a_problem(scratch) => None,
         Ok(Ok(c)) => Some(format!(
-            "{what}: opened without an error, holding (records, DLQ entries, offset) = {c:?} of {want:?}"
+            "{what}: opened without an error and `outbox check` found nothing, holding (records, DLQ entries, offset) = {c:?} of {want:?}"
         )),
     }
+}
+
+/// `outbox check` on `dir` exits 3 and names a problem.
+fn check_reports_a_problem(dir: &Path) -> bool {
+    // sled's threads may hold the lock a moment after the open above.
+    for _ in 0..100 {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_outbox"))
+            .args(["check", "--data-dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if err.contains("is locked") {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        return o.status.code() == Some(3) && (out.contains("problem") || err.contains("corrupt"));
+    }
+    false
 }
 
 /// Damages fresh copies of a filled store's `db` file: 40 flips spread over
@@ -549,10 +570,12 @@ async fn damaged_sled_files_are_reported_not_silently_recovered() {
 
 /// Pending records in a log of several segments: damage that drops records
 /// from the middle while the log's head survives in a later segment is not
-/// caught by the witness, which records the head, offsets and DLQ count,
-/// not every batch.
+/// caught at open by the witness (it records the head, offsets and DLQ
+/// count, not every batch); `outbox check` finds a hole it leaves, and open
+/// refuses an offset below the first record. Left: 2 of 43 copies, where a
+/// second open of the damaged files sees a shorter log than the first did.
 #[tokio::test]
-#[ignore = "gap: damage that drops pending records from the middle of a multi-segment log opens without an error (2 to 5 of 43 copies); see docs/testing.md"]
+#[ignore = "gap: 2 of 43 damaged copies of a multi-segment pending log still lose records without an error; see docs/testing.md"]
 async fn damage_in_the_middle_of_a_long_pending_log_is_reported() {
     let lost = silent_losses(300, 40_000, false).await;
     assert!(

@@ -2,7 +2,8 @@
 //!
 //! [`Checker`] is the pure part: fed every key and value of the four trees,
 //! it reports each problem with its tree and key. It checks that every
-//! value decodes, that log batches are in seq order and do not overlap,
+//! value decodes, that log batches are in seq order, do not overlap and
+//! leave no hole between them,
 //! that no offset is past the head and no DLQ entry is at or past it, and
 //! that the meta keys are all there and known. `check` exits 0 only when it
 //! finds nothing, and 3 otherwise.
@@ -150,6 +151,17 @@ impl Checker {
                     key: codec::render_key(tree::LOG, k),
                     reason: format!(
                         "overlaps the previous batch: seqs {pfirst}..{pend} and {first}..{end}"
+                    ),
+                });
+            } else if first > pend {
+                // Seqs are assigned contiguously and only whole batches at
+                // the front are truncated, so a hole between two batches is
+                // always lost data (sled drops what follows damage).
+                self.push(Problem {
+                    tree: tree::LOG.into(),
+                    key: codec::render_key(tree::LOG, k),
+                    reason: format!(
+                        "records {pend}..{first} are missing between two batches (the log is contiguous; sled dropped them)"
                     ),
                 });
             }
@@ -444,6 +456,25 @@ mod tests {
             r.problems[4].reason.contains("past the head 13"),
             "{}",
             r.problems[4]
+        );
+    }
+
+    #[test]
+    fn a_hole_between_batches_is_a_problem() {
+        let mut c = Checker::new();
+        good_meta(&mut c, 0);
+        let (k1, v1) = batch(0, 3);
+        let (k2, v2) = batch(5, 2); // 3..5 missing
+        c.log(&k1, &v1);
+        c.log(&k2, &v2);
+        let r = c.finish();
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].tree, "log");
+        assert_eq!(r.problems[0].key, "seq 5");
+        assert!(
+            r.problems[0].reason.contains("records 3..5 are missing"),
+            "{}",
+            r.problems[0].reason
         );
     }
 

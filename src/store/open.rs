@@ -175,9 +175,10 @@ impl Store {
             written: Mutex::new(super::witness::Witness::default()),
         };
         // What sled recovered must be at least what was durable.
+        let extent = store.extent()?;
         let now = super::witness::Witness {
             log_id,
-            next_seq: store.extent()?.next.0,
+            next_seq: extent.next.0,
             offsets: store
                 .offsets()?
                 .into_iter()
@@ -187,6 +188,23 @@ impl Store {
         };
         if let Some(w) = &witnessed {
             super::witness::verify(w, &now)?;
+        }
+        // Truncation removes only what every configured sink has passed, so
+        // a configured sink's offset below the log's first record (or below
+        // the head of an empty log) means sled lost records it still needs.
+        let low = extent.first.unwrap_or(extent.next).0;
+        for name in store.configured_sinks()?.unwrap_or_default() {
+            if let Some(&o) = now.offsets.get(name.as_str()) {
+                if o < low {
+                    return Err(Error::Corrupted {
+                        tree: tree::LOG,
+                        key: format!("seq {o}"),
+                        reason: format!(
+                            "records {o}..{low} are missing: sink `{name}` had not passed them and only what every configured sink passed is truncated; sled's db file is damaged"
+                        ),
+                    });
+                }
+            }
         }
         *store.written.lock() = now.clone();
         if witnessed.as_ref() != Some(&now) {
