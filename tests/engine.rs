@@ -760,3 +760,68 @@ async fn a_backlog_switches_to_small_log_values() {
     assert!(!late.is_empty());
     assert!(late.iter().all(|(_, h)| h.bytes <= 1_000), "{late:?}");
 }
+
+#[tokio::test]
+async fn an_orphan_that_returns_after_truncation_resumes_at_the_first_record() {
+    let d = dir();
+    let cfg = OutboxConfig {
+        truncate_every: Duration::from_millis(5),
+        ..OutboxConfig::default()
+    };
+    let open = |sinks: Vec<(&'static str, TestSink)>| {
+        let mut b = Outbox::<()>::builder(d.path()).config(cfg.clone());
+        for (n, s) in sinks {
+            b = b.sink(n, s, fast());
+        }
+        b.open()
+    };
+    let (ob, _) = open(vec![
+        ("a", TestSink::new(Behaviour::Ok)),
+        ("b", TestSink::new(Behaviour::Ok)),
+    ])
+    .await
+    .unwrap();
+    ob.dispatch_many((0..10).map(|i| (rec(&format!("{i}")), vec![])).collect())
+        .await
+        .unwrap();
+    eventually("both passed 10", || {
+        ob.status().unwrap().sinks.iter().all(|s| s.committed == 10)
+    })
+    .await;
+    ob.close(Duration::from_secs(5)).await.unwrap();
+
+    // `b` is gone for a session while the log moves on and is truncated.
+    let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok))])
+        .await
+        .unwrap();
+    ob.dispatch_many((10..20).map(|i| (rec(&format!("{i}")), vec![])).collect())
+        .await
+        .unwrap();
+    ob.dispatch_many((20..25).map(|i| (rec(&format!("{i}")), vec![])).collect())
+        .await
+        .unwrap();
+    eventually("truncated past b", || {
+        ob.meta().unwrap().first_seq.is_none_or(|f| f.0 >= 20)
+    })
+    .await;
+    ob.close(Duration::from_secs(5)).await.unwrap();
+
+    // `b` comes back: it resumes at the first record left, durably, so a
+    // crash right after does not make the next open see lost data.
+    let b = TestSink::new(Behaviour::Ok);
+    let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok)), ("b", b.clone())])
+        .await
+        .unwrap();
+    let meta = ob.meta().unwrap();
+    let first = meta.first_seq.unwrap_or(meta.next_seq).0;
+    assert!(first >= 20, "first {first}");
+    ob.kill().await;
+    let b = TestSink::new(Behaviour::Ok);
+    let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok)), ("b", b.clone())])
+        .await
+        .unwrap();
+    ob.dispatch(rec("25"), vec![]).await.unwrap();
+    let want: Vec<Vec<u8>> = (first..26).map(|i| format!("{i}").into_bytes()).collect();
+    eventually("b caught up", || b.delivered() == want).await;
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}

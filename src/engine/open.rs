@@ -241,12 +241,19 @@ fn open_store(
                 });
             }
             Some(o) => {
-                if let Some(first) = extent.first {
-                    if o < first {
-                        tracing::warn!(sink = %name, offset = o.0, first = first.0, "sink's offset is below the first record in the log (it was orphaned while the log was truncated); resuming at the first record");
-                    }
+                // An orphan that comes back after the log was truncated past
+                // it resumes at the first record still there. The move is
+                // written now: a configured sink's offset below the first
+                // record is what `Store::open` takes for lost data.
+                let low = extent.first.unwrap_or(extent.next);
+                if o < low {
+                    tracing::warn!(sink = %name, offset = o.0, first = low.0, "sink's offset is below the first record in the log (it was orphaned while the log was truncated); resuming at the first record");
+                    store.commit_offset(name, low, &[])?;
+                    wrote = true;
+                    low
+                } else {
+                    o
                 }
-                o
             }
             None => {
                 let o = match start {
