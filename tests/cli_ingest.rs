@@ -266,3 +266,33 @@ fn ingest_answers_503_while_a_block_sink_is_full() {
     let v = dump_json(&t.path().join("data"), &["--tree", "log"]);
     assert_eq!(v["log"].as_array().unwrap().len(), 1, "{v}");
 }
+
+/// A SIGTERM the moment the listeners are announced drains and exits 0: the
+/// handler is installed before anything is announced.
+#[test]
+fn sigterm_right_after_start_drains_and_exits_0() {
+    for _ in 0..5 {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out.ndjson");
+        let cfg = config(
+            t.path(),
+            &format!(
+                "[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"{}\"\n",
+                out.display()
+            ),
+        );
+        let d = Daemon::start(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--ingest-listen",
+                "127.0.0.1:0",
+            ],
+            &[("OUTBOX_TEST_TOKEN", TOKEN)],
+        );
+        let (c, err) = d.stop();
+        assert_eq!(c, 0, "{err}");
+        assert!(err.contains("appended 0 records"), "{err}");
+    }
+}

@@ -119,6 +119,9 @@ fn announce(what: &str, l: &TcpListener) -> Result<SocketAddr> {
 }
 
 async fn serve(plan: RunPlan) -> Result<ExitCode> {
+    // Installed before anything is announced: a SIGTERM that arrives as soon
+    // as a listener is up must drain, not kill the process.
+    let mut signals = Signals::install()?;
     let ingest_l = match &plan.ingest {
         Some(i) => Some(bind("ingest.listen", i.listen.addr).await?),
         None => None,
@@ -185,7 +188,7 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
                         .await
                 })
             };
-            stop_signal().await;
+            signals.wait().await;
             tracing::info!("signal received; refusing new records and draining");
             state.stopping.store(true, Ordering::Release);
             stop.cancel();
@@ -204,7 +207,7 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
         }
         _ => {
             let stats =
-                stdin::pump(outbox.clone(), plan.engine.max_record_bytes, stop_signal()).await;
+                stdin::pump(outbox.clone(), plan.engine.max_record_bytes, signals.wait()).await;
             (stats.appended, stats.rejected, Pending::Stdin(stats.error))
         }
     };
@@ -277,17 +280,26 @@ enum Pending {
     Stdin(Option<Error>),
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(Error::Io)?,
+            int: signal(SignalKind::interrupt()).map_err(Error::Io)?,
+        })
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
