@@ -22,7 +22,7 @@ use futures::FutureExt;
 
 use crate::codec::{DlqEntry, LogEntry};
 use crate::engine::{Completion, Core, SinkSlot};
-use crate::error::Result;
+use crate::error::{Result, panic_message};
 use crate::retry::{Decision, RetryPolicy};
 use crate::sink::{DeliveryContext, DeliveryError, Sink};
 use crate::store::{Batch, now_ms};
@@ -365,13 +365,6 @@ async fn deliver_one<T: Send + 'static>(
             }
         }
     }
-}
-
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "non-string panic payload".into())
 }
 
 /// The batch holding `pos` (or the first after it), if it is published.

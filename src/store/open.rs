@@ -53,7 +53,10 @@ impl Store {
         guarded.unwrap_or_else(|panic| {
             Err(Error::StoreCorrupt {
                 path,
-                reason: format!("sled panicked reading its files: {}", panic_text(&panic)),
+                reason: format!(
+                    "sled panicked reading its files: {}",
+                    crate::error::panic_message(&panic)
+                ),
             })
         })
     }
@@ -235,13 +238,6 @@ pub fn is_locked(dir: &Path) -> bool {
         unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
     }
     !got
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "non-string panic".into())
 }
 
 fn missing(key: &[u8]) -> Error {
