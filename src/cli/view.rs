@@ -203,14 +203,13 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Va
                 if log.len() >= q.limit() {
                     break 'pages;
                 }
-                log.push(json!({
-                    "seq": r.seq.0,
-                    "delivery_id": r.delivery_id.to_string(),
-                    "appended_at_ms": r.appended_at_ms,
-                    "target": r.target,
-                    "headers": r.record.headers,
-                    "payload": payload_json(&r.record.payload),
-                }));
+                log.push(record_json(
+                    r.seq,
+                    r.delivery_id,
+                    r.appended_at_ms,
+                    r.target.as_deref(),
+                    &r.record,
+                ));
             }
             from = last.next();
         }
@@ -250,13 +249,33 @@ pub fn payload_json(p: &[u8]) -> Value {
 }
 
 fn log_json(log_id: uuid::Uuid, seq: Seq, at: u64, e: &LogEntry) -> Value {
+    record_json(
+        seq,
+        DeliveryId {
+            log_id,
+            seq: e.origin_seq(seq),
+        },
+        at,
+        e.target.as_deref(),
+        &e.record,
+    )
+}
+
+/// One log record as JSON, the same offline and through the admin endpoint.
+fn record_json(
+    seq: Seq,
+    id: DeliveryId,
+    at: u64,
+    target: Option<&str>,
+    r: &outbox::Record,
+) -> Value {
     json!({
         "seq": seq.0,
-        "delivery_id": DeliveryId { log_id, seq: e.origin_seq(seq) }.to_string(),
+        "delivery_id": id.to_string(),
         "appended_at_ms": at,
-        "target": e.target,
-        "headers": e.record.headers,
-        "payload": payload_json(&e.record.payload),
+        "target": target,
+        "headers": r.headers,
+        "payload": payload_json(&r.payload),
     })
 }
 
