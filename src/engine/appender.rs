@@ -298,33 +298,20 @@ fn redrive<T>(
     sink: &SinkName,
     seqs: Option<&[Seq]>,
 ) -> Result<(usize, Option<Redriven<T>>)> {
-    let chosen: Vec<_> = core
-        .store
-        .dlq_list(Some(sink))?
-        .into_iter()
-        .filter(|e| seqs.is_none_or(|s| s.contains(&Seq(e.seq))))
-        .collect();
-    if chosen.is_empty() {
+    let Some(batch) = core.store.redrive_at(sink, seqs, *next)? else {
         return Ok((0, None));
-    }
-    let first = *next;
-    let (value, remove) = crate::store::redrive_batch(sink, &chosen);
-    core.store.append_redrive(first, value.clone(), &remove)?;
-    let (_, header, entries) = codec::decode_batch(&codec::log_key(first), &value)?;
-    *next = Seq(first.0 + entries.len() as u64);
+    };
+    let moved = batch.entries.len();
+    *next = batch.end();
     core.store.note_appended(*next);
     let ticket = core.durability.request();
     Ok((
-        chosen.len(),
+        moved,
         Some((
             ticket,
             Completion::Appended {
                 ticket,
-                batches: vec![Arc::new(Batch {
-                    first,
-                    header,
-                    entries,
-                })],
+                batches: vec![Arc::new(batch)],
                 tokens: Vec::new(),
                 replies: Vec::new(),
                 at: Instant::now(),

@@ -6,7 +6,7 @@
 
 use sled::Transactional;
 
-use super::Store;
+use super::{Batch, Store};
 use crate::codec::{self, BatchHeader, DlqEntry, LogEntry};
 use crate::error::{Error, Result};
 use crate::types::{Seq, SinkName};
@@ -87,10 +87,56 @@ impl Store {
         }
     }
 
-    /// Offline redrive, for the CLI on a stopped outbox: appends the chosen
-    /// entries of `sink` (all when `seqs` is `None`) aimed at that sink only,
-    /// keeps their delivery ids, removes them from the DLQ atomically and
-    /// flushes. Returns the seqs they were appended under.
+    /// Moves the chosen DLQ entries of `sink` (all when `seqs` is `None`)
+    /// into the log as one batch at `first`, aimed at that sink only and
+    /// keeping their delivery ids, and removes them from the DLQ, in one
+    /// transaction. Not durable until the next flush. Returns the appended
+    /// batch, or `None` when nothing was chosen.
+    ///
+    /// # Errors
+    /// Storage errors; nothing is moved then.
+    pub fn redrive_at(
+        &self,
+        sink: &SinkName,
+        seqs: Option<&[Seq]>,
+        first: Seq,
+    ) -> Result<Option<Batch>> {
+        let chosen: Vec<DlqEntry> = self
+            .dlq_list(Some(sink))?
+            .into_iter()
+            .filter(|e| seqs.is_none_or(|s| s.contains(&Seq(e.seq))))
+            .collect();
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let entries: Vec<LogEntry> = chosen
+            .iter()
+            .map(|e| LogEntry {
+                record: e.record.clone(),
+                target: Some(sink.to_string()),
+                origin: Some(e.origin),
+            })
+            .collect();
+        let header = BatchHeader {
+            count: entries.len() as u32,
+            bytes: entries.iter().map(|e| e.record.size() as u64).sum(),
+            appended_at_ms: super::now_ms(),
+        };
+        let remove: Vec<Vec<u8>> = chosen
+            .iter()
+            .map(|e| codec::dlq_key(sink, Seq(e.seq)))
+            .collect();
+        self.append_redrive(first, codec::encode_batch(header, &entries), &remove)?;
+        Ok(Some(Batch {
+            first,
+            header,
+            entries,
+        }))
+    }
+
+    /// Offline redrive, for the CLI on a stopped outbox: [`Store::redrive_at`]
+    /// at the head, then a flush. Returns the seqs the records were appended
+    /// under.
     ///
     /// # Errors
     /// [`Error::UnknownSink`] when `sink` has no offset; storage errors.
@@ -98,40 +144,11 @@ impl Store {
         if self.offset(sink)?.is_none() {
             return Err(Error::UnknownSink(sink.to_string()));
         }
-        let chosen: Vec<DlqEntry> = self
-            .dlq_list(Some(sink))?
-            .into_iter()
-            .filter(|e| seqs.is_none_or(|s| s.contains(&Seq(e.seq))))
-            .collect();
-        if chosen.is_empty() {
-            return Ok(Vec::new());
-        }
         let first = self.extent()?.next;
-        let (value, remove) = redrive_batch(sink, &chosen);
-        self.append_redrive(first, value, &remove)?;
+        let Some(batch) = self.redrive_at(sink, seqs, first)? else {
+            return Ok(Vec::new());
+        };
         self.flush()?;
-        Ok((0..chosen.len() as u64).map(|i| Seq(first.0 + i)).collect())
+        Ok((first.0..batch.end().0).map(Seq).collect())
     }
-}
-
-/// Builds the log value and the DLQ keys to remove for a redrive.
-pub(crate) fn redrive_batch(sink: &SinkName, chosen: &[DlqEntry]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let entries: Vec<LogEntry> = chosen
-        .iter()
-        .map(|e| LogEntry {
-            record: e.record.clone(),
-            target: Some(sink.to_string()),
-            origin: Some(e.origin),
-        })
-        .collect();
-    let header = BatchHeader {
-        count: entries.len() as u32,
-        bytes: entries.iter().map(|e| e.record.size() as u64).sum(),
-        appended_at_ms: super::now_ms(),
-    };
-    let remove = chosen
-        .iter()
-        .map(|e| codec::dlq_key(sink, Seq(e.seq)))
-        .collect();
-    (codec::encode_batch(header, &entries), remove)
 }

@@ -38,7 +38,6 @@ use crate::codec::{self, BatchHeader, DlqEntry, LogEntry, OffsetValue};
 use crate::error::{Error, Result};
 use crate::types::{Seq, SinkName};
 
-pub(crate) use dlq::redrive_batch;
 pub use durability::{Durability, FlushMode, Ticket};
 pub use open::{StoreOptions, is_locked};
 
