@@ -156,6 +156,19 @@ impl<T> Core<T> {
         self.metrics.log_size(records, bytes);
     }
 
+    /// Refuses new work and aborts every task where it stands, as a crash
+    /// would: nothing drains, nothing more is committed.
+    fn stop_now(&self, tasks: &Tasks) {
+        self.closing.store(true, Ordering::Release);
+        self.cancel.cancel();
+        tasks.appender.abort();
+        tasks.completion.abort();
+        tasks.truncator.abort();
+        for w in &tasks.workers {
+            w.abort();
+        }
+    }
+
     pub fn delivery_id(&self, origin: Seq) -> DeliveryId {
         DeliveryId {
             log_id: self.log_id,
@@ -568,15 +581,12 @@ impl<T: Send + 'static> Outbox<T> {
     pub async fn kill(self) {
         let tasks = self.tasks.lock().take();
         if let Some(tasks) = tasks {
-            self.core.closing.store(true, Ordering::Release);
-            self.core.cancel.cancel();
-            let mut all = vec![tasks.completion, tasks.truncator];
-            all.extend(tasks.workers);
-            tasks.appender.abort();
+            self.core.stop_now(&tasks);
             let _ = tasks.appender.await;
-            for t in all {
-                t.abort();
-                let _ = t.await;
+            let _ = tasks.completion.await;
+            let _ = tasks.truncator.await;
+            for w in tasks.workers {
+                let _ = w.await;
             }
         }
         self.release().await;
@@ -632,14 +642,7 @@ impl<T: Send + 'static> Drop for Outbox<T> {
         // Dropped without shutdown: stop the tasks where they are. Nothing is
         // lost: undelivered records stay in the log, their tokens unreleased.
         if let Some(tasks) = self.tasks.lock().take() {
-            self.core.closing.store(true, Ordering::Release);
-            self.core.cancel.cancel();
-            tasks.appender.abort();
-            tasks.completion.abort();
-            tasks.truncator.abort();
-            for w in tasks.workers {
-                w.abort();
-            }
+            self.core.stop_now(&tasks);
         }
     }
 }
