@@ -115,80 +115,8 @@ fn main() {
                 println!("{}", rt.block_on(disk(sz.pending, sz.stream)));
                 return;
             }
-            "sled_values" => {
-                let dir = tempfile::tempdir().unwrap();
-                let mb: u64 = std::env::var("OUTBOX_BENCH_CACHE_MB")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(64);
-                let db = sled::Config::new()
-                    .path(dir.path())
-                    .cache_capacity(mb << 20)
-                    .flush_every_ms(None)
-                    .open()
-                    .unwrap();
-                let t = db.open_tree("log").unwrap();
-                let vkb: usize = std::env::var("OUTBOX_BENCH_VALUE_KB")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(72);
-                let extra: usize = std::env::var("OUTBOX_BENCH_EXTRA_GETS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let v = vec![7u8; vkb * 1000];
-                let bg = std::env::var("OUTBOX_BENCH_BG_FLUSH").is_ok();
-                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let _flusher = bg.then(|| {
-                    let db = db.clone();
-                    let stop = stop.clone();
-                    std::thread::spawn(move || {
-                        while !stop.load(Ordering::Relaxed) {
-                            db.flush().unwrap();
-                        }
-                    })
-                });
-                let start = Instant::now();
-                let count: u64 = std::env::var("OUTBOX_BENCH_VALUES")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(4000);
-                for i in 0..count {
-                    t.insert(i.to_be_bytes(), v.clone()).unwrap();
-                    for _ in 0..extra {
-                        std::hint::black_box(t.get(i.to_be_bytes()).unwrap());
-                    }
-                    if !bg && i % 10 == 0 {
-                        db.flush().unwrap();
-                    }
-                }
-                println!(
-                    "rss after insert {} kib hwm {}",
-                    status_kb("VmRSS:"),
-                    status_kb("VmHWM:")
-                );
-                let passes: u64 = std::env::var("OUTBOX_BENCH_PASSES")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let t0 = Instant::now();
-                for _ in 0..passes {
-                    for k in t.iter().keys() {
-                        std::hint::black_box(k.unwrap());
-                    }
-                }
-                println!(
-                    "after {passes} key passes ({:?}): rss {} kib",
-                    t0.elapsed(),
-                    status_kb("VmRSS:")
-                );
-                drop(t);
-                drop(db);
-                println!("rss after drop {} kib", status_kb("VmRSS:"));
-                start.elapsed()
-            }
             _ => {
-                eprintln!("--only inmemory|outbox_1sink|outbox_4sinks");
+                eprintln!("--only inmemory|outbox_1sink|outbox_4sinks|latency|rss|disk");
                 std::process::exit(2);
             }
         };
@@ -468,8 +396,11 @@ impl Sink for NoopSink {
     }
 }
 
-/// Engine settings: the defaults, unless `OUTBOX_BENCH_CACHE_MB` or
-/// `OUTBOX_BENCH_TAIL_MB` override them (for experiments).
+/// Engine settings: the defaults, unless an environment variable overrides
+/// one, for experiments like the value-size table in docs/performance.md:
+/// `OUTBOX_BENCH_CACHE_MB`, `_TAIL_MB`, `_BATCH_KB`, `_BATCH_RECORDS`,
+/// `_VALUE_KB`, `_BACKLOG_VALUE_KB`, `_BACKLOG_RECORDS`, `_TRUNCATE_MS`
+/// (each prefixed `OUTBOX_BENCH`). A recorded run sets none of them.
 fn engine_cfg() -> OutboxConfig {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let mut c = OutboxConfig::default();
