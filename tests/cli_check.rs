@@ -1,8 +1,10 @@
 //! `check`, `status` and `compact` on data directories prepared by `run`.
 
 mod cli_common;
+mod common;
 
 use cli_common::{code, dump_json, run, stderr, stdout};
+use common::raw_sled;
 
 /// Appends `n` records through `outbox run` with a file sink and returns
 /// the data directory.
@@ -189,20 +191,4 @@ fn compact_shrinks_and_preserves_contents() {
     );
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("--out"), "{}", stderr(&o));
-}
-
-/// sled opened directly, with the segment size the directory was made with
-/// (sled refuses another).
-fn raw_sled(data: &std::path::Path) -> sled::Db {
-    // `conf` ends in a binary checksum: read it as bytes.
-    let conf = String::from_utf8_lossy(&std::fs::read(data.join("conf")).unwrap()).into_owned();
-    let mut c = sled::Config::new().path(data);
-    if let Some(size) = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("segment_size:"))
-        .and_then(|v| v.trim().parse().ok())
-    {
-        c = c.segment_size(size);
-    }
-    c.open().unwrap()
 }

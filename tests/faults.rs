@@ -586,21 +586,6 @@ async fn damage_in_the_middle_of_a_long_pending_log_is_reported() {
     );
 }
 
-/// sled opened directly, with the segment size the directory was made with.
-fn raw_sled(data: &Path) -> sled::Db {
-    // `conf` ends in a binary checksum: read it as bytes, not as a String.
-    let conf = String::from_utf8_lossy(&std::fs::read(data.join("conf")).unwrap()).into_owned();
-    let mut c = sled::Config::new().path(data);
-    if let Some(size) = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("segment_size:"))
-        .and_then(|v| v.trim().parse().ok())
-    {
-        c = c.segment_size(size);
-    }
-    c.open().unwrap()
-}
-
 /// A value that does not decode stops the open with `Corrupted` naming the
 /// tree and key, exit code 3, and the binary exits 3 with that message.
 #[tokio::test]

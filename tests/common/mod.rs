@@ -152,3 +152,19 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// sled opened directly on a data directory, with the segment size it was
+/// made with (sled refuses another), to plant bad values in tests.
+pub fn raw_sled(data: &std::path::Path) -> sled::Db {
+    // `conf` ends in a binary checksum: read it as bytes, not as a String.
+    let conf = String::from_utf8_lossy(&std::fs::read(data.join("conf")).unwrap()).into_owned();
+    let mut c = sled::Config::new().path(data);
+    if let Some(size) = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+    {
+        c = c.segment_size(size);
+    }
+    c.open().unwrap()
+}
