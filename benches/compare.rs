@@ -375,7 +375,7 @@ impl NoopSink {
 
 impl Sink for NoopSink {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         _ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
@@ -383,10 +383,10 @@ impl Sink for NoopSink {
         if self.delivered.fetch_add(1, Ordering::Relaxed) == 0 {
             self.first.send_replace(Some(Instant::now()));
         }
-        match &mut self.gate {
+        match &self.gate {
             None => Box::pin(std::future::ready(Ok(()))),
             Some(g) => Box::pin(async move {
-                let _ = g.wait_for(|open| *open).await;
+                let _ = g.clone().wait_for(|open| *open).await;
                 Ok(())
             }),
         }
@@ -589,7 +589,16 @@ async fn fill_pending(dir: &Path, pending: u64) {
     let ob = Arc::new(ob);
     pump(&ob, pending).await;
     let ob = Arc::try_unwrap(ob).ok().unwrap();
-    ob.kill().await;
+    stop_undrained(ob, dir).await;
+}
+
+/// Drops the outbox without draining and waits for its directory's lock to
+/// go (sled flushes on drop: an undrained stop, not a crash).
+async fn stop_undrained<T: Send + 'static>(ob: Outbox<T>, dir: &Path) {
+    drop(ob);
+    while outbox::store::is_locked(dir) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Time from the start of `open` to the first redelivered record.
@@ -606,7 +615,7 @@ async fn time_to_first(dir: &Path) -> (f64, f64) {
     let opened = start.elapsed().as_secs_f64();
     let _ = first.wait_for(|f| f.is_some()).await;
     let t = first.borrow().unwrap().duration_since(start).as_secs_f64();
-    ob.kill().await;
+    stop_undrained(ob, dir).await;
     (opened, t)
 }
 
@@ -742,9 +751,7 @@ async fn disk(backlog: u64, stream: u64) -> Value {
     let out = tempfile::tempdir().unwrap();
     let compacted = out.path().join("c");
     {
-        let store =
-            outbox::store::Store::open(dir2.path(), &outbox::store::StoreOptions::default())
-                .unwrap();
+        let store = outbox::store::Store::inspect(dir2.path(), 16 << 20).unwrap();
         store.export_to(&compacted, 16 << 20, &mut |_| {}).unwrap();
     }
     let compacted_disk = dir_size(&compacted);

@@ -23,22 +23,18 @@ fn entries(n: usize) -> Vec<LogEntry> {
 }
 
 fn header(e: &[LogEntry]) -> BatchHeader {
-    BatchHeader {
-        count: e.len() as u32,
-        bytes: e.iter().map(|e| e.record.size() as u64).sum(),
-        appended_at_ms: 1,
-    }
+    BatchHeader::records(e, 1)
 }
 
 fn codec(c: &mut Criterion) {
     let mut g = c.benchmark_group("codec");
     let e = entries(256);
     let h = header(&e);
-    let value = codec::encode_batch(h, &e);
+    let value = codec::encode_batch(Seq(0), h, &e).unwrap();
     let key = codec::log_key(Seq(0));
     g.throughput(Throughput::Elements(256));
     g.bench_function("encode_batch_256", |b| {
-        b.iter(|| codec::encode_batch(h, std::hint::black_box(&e)))
+        b.iter(|| codec::encode_batch(Seq(0), h, std::hint::black_box(&e)).unwrap())
     });
     g.bench_function("decode_batch_256", |b| {
         b.iter(|| codec::decode_batch(&key, std::hint::black_box(&value)).unwrap())
@@ -78,7 +74,7 @@ struct Noop;
 
 impl Sink for Noop {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         _ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
@@ -95,7 +91,7 @@ struct Stuck;
 
 impl Sink for Stuck {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         _record: &'a Record,
         _ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
@@ -173,7 +169,8 @@ fn worker(c: &mut Criterion) {
                             .collect();
                         ob.dispatch_many(items).await.unwrap();
                     }
-                    ob.kill().await;
+                    // Undrained: everything stays pending for the replay.
+                    ob.close(Duration::ZERO).await.unwrap();
                 });
                 dir
             },
@@ -192,7 +189,7 @@ fn worker(c: &mut Criterion) {
                         }
                         tokio::task::yield_now().await;
                     }
-                    ob.kill().await;
+                    ob.close(Duration::ZERO).await.unwrap();
                 });
             },
             BatchSize::PerIteration,

@@ -7,26 +7,33 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::filter::{Filter, FilterSpec};
 
 /// When a dispatch is reported durable, and what survives what.
 ///
-/// | policy        | receipt after                     | survives kill -9 | survives power loss |
-/// |---------------|-----------------------------------|------------------|---------------------|
-/// | `Always`      | the sled flush that covers it     | yes              | no (sync_file_range)|
-/// | `Full`        | that flush plus `fsync` of files  | yes              | yes                 |
-/// | `Interval(d)` | the write, before any flush       | up to `d` of receipted records may be lost | no |
+/// | policy        | receipt after                                   | survives kill -9 | survives power loss |
+/// |---------------|-------------------------------------------------|------------------|---------------------|
+/// | `Full`        | the sled flush that covers it, then `fdatasync` | yes              | yes                 |
+/// | `Always`      | that sled flush only (`sync_file_range`)        | yes              | no                  |
+/// | `Interval(d)` | the write, before any flush                     | up to `d` of receipted records may be lost | no |
 ///
 /// Under every policy, acks are released only after the offset commits that
-/// pass their record are durable, and workers see a record only once it is
-/// durable, so a seq is never reused and an ack is never premature.
+/// pass their record are durable at the policy's level, workers see a record
+/// only once it is, and seqs are reserved durably ahead of receipts, so a
+/// seq is never handed to two records even when receipted records are lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SyncPolicy {
-    /// Group commit (the default): concurrent dispatches share one sled
-    /// flush; nothing is receipted or acked before the flush that covers it.
+    /// Group commit, power-safe (the default): concurrent dispatches share
+    /// one sled flush, followed by an `fdatasync` of sled's file (and an
+    /// `fsync` of new blob files and changed directories); nothing is
+    /// receipted or acked before it returns. Measured at a few percent of
+    /// `Always`'s throughput (docs/performance.md).
     #[default]
-    Always,
-    /// `Always`, plus an fsync of sled's files after each flush.
     Full,
+    /// Group commit without the fsync: survives a process crash, not a
+    /// power loss (sled's flush uses `sync_file_range`, which leaves the
+    /// disk's cache and the file's metadata to chance).
+    Always,
     /// Receipt at once; flush at most every this often.
     Interval(Duration),
 }
@@ -82,6 +89,43 @@ pub enum Start {
     Earliest,
 }
 
+/// The order in which a sink sees records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// One delivery at a time, in seq order: a record is attempted only
+    /// once every earlier one is delivered, parked or passed over, so a
+    /// retried record holds up the ones behind it. The default, and what
+    /// the file and stdout sinks want.
+    #[default]
+    Strict,
+    /// Up to `max_in_flight` deliveries at once; a retried record does not
+    /// hold up the others, so records can arrive out of order. The
+    /// committed offset is the contiguous watermark of finished records, so
+    /// after a crash everything above it is delivered again (same ids).
+    Unordered,
+}
+
+impl Ordering {
+    /// Parses `strict` or `none`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `param` on anything else.
+    pub fn parse(s: &str, param: &str) -> Result<Ordering> {
+        match s {
+            "strict" => Ok(Ordering::Strict),
+            "none" => Ok(Ordering::Unordered),
+            other => Err(Error::config(
+                param,
+                format!("`{other}` is not one of strict, none"),
+            )),
+        }
+    }
+}
+
+/// Deliveries in flight by default under [`Ordering::Unordered`]: enough to
+/// keep a receiver 20 ms away busy at about 3,000 records a second.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
 /// Per-sink delivery settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SinkConfig {
@@ -91,8 +135,17 @@ pub struct SinkConfig {
     pub max_lag_records: Option<u64>,
     /// Lag limit in bytes of payload and headers. Default none.
     pub max_lag_bytes: Option<u64>,
-    /// Most records delivered between two offset commits. Default 512.
+    /// Most records one sink commit (and offset commit) covers, and half of
+    /// the most records the worker keeps started beyond its durable offset.
+    /// Default 512.
     pub batch_max: usize,
+    /// Whether records reach the sink in seq order. Default
+    /// [`Ordering::Strict`].
+    pub ordering: Ordering,
+    /// Most deliveries in flight at once under [`Ordering::Unordered`].
+    /// Default `None`: 1 under `Strict` (which allows only 1), 64 under
+    /// `Unordered`.
+    pub max_in_flight: Option<usize>,
     /// Retries after the first attempt before the DLQ. Default 5.
     pub retry_max: u32,
     /// First retry delay. Default 100 ms.
@@ -103,6 +156,69 @@ pub struct SinkConfig {
     pub retry_after_max: Duration,
     /// Where a new sink starts. Default [`Start::Head`].
     pub start: Start,
+    /// Explicit retry delays, in order, instead of exponential backoff: the
+    /// list's length is the number of retries, and `retry_max`,
+    /// `backoff_base` and `backoff_max` then do not apply to deliveries.
+    /// `Retry-After` still wins, capped by `retry_after_max`. Default
+    /// `None` (exponential backoff). See [`RetryPolicy`](crate::retry::RetryPolicy).
+    pub retry_schedule: Option<Vec<Duration>>,
+    /// The endpoint-health circuit breaker. Default `None` (off).
+    pub breaker: Option<BreakerConfig>,
+    /// A token bucket on deliveries. Default `None` (no limit).
+    pub rate_limit: Option<RateLimit>,
+    /// Which records this sink receives. Default `None` (every record).
+    pub filter: Option<FilterSpec>,
+}
+
+/// When the circuit breaker opens, and how it probes. At least one of the
+/// two triggers must be set.
+///
+/// What counts: a transient failure (timeout, refused connection, 5xx, 429)
+/// is a failure; a success or a permanent rejection (a 4xx for one record)
+/// is a sign of life, since the endpoint answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Open after this many failed attempts in a row. Default `None`.
+    pub consecutive_failures: Option<u32>,
+    /// Open when this share of the last attempts failed. Default `None`.
+    pub failure_ratio: Option<FailureRatio>,
+    /// While open, one probe (the next record) is sent this often. Default
+    /// 30 s.
+    pub probe_interval: Duration,
+}
+
+impl BreakerConfig {
+    /// Default of [`BreakerConfig::probe_interval`].
+    pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+    /// Largest [`FailureRatio::window`]: the window is kept in memory.
+    pub const MAX_WINDOW: u32 = 10_000;
+}
+
+/// "At least `percent` % of the last `window` attempts failed".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureRatio {
+    /// 1 to 100.
+    pub percent: u8,
+    /// Attempts looked at, 1 to [`BreakerConfig::MAX_WINDOW`]. The ratio is
+    /// only judged once this many attempts have been seen since the breaker
+    /// last closed. Default 100.
+    pub window: u32,
+}
+
+impl FailureRatio {
+    /// Default of [`FailureRatio::window`].
+    pub const DEFAULT_WINDOW: u32 = 100;
+}
+
+/// A token bucket: `per_second` tokens are added each second, at most
+/// `burst` are kept, and each delivery attempt takes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained attempts per second. At least 1.
+    pub per_second: u32,
+    /// Attempts that may go at once after an idle spell. At least 1.
+    /// Default in the config file: `per_second`.
+    pub burst: u32,
 }
 
 impl Default for SinkConfig {
@@ -112,16 +228,30 @@ impl Default for SinkConfig {
             max_lag_records: Some(1_000_000),
             max_lag_bytes: None,
             batch_max: 512,
+            ordering: Ordering::Strict,
+            max_in_flight: None,
             retry_max: 5,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             retry_after_max: Duration::from_secs(300),
             start: Start::Head,
+            retry_schedule: None,
+            breaker: None,
+            rate_limit: None,
+            filter: None,
         }
     }
 }
 
 impl SinkConfig {
+    /// Deliveries the worker keeps in flight.
+    pub fn in_flight(&self) -> usize {
+        match self.ordering {
+            Ordering::Strict => 1,
+            Ordering::Unordered => self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+        }
+    }
+
     /// Checks the values; `sink` names the sink in the error.
     ///
     /// # Errors
@@ -155,6 +285,85 @@ impl SinkConfig {
                 "drop needs max_lag_records or max_lag_bytes",
             ));
         }
+        match (self.ordering, self.max_in_flight) {
+            (_, Some(0)) => {
+                return Err(Error::config(p("max_in_flight"), "must be at least 1"));
+            }
+            (Ordering::Strict, Some(n)) if n > 1 => {
+                return Err(Error::config(
+                    p("max_in_flight"),
+                    format!(
+                        "is {n}, but ordering = \"strict\" delivers one record at a time; set ordering = \"none\" to keep several in flight"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(schedule) = &self.retry_schedule {
+            if schedule.is_empty() {
+                return Err(Error::config(
+                    p("retry_schedule"),
+                    "must list at least one delay (for no retries, set retry_max = 0)",
+                ));
+            }
+        }
+        if let Some(b) = &self.breaker {
+            b.validate(&p("breaker"))?;
+        }
+        if let Some(r) = &self.rate_limit {
+            if r.per_second == 0 {
+                return Err(Error::config(
+                    p("rate_limit.per_second"),
+                    "must be at least 1",
+                ));
+            }
+            if r.burst == 0 {
+                return Err(Error::config(p("rate_limit.burst"), "must be at least 1"));
+            }
+        }
+        if let Some(f) = &self.filter {
+            Filter::new(f, &p("filter"))?;
+        }
+        Ok(())
+    }
+}
+
+impl BreakerConfig {
+    /// Checks the values; `param` prefixes the parameter in the error.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the parameter.
+    pub fn validate(&self, param: &str) -> Result<()> {
+        let p = |name: &str| format!("{param}.{name}");
+        if self.consecutive_failures.is_none() && self.failure_ratio.is_none() {
+            return Err(Error::config(
+                param,
+                "set consecutive_failures or failure_percent (or remove the breaker)",
+            ));
+        }
+        if self.consecutive_failures == Some(0) {
+            return Err(Error::config(
+                p("consecutive_failures"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(r) = self.failure_ratio {
+            if !(1..=100).contains(&r.percent) {
+                return Err(Error::config(
+                    p("failure_percent"),
+                    format!("{} is not between 1 and 100", r.percent),
+                ));
+            }
+            if !(1..=Self::MAX_WINDOW).contains(&r.window) {
+                return Err(Error::config(
+                    p("failure_window"),
+                    format!("{} is not between 1 and {}", r.window, Self::MAX_WINDOW),
+                ));
+            }
+        }
+        if self.probe_interval.is_zero() {
+            return Err(Error::config(p("probe_interval"), "must be above zero"));
+        }
         Ok(())
     }
 }
@@ -162,7 +371,7 @@ impl SinkConfig {
 /// Engine-wide settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {
-    /// Default [`SyncPolicy::Always`].
+    /// Default [`SyncPolicy::Full`].
     pub sync: SyncPolicy,
     /// sled page cache. Default 64 MiB.
     pub cache_bytes: u64,
@@ -198,12 +407,22 @@ pub struct OutboxConfig {
     /// 50 ms the steady-state file was half again as large; a pass with
     /// nothing to remove reads a few atomics).
     pub truncate_every: Duration,
+    /// How long an orphan (a sink with an offset that is no longer
+    /// configured) keeps its backlog before it is forgotten at an open.
+    /// Default 7 days: long enough to notice and fix a typo in the
+    /// configuration, short enough that a sink removed on purpose does not
+    /// hold the log forever. `outbox sinks forget` forgets one at once.
+    pub orphan_retention: Duration,
+    /// How long an idempotency key of [`crate::Outbox::dispatch_once`] is
+    /// remembered. Default 24 hours. Each key costs about 100 bytes in the
+    /// store until it is pruned.
+    pub idempotency_window: Duration,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
-            sync: SyncPolicy::Always,
+            sync: SyncPolicy::Full,
             cache_bytes: 64 << 20,
             max_record_bytes: 4 << 20,
             max_batch_records: 1024,
@@ -213,6 +432,8 @@ impl Default for OutboxConfig {
             backlog_records: 65_536,
             tail_cache_bytes: 8 << 20,
             truncate_every: Duration::from_millis(10),
+            orphan_retention: Duration::from_secs(7 * 24 * 3600),
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -246,6 +467,9 @@ impl OutboxConfig {
         }
         if self.truncate_every.is_zero() {
             return Err(Error::config("truncate_every", "must be above zero"));
+        }
+        if self.idempotency_window.is_zero() {
+            return Err(Error::config("idempotency_window", "must be above zero"));
         }
         Ok(())
     }
@@ -292,5 +516,85 @@ mod tests {
         assert!(c.validate("a").unwrap_err().to_string().contains("on_full"));
         assert!(SinkConfig::default().validate("a").is_ok());
         assert!(OutboxConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn delivery_feature_settings_are_checked_and_named() {
+        let err = |c: SinkConfig| c.validate("hook").unwrap_err().to_string();
+        let e = err(SinkConfig {
+            retry_schedule: Some(vec![]),
+            ..SinkConfig::default()
+        });
+        assert!(e.contains("sinks.hook.retry_schedule"), "{e}");
+        let breaker = BreakerConfig {
+            consecutive_failures: None,
+            failure_ratio: None,
+            probe_interval: BreakerConfig::DEFAULT_PROBE_INTERVAL,
+        };
+        let with = |b: BreakerConfig| SinkConfig {
+            breaker: Some(b),
+            ..SinkConfig::default()
+        };
+        let e = err(with(breaker.clone()));
+        assert!(
+            e.contains("sinks.hook.breaker:") && e.contains("consecutive_failures"),
+            "{e}"
+        );
+        let e = err(with(BreakerConfig {
+            consecutive_failures: Some(0),
+            ..breaker.clone()
+        }));
+        assert!(e.contains("sinks.hook.breaker.consecutive_failures"), "{e}");
+        for (percent, window, key) in [
+            (0, 10, "failure_percent"),
+            (101, 10, "failure_percent"),
+            (50, 0, "failure_window"),
+            (50, BreakerConfig::MAX_WINDOW + 1, "failure_window"),
+        ] {
+            let e = err(with(BreakerConfig {
+                failure_ratio: Some(FailureRatio { percent, window }),
+                ..breaker.clone()
+            }));
+            assert!(e.contains(&format!("sinks.hook.breaker.{key}")), "{e}");
+        }
+        let e = err(with(BreakerConfig {
+            consecutive_failures: Some(5),
+            probe_interval: Duration::ZERO,
+            ..breaker.clone()
+        }));
+        assert!(e.contains("sinks.hook.breaker.probe_interval"), "{e}");
+        for (per_second, burst, key) in [(0, 1, "per_second"), (1, 0, "burst")] {
+            let e = err(SinkConfig {
+                rate_limit: Some(RateLimit { per_second, burst }),
+                ..SinkConfig::default()
+            });
+            assert!(e.contains(&format!("sinks.hook.rate_limit.{key}")), "{e}");
+        }
+        let mut spec = FilterSpec::default();
+        spec.headers.insert("event-type".into(), vec!["a[".into()]);
+        let e = err(SinkConfig {
+            filter: Some(spec),
+            ..SinkConfig::default()
+        });
+        assert!(e.contains("sinks.hook.filter.headers.event-type[0]"), "{e}");
+
+        let good = SinkConfig {
+            retry_schedule: Some(vec![Duration::ZERO, Duration::from_secs(5)]),
+            breaker: Some(BreakerConfig {
+                consecutive_failures: Some(1),
+                failure_ratio: Some(FailureRatio {
+                    percent: 100,
+                    window: BreakerConfig::MAX_WINDOW,
+                }),
+                probe_interval: Duration::from_millis(1),
+            }),
+            rate_limit: Some(RateLimit {
+                per_second: 1,
+                burst: 1,
+            }),
+            filter: Some(FilterSpec::default()),
+            ..SinkConfig::default()
+        };
+        good.validate("hook").unwrap();
     }
 }

@@ -69,6 +69,12 @@ pub enum Error {
     #[error("record rejected: {0}")]
     Rejected(String),
 
+    /// [`crate::Outbox::dispatch_once`] was given a key that was used
+    /// within the idempotency window for other records (compared by a
+    /// digest of the payloads and headers). Nothing was appended.
+    #[error("idempotency key reused for different records: {0}")]
+    KeyReused(String),
+
     /// The named sink is not configured (or, for DLQ operations, is not known
     /// to the data directory).
     #[error("unknown sink `{0}`")]
@@ -88,6 +94,12 @@ pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 
+    /// A source of records (such as JetStream) failed: it cannot reach its
+    /// server, or the server refused a request. What it had not appended
+    /// was not acknowledged to it.
+    #[error("source: {0}")]
+    Source(String),
+
     /// A sled error that is none of the above.
     #[error("storage error: {0}")]
     Storage(String),
@@ -105,6 +117,21 @@ impl Error {
             | Error::UnknownFormat { .. } => 3,
             _ => 1,
         }
+    }
+
+    /// Whether the error means stored data cannot be read: a reader must
+    /// stop there, never skip it or retry it as if it could heal.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupted { .. } | Error::StoreCorrupt { .. } | Error::UnknownFormat { .. }
+        )
+    }
+
+    /// Whether the same operation may succeed if tried again later without
+    /// anyone's help (an I/O error other than a poisoned store's).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Io(_) | Error::Storage(_))
     }
 
     pub(crate) fn config(param: impl Into<String>, reason: impl Into<String>) -> Self {

@@ -28,16 +28,25 @@ pub mod codec;
 pub mod config;
 mod engine;
 mod error;
+pub mod filter;
 pub mod metrics;
+#[cfg(feature = "jetstream")]
+mod nats;
 pub mod retry;
 pub mod sink;
+pub mod source;
 pub mod store;
 mod tuning;
 mod types;
-mod worker;
 
-pub use config::{OnFull, OutboxConfig, SinkConfig, Start, SyncPolicy};
-pub use engine::{LogRecord, Meta, Outbox, OutboxBuilder, ShutdownReport, SinkStatus, Status};
+pub use config::{
+    BreakerConfig, FailureRatio, OnFull, Ordering, OutboxConfig, RateLimit, SinkConfig, Start,
+    SyncPolicy,
+};
+pub use engine::{
+    Breaker, BreakerState, Dispatched, Health, LogRecord, Meta, Outbox, OutboxBuilder, Permit,
+    ShutdownReport, SinkStatus, Status, TokenBucket, Trip,
+};
 pub use error::{Error, Result};
 pub use metrics::{MetricsHook, NoopMetrics};
 pub use tuning::tune_glibc_malloc;

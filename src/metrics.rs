@@ -1,10 +1,17 @@
 //! The metrics hook: the engine reports, an embedder decides where it goes.
 //!
 //! Every method has a no-op default, so an implementation overrides only
-//! what it exports. Calls are made from the engine's tasks and must not
-//! block.
+//! what it exports, and a method added later breaks no implementation.
+//! Calls are made from the engine's tasks and must not block.
+//!
+//! Per-sink signals meant for alerting (`sink_acked`, `oldest_pending`,
+//! `breaker`, `filtered`, `read_failed`) are reported on change. An
+//! exporter turns `oldest_pending`'s time into an age when it is read, so
+//! the age keeps growing while a stuck sink reports nothing.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+pub use crate::engine::BreakerState;
 
 /// Receives the engine's counters, gauges and latencies.
 pub trait MetricsHook: Send + Sync + 'static {
@@ -29,6 +36,25 @@ pub trait MetricsHook: Send + Sync + 'static {
     fn acked(&self, _n: u64) {}
     /// Records and bytes in the log after a truncation or append.
     fn log_size(&self, _records: u64, _bytes: u64) {}
+    /// A sink's *durable* committed offset moved past `n` more records
+    /// (delivered, parked, skipped, filtered out or passed over): that
+    /// sink's share of what [`MetricsHook::acked`] counts globally.
+    fn sink_acked(&self, _sink: &str, _n: u64) {}
+    /// The oldest record `sink` has not yet passed was appended at
+    /// `appended_at` (its batch's append time); `None` once the sink has
+    /// caught up. Reported whenever that record changes, including at open.
+    fn oldest_pending(&self, _sink: &str, _appended_at: Option<SystemTime>) {}
+    /// A sink's breaker changed state (and once at open).
+    fn breaker(&self, _sink: &str, _state: BreakerState) {}
+    /// A sink's filter passed over `n` records without delivering them.
+    fn filtered(&self, _sink: &str, _n: u64) {}
+    /// A sink's worker could not read the log at its position (an I/O
+    /// error); it stays there and tries again.
+    fn read_failed(&self, _sink: &str) {}
+    /// A sink's worker stopped on data it cannot read (`corrupt`: a gap in
+    /// the log, a bad checksum), naming the range in `reason`. It stays
+    /// stopped until the store is repaired.
+    fn corrupt(&self, _sink: &str, _reason: &str) {}
 }
 
 /// The default hook: ignores everything.

@@ -93,7 +93,7 @@ impl fmt::Display for SinkName {
 /// The id a receiver deduplicates on. Derived from the log id and the seq the
 /// record was first appended under, so it survives retries, restarts and
 /// redrives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryId {
     /// The data directory's log id, minted when it was created.
     pub log_id: Uuid,
@@ -133,6 +133,10 @@ pub struct Record {
     /// The payload, stored and delivered byte for byte.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// A delivery id given by the caller (see [`Record::with_delivery_id`]);
+    /// stored with the log entry, not in the record's own encoding.
+    #[serde(skip)]
+    delivery_id: Option<DeliveryId>,
 }
 
 impl Record {
@@ -141,7 +145,27 @@ impl Record {
         Record {
             headers: Vec::new(),
             payload: payload.into(),
+            delivery_id: None,
         }
+    }
+
+    /// Delivers this record under `id` instead of an id derived from its
+    /// seq. The id is kept through retries, restarts and redrives. Use it
+    /// when the record already has a stable identity upstream (a broker's
+    /// stream and sequence), so that every daemon of a fleet that delivers
+    /// the same message uses the same id and receivers can deduplicate.
+    pub fn with_delivery_id(mut self, id: DeliveryId) -> Record {
+        self.delivery_id = Some(id);
+        self
+    }
+
+    /// The id given with [`Record::with_delivery_id`], if any.
+    pub fn delivery_id(&self) -> Option<DeliveryId> {
+        self.delivery_id
+    }
+
+    pub(crate) fn take_delivery_id(&mut self) -> Option<DeliveryId> {
+        self.delivery_id.take()
     }
 
     /// Adds a header.

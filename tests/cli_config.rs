@@ -127,6 +127,7 @@ fn every_subcommand_has_help_with_an_example() {
         vec!["status"],
         vec!["dlq"],
         vec!["dlq", "list"],
+        vec!["dlq", "show"],
         vec!["dlq", "redrive"],
         vec!["dlq", "purge"],
         vec!["check"],
@@ -152,4 +153,98 @@ fn read_only_commands_refuse_a_missing_data_dir() {
         );
         assert!(!std::path::Path::new("/nonexistent/outbox-data").exists());
     }
+}
+
+#[test]
+fn delivery_feature_keys_are_accepted_by_the_binary() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out.ndjson");
+    let cfg = write(
+        t.path(),
+        "outbox.toml",
+        &format!(
+            r#"data_dir = "{}"
+[[sinks]]
+name = "out"
+kind = "file"
+path = "{}"
+retry_schedule = ["5s", "5m", "30m", "2h"]
+retry_after_max_ms = 60000
+[sinks.breaker]
+consecutive_failures = 20
+failure_percent = 50
+failure_window = 100
+probe_interval = "30s"
+[sinks.rate_limit]
+per_second = 1000
+burst = 100
+[sinks.filter.json]
+"/severity" = ["high", "crit*"]
+"#,
+            t.path().join("data").display(),
+            out.display()
+        ),
+    );
+    // Every record passes the filter, so the output is the same whether or
+    // not the engine applies it yet.
+    let input = "{\"severity\":\"high\",\"n\":1}\n{\"severity\":\"critical\",\"n\":2}\n";
+    let o = run(
+        &["run", "--config", cfg.to_str().unwrap()],
+        input.as_bytes(),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), input);
+}
+
+#[test]
+fn bad_delivery_feature_values_exit_2_naming_the_key() {
+    for (extra, want) in [
+        (
+            "retry_schedule = [\"5s\", \"soon\"]\n",
+            "sinks.out.retry_schedule[1]: `soon` is not a duration",
+        ),
+        (
+            "retry_schedule = [\"5s\"]\nretry_max = 4\n",
+            "sinks.out.retry_schedule: cannot be combined with retry_max",
+        ),
+        (
+            "[sinks.breaker]\nfailure_percent = 150\n",
+            "sinks.out.breaker.failure_percent: 150 is not between 1 and 100",
+        ),
+        (
+            "[sinks.rate_limit]\nper_second = 0\n",
+            "sinks.out.rate_limit.per_second: must be at least 1",
+        ),
+        (
+            "[sinks.filter.headers]\nevent-type = [\"alert.[\"]\n",
+            "sinks.out.filter.headers.event-type[0]",
+        ),
+        (
+            "[sinks.breaker]\nthreshold = 5\n",
+            "unknown field `threshold`",
+        ),
+    ] {
+        let (c, err, _) = run_config(&format!(
+            "data_dir = \"DATA\"\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\n{extra}"
+        ));
+        assert_eq!(c, 2, "{extra}: {err}");
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+}
+
+#[test]
+fn a_webhook_whose_every_secret_has_expired_exits_2() {
+    // The expired keys are not read, so their variables need not be set.
+    let (c, err, _) = run_config(
+        "data_dir = \"DATA\"\n[[sinks]]\nname = \"w\"\nkind = \"webhook\"\n[sinks.webhook]\nurl = \"http://127.0.0.1:9/h\"\nsecrets = [\n  { env = \"OUTBOX_TEST_OLD\", expires_at = \"2001-01-01T00:00:00Z\" },\n  { env = \"OUTBOX_TEST_OLDER\", expires_at = \"2000-06-01T12:00:00+02:00\" },\n]\n",
+    );
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("secrets") && err.contains("every secret has expired"),
+        "{err}"
+    );
+    assert!(
+        err.contains("2001-01-01T00:00:00Z"),
+        "names the last: {err}"
+    );
 }

@@ -121,7 +121,7 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
     assert_eq!(s["head"], 2);
     assert_eq!(
         s["sinks"][0],
-        json!({"sink": "out", "committed": 2, "head": 2, "lag": 0, "dlq": 0, "orphaned": false})
+        json!({"sink": "out", "committed": 2, "head": 2, "lag": 0, "dlq": 0, "orphaned": false, "state": "ok"})
     );
     assert_eq!(s["sinks"][1]["sink"], "zz-hold");
     assert_eq!(s["sinks"][1]["lag"], 2);
@@ -218,7 +218,7 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    assert_eq!(row, ["out", "2", "2", "0", "0", "no"]);
+    assert_eq!(row, ["out", "2", "2", "0", "0", "ok", "no"]);
 }
 
 #[test]

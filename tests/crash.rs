@@ -35,7 +35,7 @@ struct Flaky(FileSink);
 
 impl Sink for Flaky {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
@@ -44,7 +44,7 @@ impl Sink for Flaky {
         }
         self.0.deliver(record, ctx)
     }
-    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         self.0.commit()
     }
     fn kind(&self) -> &'static str {
@@ -251,4 +251,150 @@ fn crash_loop_never_acks_early_and_loses_no_receipted_record() {
         receipted.len(),
         acked.len()
     );
+}
+
+// ------------------------------------------- replay with the same ids --
+
+/// A sink that never finishes a delivery: everything stays pending.
+struct Never;
+
+impl Sink for Never {
+    fn deliver<'a>(
+        &'a self,
+        _record: &'a Record,
+        _ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        Box::pin(std::future::pending())
+    }
+    fn kind(&self) -> &'static str {
+        "never"
+    }
+}
+
+/// Records what it delivers: (seq, delivery id, payload).
+#[derive(Clone, Default)]
+struct Collect(std::sync::Arc<std::sync::Mutex<Vec<(u64, String, String)>>>);
+
+impl Sink for Collect {
+    fn deliver<'a>(
+        &'a self,
+        record: &'a Record,
+        ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        self.0.lock().unwrap().push((
+            ctx.seq.0,
+            ctx.delivery_id.to_string(),
+            String::from_utf8_lossy(&record.payload).into_owned(),
+        ));
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn kind(&self) -> &'static str {
+        "collect"
+    }
+}
+
+/// The child of `replay_after_sigkill_keeps_delivery_ids`: dispatches 50
+/// records to a sink that never delivers, writes each receipt (fsynced),
+/// then waits to be killed.
+#[tokio::test]
+#[ignore = "the child process of replay_after_sigkill_keeps_delivery_ids"]
+async fn replay_child() {
+    let dir = PathBuf::from(std::env::var("OUTBOX_CRASH_DIR").expect("OUTBOX_CRASH_DIR"));
+    let (ob, _acks) = Outbox::<u32>::builder(dir.join("data"))
+        .sink("web", Never, sink_cfg())
+        .open()
+        .await
+        .unwrap();
+    let receipts = ob
+        .dispatch_many(
+            (0..50u32)
+                .map(|i| (Record::new(format!("e{i}").into_bytes()), vec![i]))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut f = append_file(&dir.join("receipts.log"));
+    let lines: String = receipts
+        .iter()
+        .map(|r| format!("{} {}\n", r.seq.0, r.delivery_id))
+        .collect();
+    append_synced(&mut f, &lines);
+    std::future::pending::<()>().await;
+}
+
+/// A real crash with records pending: SIGKILL, then a reopen in this
+/// process replays every receipted record, in order, under the delivery id
+/// of its receipt; new records get seqs above every receipted one.
+#[tokio::test]
+async fn replay_after_sigkill_keeps_delivery_ids() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "replay_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("OUTBOX_CRASH_DIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let receipts: Vec<(u64, String)> = loop {
+        let text = std::fs::read_to_string(dir.join("receipts.log")).unwrap_or_default();
+        if text.lines().count() == 50 && text.ends_with('\n') {
+            break text
+                .lines()
+                .map(|l| {
+                    let (s, id) = l.split_once(' ').unwrap();
+                    (s.parse().unwrap(), id.to_string())
+                })
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child wrote no receipts"
+        );
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("the child exited ({st:?}) before it was killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let sink = Collect::default();
+    let (ob, mut acks) = Outbox::<u32>::builder(dir.join("data"))
+        .sink("web", sink.clone(), sink_cfg())
+        .open()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sink.0.lock().unwrap().len() < 50 {
+        assert!(std::time::Instant::now() < deadline, "replay stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = sink.0.lock().unwrap().clone();
+    let want: Vec<(u64, String, String)> = receipts
+        .iter()
+        .enumerate()
+        .map(|(i, (seq, id))| (*seq, id.clone(), format!("e{i}")))
+        .collect();
+    assert_eq!(got, want, "same seqs, ids and payloads, in order");
+    // The crashed process's tokens are gone with it: nothing is released
+    // for them in this one.
+    assert!(acks.try_recv().is_err());
+    let next = ob
+        .dispatch(Record::new(b"after".to_vec()), vec![])
+        .await
+        .unwrap();
+    assert!(
+        next.seq.0 >= 50,
+        "a seq at or above a receipted one: {next:?}"
+    );
+    let report = ob.close(Duration::from_secs(10)).await.unwrap();
+    assert!(report.drained && report.corrupt.is_empty(), "{report:?}");
 }

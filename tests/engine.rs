@@ -83,48 +83,6 @@ async fn ack_waits_for_the_slow_sink() {
 }
 
 #[tokio::test]
-async fn replay_after_crash_keeps_delivery_ids() {
-    let d = dir();
-    let (stuck, _gate) = TestSink::gated(Behaviour::Ok);
-    let (ob, mut acks) = Outbox::<u32>::builder(d.path())
-        .sink("web", stuck.clone(), fast())
-        .open()
-        .await
-        .unwrap();
-    let receipts = ob
-        .dispatch_many(
-            (0..50u32)
-                .map(|i| (rec(&format!("e{i}")), vec![i]))
-                .collect(),
-        )
-        .await
-        .unwrap();
-    ob.kill().await; // no drain, no commit
-    assert!(
-        acks.recv().await.is_none(),
-        "nothing delivered, nothing acked"
-    );
-    assert!(stuck.delivered().is_empty());
-
-    let sink = TestSink::new(Behaviour::Ok);
-    let (ob, _acks) = Outbox::<u32>::builder(d.path())
-        .sink("web", sink.clone(), fast())
-        .open()
-        .await
-        .unwrap();
-    assert_eq!(ob.log_id(), receipts[0].delivery_id.log_id);
-    eventually("replayed", || sink.delivered().len() == 50).await;
-    let want: Vec<String> = receipts.iter().map(|r| r.delivery_id.to_string()).collect();
-    assert_eq!(sink.delivered_ids(), want);
-    let payloads: Vec<Vec<u8>> = (0..50).map(|i| format!("e{i}").into_bytes()).collect();
-    assert_eq!(sink.delivered(), payloads);
-    // New records continue the seq space.
-    let r = ob.dispatch(rec("after"), vec![]).await.unwrap();
-    assert_eq!(r.seq, Seq(50));
-    ob.shutdown(Duration::from_secs(5)).await.unwrap();
-}
-
-#[tokio::test]
 async fn permanent_and_transient_take_separate_paths() {
     let d = dir();
     let perm = TestSink::new(Behaviour::AlwaysPermanent);
@@ -326,10 +284,10 @@ async fn seqs_stay_monotonic_after_full_truncation() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         ob.close(Duration::from_secs(1)).await.unwrap();
     }
-    let store = outbox::store::Store::open(&path, &Default::default()).unwrap();
+    let store = outbox::store::Store::inspect(&path, 8 << 20).unwrap();
     let extent = store.extent().unwrap();
     assert_eq!(extent.first, None, "the whole log was truncated");
-    assert_eq!(extent.next, Seq(30));
+    assert_eq!(extent.end, Seq(30));
     drop(store);
     let (ob, _) = Outbox::<()>::builder(&path)
         .config(cfg)
@@ -445,7 +403,12 @@ async fn orphans_hold_nothing_back_and_new_sinks_start_where_told() {
         .await
         .unwrap();
     let st = ob.status().unwrap();
-    assert_eq!(st.orphans, vec![("old".to_string(), 5)]);
+    let orphans: Vec<(&str, u64)> = st
+        .orphans
+        .iter()
+        .map(|o| (o.name.as_str(), o.offset))
+        .collect();
+    assert_eq!(orphans, vec![("old", 5)]);
     assert_eq!(st.sinks[0].committed, 5, "head");
     ob.dispatch(rec("fresh"), vec![9]).await.unwrap();
     assert_eq!(
@@ -455,8 +418,9 @@ async fn orphans_hold_nothing_back_and_new_sinks_start_where_told() {
         Some(9)
     );
     assert_eq!(head_sink.delivered(), vec![b"fresh".to_vec()]);
-    // The log still held seqs 0..5 (truncation waits for configured sinks
-    // only, and "old" had passed them), so earliest replays what is left.
+    // "old" had passed seqs 0..5 (and holds back only what it has not
+    // passed), so the log may have been truncated: earliest replays what is
+    // left, and "fresh" in any case.
     let got = early.delivered();
     assert_eq!(got.last().unwrap(), b"fresh");
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -674,8 +638,8 @@ async fn every_sync_policy_delivers_and_acks() {
         assert_eq!(sink.delivered().len(), 50, "{policy:?}");
         ob.close(Duration::from_secs(5)).await.unwrap();
         // Durable under every policy once closed: a reopen sees all of it.
-        let store = outbox::store::Store::open(d.path(), &Default::default()).unwrap();
-        assert_eq!(store.extent().unwrap().next, Seq(50), "{policy:?}");
+        let store = outbox::store::Store::inspect(d.path(), 8 << 20).unwrap();
+        assert_eq!(store.extent().unwrap().end, Seq(50), "{policy:?}");
         assert_eq!(
             store.offset(&name("s")).unwrap().unwrap().next,
             50,
@@ -747,9 +711,9 @@ async fn a_backlog_switches_to_small_log_values() {
         .await
         .unwrap();
     }
-    ob.kill().await;
-    let store = outbox::store::Store::open(d.path(), &Default::default()).unwrap();
-    let headers = store.batch_headers().unwrap();
+    abandon(ob, d.path()).await;
+    let store = outbox::store::Store::inspect(d.path(), 8 << 20).unwrap();
+    let headers: Vec<_> = store.batch_headers().map(|h| h.unwrap()).collect();
     let total: u32 = headers.iter().map(|(_, h)| h.count).sum();
     assert_eq!(total, 500);
     // Until the lag is over 100 records (it is exactly 100 when seq 100 is
@@ -762,7 +726,7 @@ async fn a_backlog_switches_to_small_log_values() {
 }
 
 #[tokio::test]
-async fn an_orphan_that_returns_after_truncation_resumes_at_the_first_record() {
+async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
     let d = dir();
     let cfg = OutboxConfig {
         truncate_every: Duration::from_millis(5),
@@ -790,38 +754,67 @@ async fn an_orphan_that_returns_after_truncation_resumes_at_the_first_record() {
     .await;
     ob.close(Duration::from_secs(5)).await.unwrap();
 
-    // `b` is gone for a session while the log moves on and is truncated.
+    // `b` is left out of the configuration for a session (a typo, say) while
+    // `a` moves on: `b`'s backlog is kept, not truncated.
     let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok))])
         .await
         .unwrap();
-    ob.dispatch_many((10..20).map(|i| (rec(&format!("{i}")), vec![])).collect())
+    ob.dispatch_many((10..25).map(|i| (rec(&format!("{i}")), vec![])).collect())
         .await
         .unwrap();
-    ob.dispatch_many((20..25).map(|i| (rec(&format!("{i}")), vec![])).collect())
+    eventually("a passed 25", || {
+        ob.status().unwrap().sinks[0].committed == 25
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let st = ob.status().unwrap();
+    assert_eq!(st.orphans.len(), 1);
+    assert_eq!(
+        (st.orphans[0].name.as_str(), st.orphans[0].offset),
+        ("b", 10)
+    );
+    let first = ob.meta().unwrap().first_seq.unwrap().0;
+    assert!(
+        first <= 10,
+        "the log was truncated past the orphan: first {first}"
+    );
+    ob.close(Duration::from_secs(5)).await.unwrap();
+
+    // `b` comes back and gets everything it missed, in order.
+    let b = TestSink::new(Behaviour::Ok);
+    let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok)), ("b", b.clone())])
         .await
         .unwrap();
-    eventually("truncated past b", || {
-        ob.meta().unwrap().first_seq.is_none_or(|f| f.0 >= 20)
+    let want: Vec<Vec<u8>> = (10..25).map(|i| format!("{i}").into_bytes()).collect();
+    eventually("b caught up", || b.delivered() == want).await;
+    assert!(ob.status().unwrap().orphans.is_empty());
+    ob.close(Duration::from_secs(5)).await.unwrap();
+
+    // Left out again, then forgotten by the operator: the log is truncated.
+    let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok))])
+        .await
+        .unwrap();
+    ob.dispatch(rec("25"), vec![]).await.unwrap();
+    let e = ob.forget_orphan(&name("a")).await.unwrap_err();
+    assert!(e.to_string().contains("configured"), "{e}");
+    assert!(matches!(
+        ob.forget_orphan(&name("zz")).await,
+        Err(outbox::Error::UnknownSink(_))
+    ));
+    assert_eq!(ob.forget_orphan(&name("b")).await.unwrap(), Seq(25));
+    assert!(ob.status().unwrap().orphans.is_empty());
+    eventually("truncated", || {
+        ob.meta().unwrap().first_seq.is_none_or(|f| f.0 >= 26)
     })
     .await;
     ob.close(Duration::from_secs(5)).await.unwrap();
 
-    // `b` comes back: it resumes at the first record left, durably, so a
-    // crash right after does not make the next open see lost data.
+    // Forgetting is durable: `b` configured again is a new sink, at the head.
     let b = TestSink::new(Behaviour::Ok);
     let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok)), ("b", b.clone())])
         .await
         .unwrap();
-    let meta = ob.meta().unwrap();
-    let first = meta.first_seq.unwrap_or(meta.next_seq).0;
-    assert!(first >= 20, "first {first}");
-    ob.kill().await;
-    let b = TestSink::new(Behaviour::Ok);
-    let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok)), ("b", b.clone())])
-        .await
-        .unwrap();
-    ob.dispatch(rec("25"), vec![]).await.unwrap();
-    let want: Vec<Vec<u8>> = (first..26).map(|i| format!("{i}").into_bytes()).collect();
-    eventually("b caught up", || b.delivered() == want).await;
+    assert_eq!(ob.status().unwrap().sinks[1].committed, 26);
     ob.close(Duration::from_secs(5)).await.unwrap();
+    assert!(b.delivered().is_empty());
 }

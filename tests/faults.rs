@@ -26,30 +26,6 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_outbox")
 }
 
-/// Receives every token until the channel closes.
-async fn drain_acks<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> Vec<T> {
-    let mut out = Vec::new();
-    while let Some(t) = rx.recv().await {
-        out.push(t);
-    }
-    out
-}
-
-/// Waits for `n` tokens, or panics after 10 s.
-async fn acks_n<T: std::fmt::Debug>(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
-    n: usize,
-) -> Vec<T> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(t)) => out.push(t),
-            other => panic!("waited for {n} acks, got {} then {other:?}", out.len()),
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------- panics --
 
 /// A sink whose `commit` panics the first `n` times, then works.
@@ -61,14 +37,14 @@ struct PanicOnCommit {
 
 impl Sink for PanicOnCommit {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
         self.inner.deliver(record, ctx)
     }
 
-    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         Box::pin(async move {
             use std::sync::atomic::Ordering;
             if self
@@ -197,7 +173,7 @@ struct Hang {
 
 impl Sink for Hang {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         _record: &'a Record,
         _ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
@@ -211,7 +187,7 @@ impl Sink for Hang {
         })
     }
 
-    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         let hang = self.in_commit;
         Box::pin(async move {
             if hang {
@@ -314,7 +290,7 @@ async fn a_sink_hung_in_commit_is_cut_off_at_the_drain_timeout_and_replayed() {
 
 // -------------------------------------------------------- lock lingering --
 
-/// `close()` and `kill()` document that they return once the data
+/// `close()` documents that it returns once the data
 /// directory is released, "so it can be opened again at once". Four
 /// directories at a time, so the machine is busy as it is in CI.
 /// Regression: sled's thread pool could still hold the `db` file's lock
@@ -350,7 +326,8 @@ async fn close_releases_the_directory_at_once() {
                 if round % 2 == 0 {
                     ob.close(Duration::from_secs(5)).await.unwrap();
                 } else {
-                    ob.kill().await;
+                    // An undrained close: the records stay pending.
+                    ob.close(Duration::ZERO).await.unwrap();
                 }
                 match outbox::store::Store::open(d.path(), &Default::default()) {
                     Ok(s) => drop(s),
@@ -368,7 +345,7 @@ async fn close_releases_the_directory_at_once() {
     }
     assert!(
         locked.is_empty(),
-        "of 200 opens right after close()/kill(), {} found the directory locked (rounds {locked:?})",
+        "of 200 opens right after close(), {} found the directory locked (rounds {locked:?})",
         locked.len()
     );
 }
@@ -419,7 +396,7 @@ async fn filled_with(root: &Path, n: usize, pad: usize, park: bool) -> PathBuf {
 /// offset (those below it are done, and truncation may or may not have
 /// removed them yet), the DLQ entries, and `s`'s offset.
 fn contents(data: &Path) -> outbox::Result<(usize, usize, Option<u64>)> {
-    let s = outbox::store::Store::open(
+    let (s, _) = outbox::store::Store::open(
         data,
         &outbox::store::StoreOptions {
             create: false,
@@ -575,7 +552,6 @@ async fn damaged_sled_files_are_reported_not_silently_recovered() {
 /// refuses an offset below the first record. Left: 2 of 43 copies, where a
 /// second open of the damaged files sees a shorter log than the first did.
 #[tokio::test]
-#[ignore = "gap: 2 of 43 damaged copies of a multi-segment pending log still lose records without an error; see docs/testing.md"]
 async fn damage_in_the_middle_of_a_long_pending_log_is_reported() {
     let lost = silent_losses(300, 40_000, false).await;
     assert!(
@@ -659,11 +635,18 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// `None` (with a message) when not root or when mounting fails.
+    /// `None` (with a message) when not root or when mounting fails, outside
+    /// CI. Under `CI=true` that is a failure: CI runs as root, and a test
+    /// that did not run must not pass.
     fn mount(size: &str) -> Option<Tmpfs> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            println!("skipped: mounting a tmpfs needs root");
+            assert!(
+                !ci,
+                "CI=true: this test needs root to mount a tmpfs, and must not be skipped"
+            );
+            println!("NOT RUN: mounting a tmpfs needs root (this test did not test anything)");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -676,7 +659,11 @@ impl Tmpfs {
         match st {
             Ok(s) if s.success() => Some(Tmpfs { _dir: dir, path }),
             other => {
-                println!("skipped: cannot mount a tmpfs here ({other:?})");
+                assert!(
+                    !ci,
+                    "CI=true: cannot mount a tmpfs ({other:?}); the test must not be skipped"
+                );
+                println!("NOT RUN: cannot mount a tmpfs here ({other:?})");
                 None
             }
         }
@@ -752,7 +739,9 @@ async fn a_full_disk_fails_dispatch_loses_nothing_and_recovers_once_space_is_fre
         "disk full after {} receipts of 32 KiB: {err}",
         receipted.len()
     );
-    ob.kill().await;
+    // Stopped without a drain (the store is poisoned, so nothing more is
+    // flushed by outbox; sled's own drop may still try).
+    abandon(ob, &data).await;
     drop(gate);
     assert!(
         drain_acks(&mut acks).await.is_empty(),
@@ -779,7 +768,10 @@ async fn a_full_disk_fails_dispatch_loses_nothing_and_recovers_once_space_is_fre
         .dispatch(Record::new(b"{\"after\":1}".to_vec()), vec![100_000])
         .await
         .unwrap();
-    assert_eq!(r.seq.0, receipted.last().unwrap().1.seq.0 + 1);
+    assert!(
+        r.seq.0 > receipted.last().unwrap().1.seq.0,
+        "a seq above every receipted one: {r:?}"
+    );
     assert_eq!(acks_n(&mut acks, 1).await, vec![100_000]);
     ob.close(Duration::from_secs(5)).await.unwrap();
 }
@@ -801,7 +793,7 @@ async fn a_read_only_data_directory_is_a_clear_error_and_loses_nothing() {
         )
         .await
         .unwrap();
-    ob.kill().await;
+    abandon(ob, &data).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     fs.remount("ro");
 

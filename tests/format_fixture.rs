@@ -1,8 +1,10 @@
-//! The on-disk format of version 1 must keep opening: `tests/fixtures/v1`
-//! is a data directory written by outbox 0.1, committed as it was left.
+//! Every on-disk format released must keep opening: `tests/fixtures/v1` was
+//! written by outbox 0.1 and `tests/fixtures/v2` by this format's first
+//! release, each committed as it was left.
 //!
-//! Regenerate (only when a new format version is released, into a new
-//! folder) with `cargo test --test format_fixture -- --ignored write_fixture`.
+//! Regenerate only when a new format version is released, into a new folder
+//! (`cargo test --test format_fixture -- --ignored write_fixture_v2` wrote
+//! v2).
 
 mod common;
 
@@ -10,11 +12,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
+use outbox::codec::{Attempt, BatchHeader, BatchKind, DlqEntry, FormatVersion, LogEntry};
 use outbox::store::{Store, StoreOptions};
-use outbox::{Outbox, Seq, SinkName};
+use outbox::{DeliveryId, Outbox, Seq, SinkConfig, SinkName, Start};
+use uuid::Uuid;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+fn fixture(v: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(v)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -30,93 +36,76 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The directory holds: 5 records `r0`..`r4` in two batches; sink `file`
-/// at offset 3 and sink `hook` at 5 with seq 1 parked in its DLQ.
-#[test]
-#[ignore = "writes the fixture; run by hand for a new format version"]
-fn write_fixture() {
-    use outbox::codec::{BatchHeader, DlqEntry, LogEntry, encode_batch};
-    let dir = fixture();
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = Store::open(&dir, &StoreOptions::default()).unwrap();
-    for (first, range) in [(0u64, 0..3u64), (3, 3..5)] {
-        let entries: Vec<LogEntry> = range
-            .map(|i| LogEntry::new(rec(&format!("r{i}"))))
-            .collect();
-        let header = BatchHeader {
-            count: entries.len() as u32,
-            bytes: entries.iter().map(|e| e.record.size() as u64).sum(),
-            appended_at_ms: 1_795_000_000_000,
-        };
-        store
-            .append(Seq(first), encode_batch(header, &entries))
-            .unwrap();
-    }
-    let file = SinkName::new("file").unwrap();
-    let hook = SinkName::new("hook").unwrap();
-    store.commit_offset(&file, Seq(3), &[]).unwrap();
-    let parked = DlqEntry {
-        sink: "hook".into(),
-        seq: 1,
-        origin: 1,
-        record: rec("r1"),
-        error: "permanent: HTTP 400".into(),
-        attempts: 1,
-        failed_at_ms: 1_795_000_000_001,
-    };
-    store.commit_offset(&hook, Seq(5), &[parked]).unwrap();
-    store.set_configured_sinks(&[file, hook]).unwrap();
-    store.flush().unwrap();
-}
-
-#[tokio::test]
-async fn version_1_fixture_opens_with_its_contents() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("v1");
-    copy_dir(&fixture(), &data);
-    let store = Store::open(
-        &data,
-        &StoreOptions {
-            create: false,
-            cache_bytes: 8 << 20,
-        },
-    )
-    .unwrap();
-    let extent = store.extent().unwrap();
-    assert_eq!(extent.next, Seq(5));
-    let mut payloads = Vec::new();
+fn payloads(store: &Store) -> Vec<(u64, String, String)> {
+    let mut out = Vec::new();
     for b in store.iter_batches(Seq(0)) {
-        for e in b.unwrap().entries {
-            payloads.push(String::from_utf8(e.record.payload).unwrap());
+        let b = b.unwrap();
+        for (i, e) in b.entries.iter().enumerate() {
+            let seq = Seq(b.first.0 + i as u64);
+            out.push((
+                seq.0,
+                String::from_utf8(e.record.payload.clone()).unwrap(),
+                e.delivery_id(seq, store.log_id()).to_string(),
+            ));
         }
     }
-    let first = extent.first.unwrap().0 as usize;
-    let want: Vec<String> = (first..5).map(|i| format!("r{i}")).collect();
-    assert_eq!(payloads, want);
-    let offsets: Vec<(String, u64)> = store
-        .offsets()
-        .unwrap()
-        .into_iter()
-        .map(|(n, o)| (n.to_string(), o.next))
+    out
+}
+
+/// The v1 directory holds: 5 records `r0`..`r4` in two batches; sink `file`
+/// at offset 3 and sink `hook` at 5 with seq 1 parked in its DLQ.
+#[tokio::test]
+async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("v1");
+    copy_dir(&fixture("v1"), &data);
+    let store = Store::inspect(&data, 8 << 20).unwrap();
+    assert_eq!(store.format(), FormatVersion::V1);
+    let v = store.verify().unwrap();
+    assert_eq!(
+        (v.extent.first, v.extent.end, v.next),
+        (Some(Seq(0)), Seq(5), Seq(5))
+    );
+    let log_id = store.log_id();
+    let want: Vec<(u64, String, String)> = (0..5)
+        .map(|i| (i, format!("r{i}"), format!("msg_{}_{i}", log_id.simple())))
+        .collect();
+    assert_eq!(payloads(&store), want);
+    let offsets: Vec<(String, u64)> = v
+        .offsets
+        .iter()
+        .map(|(n, o)| (n.to_string(), o.0))
         .collect();
     assert_eq!(
         offsets,
         vec![("file".to_string(), 3), ("hook".to_string(), 5)]
     );
-    let dlq = store.dlq_list(None).unwrap();
-    assert_eq!(dlq.len(), 1);
+    let members: Vec<(String, bool)> = v
+        .members
+        .iter()
+        .map(|m| (m.name.clone(), m.orphaned_at_ms.is_some()))
+        .collect();
     assert_eq!(
-        (
-            dlq[0].sink.as_str(),
-            dlq[0].seq,
-            dlq[0].record.payload.as_slice()
-        ),
-        ("hook", 1, &b"r1"[..])
+        members,
+        vec![("file".to_string(), false), ("hook".to_string(), false)],
+        "version 1's configured sinks become members"
     );
-    let log_id = store.log_id();
+    let dlq = store.dlq_list(None).unwrap();
+    assert_eq!(
+        dlq.iter()
+            .map(|e| (
+                e.sink.as_str(),
+                e.seq,
+                e.record.payload.as_slice(),
+                e.history.len()
+            ))
+            .collect::<Vec<_>>(),
+        vec![("hook", 1, &b"r1"[..], 0)]
+    );
     drop(store);
 
-    // And the engine replays from it: `file` gets r3 and r4 with their ids.
+    // The engine replays from it (`file` gets r3 and r4 with their ids) and
+    // upgrades it to the current format.
     let file = TestSink::new(Behaviour::Ok);
     let (ob, _) = Outbox::<()>::builder(&data)
         .sink("file", file.clone(), fast())
@@ -133,11 +122,175 @@ async fn version_1_fixture_opens_with_its_contents() {
             format!("msg_{}_4", log_id.simple())
         ]
     );
+    let hook = SinkName::new("hook").unwrap();
+    assert_eq!(ob.dlq_list(Some(&hook)).unwrap().len(), 1);
+    ob.close(Duration::from_secs(5)).await.unwrap();
+    let store = Store::inspect(&data, 8 << 20).unwrap();
+    assert_eq!(store.format(), FormatVersion::V2, "upgraded at the open");
+    assert!(store.verify().is_ok());
+}
+
+const AT: u64 = 1_700_000_000_000;
+
+/// What `write_fixture_v2` writes: records `a0..a3` (seq 0..4, `a2` with a
+/// caller-given delivery id), a hole over seqs 4..10, a redriven record
+/// `a1` at seq 10 aimed at `hook` with its origin 1; sink `file` at 10, sink
+/// `hook` at 4 with seq 1 parked (with a history of two attempts); an orphan
+/// `old` at 0 since `AT`; the seq floor 0 and the reservation 11.
+fn given_id() -> DeliveryId {
+    DeliveryId {
+        log_id: Uuid::from_u128(0xabcdef),
+        seq: Seq(777),
+    }
+}
+
+#[test]
+#[ignore = "writes the fixture; run by hand for a new format version"]
+fn write_fixture_v2() {
+    let dir = fixture("v2");
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = StoreOptions::default();
+    let (store, _) = Store::open(&dir, &opts).unwrap();
+    let entries: Vec<LogEntry> = (0..4)
+        .map(|i| {
+            let r = rec(&format!("a{i}"));
+            LogEntry::new(if i == 2 {
+                r.with_delivery_id(given_id())
+            } else {
+                r
+            })
+        })
+        .collect();
+    let v =
+        outbox::codec::encode_batch(Seq(0), BatchHeader::records(&entries, AT), &entries).unwrap();
+    store.append_runs(vec![(Seq(0), v)], &[]).unwrap();
+    store
+        .write_marker(BatchKind::Hole, Seq(4), Seq(10))
+        .unwrap();
+    let redriven = vec![LogEntry {
+        record: rec("a1"),
+        target: Some("hook".into()),
+        origin: Some(1),
+        origin_log: None,
+    }];
+    let v = outbox::codec::encode_batch(Seq(10), BatchHeader::records(&redriven, AT), &redriven)
+        .unwrap();
+    store.append_runs(vec![(Seq(10), v)], &[]).unwrap();
+    let file = SinkName::new("file").unwrap();
+    let hook = SinkName::new("hook").unwrap();
+    let old = SinkName::new("old").unwrap();
+    store.commit_offset(&file, Seq(10), &[]).unwrap();
+    store.commit_offset(&old, Seq(0), &[]).unwrap();
+    let parked = DlqEntry {
+        sink: "hook".into(),
+        seq: 1,
+        origin: 1,
+        origin_log: None,
+        record: rec("a1"),
+        error: "permanent: HTTP 400".into(),
+        attempts: 2,
+        failed_at_ms: AT + 1,
+        history: vec![
+            Attempt {
+                at_ms: AT,
+                latency_ms: 3,
+                permanent: false,
+                error: "transient: HTTP 503".into(),
+            },
+            Attempt {
+                at_ms: AT + 1,
+                latency_ms: 2,
+                permanent: true,
+                error: "permanent: HTTP 400".into(),
+            },
+        ],
+    };
+    store.commit_offset(&hook, Seq(4), &[parked]).unwrap();
+    store
+        .set_members(&[
+            outbox::codec::Member {
+                name: "file".into(),
+                orphaned_at_ms: None,
+            },
+            outbox::codec::Member {
+                name: "hook".into(),
+                orphaned_at_ms: None,
+            },
+            outbox::codec::Member {
+                name: "old".into(),
+                orphaned_at_ms: Some(AT),
+            },
+        ])
+        .unwrap();
+    store.reserve_seqs(Seq(11)).unwrap();
+    store.flush().unwrap();
+}
+
+#[tokio::test]
+async fn version_2_fixture_opens_with_its_contents() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("v2");
+    copy_dir(&fixture("v2"), &data);
+    let store = Store::inspect(&data, 8 << 20).unwrap();
+    assert_eq!(store.format(), FormatVersion::V2);
+    let v = store.verify().unwrap();
     assert_eq!(
-        ob.dlq_list(Some(&SinkName::new("hook").unwrap()))
-            .unwrap()
-            .len(),
-        1
+        (v.extent.first, v.extent.end, v.next),
+        (Some(Seq(0)), Seq(11), Seq(11))
+    );
+    let log_id = store.log_id();
+    let id = |s: u64| format!("msg_{}_{s}", log_id.simple());
+    assert_eq!(
+        payloads(&store),
+        vec![
+            (0, "a0".to_string(), id(0)),
+            (1, "a1".to_string(), id(1)),
+            (2, "a2".to_string(), given_id().to_string()),
+            (3, "a3".to_string(), id(3)),
+            (10, "a1".to_string(), id(1)),
+        ]
+    );
+    let offsets: Vec<(String, u64)> = v
+        .offsets
+        .iter()
+        .map(|(n, o)| (n.to_string(), o.0))
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![("file".into(), 10), ("hook".into(), 4), ("old".into(), 0)]
+    );
+    assert_eq!(v.members[2].orphaned_at_ms, Some(AT));
+    let dlq = store.dlq_list(None).unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].history.len(), 2);
+    assert_eq!(dlq[0].history[0].error, "transient: HTTP 503");
+    drop(store);
+
+    // `hook` resumes at 4: the hole is passed over, and only the redriven
+    // record at 10 is delivered to it, under its first id. The orphan `old`
+    // was orphaned at AT (2023): its retention has passed, so it is forgotten.
+    let hook = TestSink::new(Behaviour::Ok);
+    let (ob, _) = Outbox::<()>::builder(&data)
+        .sink("file", TestSink::new(Behaviour::Ok), fast())
+        .sink(
+            "hook",
+            hook.clone(),
+            SinkConfig {
+                start: Start::Head,
+                ..fast()
+            },
+        )
+        .open()
+        .await
+        .unwrap();
+    eventually("redriven record delivered", || hook.delivered().len() == 1).await;
+    assert_eq!(hook.delivered(), vec![b"a1".to_vec()]);
+    assert_eq!(hook.delivered_ids(), vec![id(1)]);
+    let st = ob.status().unwrap();
+    assert!(
+        st.orphans.is_empty(),
+        "`old` was orphaned in 2023: forgotten: {:?}",
+        st.orphans
     );
     ob.close(Duration::from_secs(5)).await.unwrap();
 }

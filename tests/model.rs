@@ -153,7 +153,7 @@ fn regression_redrive_right_after_redrive() {
 }
 
 /// Shrunk from a proptest failure: many restarts in a row. The reopen right
-/// after `close()`/`kill()` used to fail with `Locked` now and then, while
+/// after `close()` or an undrained stop used to fail with `Locked` now and then, while
 /// sled's thread pool still held the file (see
 /// `faults::close_releases_the_directory_at_once`).
 #[test]

@@ -1,38 +1,53 @@
 //! The admin endpoint:
-//! - `GET /healthz`: 200 `{"status":"ok"}`, 503 while shutting down; no
-//!   token needed;
+//! - `GET /healthz`: 200 `{"status":"ok"}`; 503 while shutting down, once a
+//!   sink stopped on data it cannot read (`corrupt`) or the store failed;
+//!   no token needed;
 //! - `GET /metrics`: Prometheus text;
 //! - `GET /v1/status`: the `outbox status --json` view;
 //! - `GET /v1/dump?tree=&sink=&from=&limit=`: the `outbox dump --format
 //!   json` view, without log records (the engine cannot read them for us);
+//! - `GET /v1/dlq?sink=NAME&seqs=1,2&since=&until=&error_match=&limit=`:
+//!   `{"sink":NAME,"entries":[..]}`, the entries `outbox dlq list` shows;
+//! - `GET /v1/dlq/{sink}/{seq}`: one entry with its attempt history (404
+//!   when there is none);
 //! - `POST /v1/dlq/redrive`, `POST /v1/dlq/purge` with
-//!   `{"sink":NAME,"seqs":[N..]|null}`: answer `{"moved":N}` / `{"purged":N}`.
+//!   `{"sink":NAME,"seqs":[N..]|null}` and the same filter in the query
+//!   (`since`, `until`, `error_match`, `limit`, and `dry_run=true` to
+//!   change nothing): answer `{"sink","selected":[seqs],"moved":N}` /
+//!   `{..,"purged":N}`, with `"dry_run":true` and a count of 0 in a dry run;
+//! - `POST /v1/sinks/forget` with `{"sink":NAME}`: forgets an orphan (409 if
+//!   the sink is configured, 404 if it is not an orphan); answers
+//!   `{"forgotten":NAME,"offset":N}`.
 //!
 //! Every route but `/healthz` requires the bearer token when one is set.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use outbox::{Error, Outbox, Seq, SinkName};
-use serde::Deserialize;
+use outbox::{Error, Seq, SinkName};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::BearerAuth;
+use super::dlq::{Filter, FilterQuery, entry_json};
 use super::ingest::{error, unauthorized};
 use super::prometheus::PromHook;
+use super::token::Engine;
 use super::view::{self, DumpQuery};
 
 /// Shared by every admin request.
 pub struct AdminState {
     /// The engine.
-    pub outbox: Arc<Outbox<()>>,
+    pub outbox: Arc<Engine>,
     /// The recorder's handle.
     pub metrics: PrometheusHandle,
+    /// The engine's metrics hook, for the gauges set at scrape time.
+    pub hook: Arc<PromHook>,
     /// Required token, if any.
     pub auth: Option<BearerAuth>,
 }
@@ -44,8 +59,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/dump", get(dump))
+        .route("/v1/dlq", get(dlq_list))
+        .route("/v1/dlq/{sink}/{seq}", get(dlq_show))
         .route("/v1/dlq/redrive", post(redrive))
         .route("/v1/dlq/purge", post(purge))
+        .route("/v1/sinks/forget", post(forget))
         .with_state(state)
 }
 
@@ -57,6 +75,7 @@ fn engine_error(e: Error) -> Response {
     let status = match &e {
         Error::Config { .. } => StatusCode::BAD_REQUEST,
         Error::UnknownSink(_) => StatusCode::NOT_FOUND,
+        Error::Rejected(_) => StatusCode::CONFLICT,
         Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -64,24 +83,32 @@ fn engine_error(e: Error) -> Response {
 }
 
 async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
+    let unavailable = |body| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     if s.outbox.is_closing() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "shutting down"})),
-        )
-            .into_response()
-    } else {
-        axum::Json(json!({"status": "ok"})).into_response()
+        return unavailable(json!({"status": "shutting down"}));
     }
+    if !s.outbox.is_healthy() {
+        let corrupt: Vec<_> = s
+            .outbox
+            .status()
+            .map(|st| {
+                st.sinks
+                    .into_iter()
+                    .filter(|k| k.state == "corrupt")
+                    .map(|k| json!({"sink": k.name, "error": k.error}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return unavailable(json!({"status": "failing", "corrupt": corrupt}));
+    }
+    axum::Json(json!({"status": "ok"})).into_response()
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     if !allowed(&s, &headers) {
         return unauthorized();
     }
-    if let Ok(st) = s.outbox.status() {
-        PromHook::refresh(&st);
-    }
+    s.hook.scrape(&s.outbox);
     let mut r = s.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -130,12 +157,153 @@ pub struct DlqRequest {
     pub seqs: Option<Vec<u64>>,
 }
 
-fn dlq_target(r: &DlqRequest) -> outbox::Result<(SinkName, Option<Vec<Seq>>)> {
-    let sink = SinkName::new(r.sink.clone())?;
-    Ok((
-        sink,
-        r.seqs.as_ref().map(|v| v.iter().map(|s| Seq(*s)).collect()),
-    ))
+/// Query string of the DLQ routes. `GET /v1/dlq` takes all of it; the
+/// POST routes take the filter and `dry_run` (their body names the sink
+/// and the seqs). The fields are spelled out rather than flattened from
+/// [`FilterQuery`]: `serde_urlencoded` cannot read a number inside a
+/// flattened struct.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqQuery {
+    /// The sink (`GET /v1/dlq` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
+    /// Comma-separated seqs (`GET /v1/dlq` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seqs: Option<String>,
+    /// As `--since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// As `--until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// As `--error-match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_match: Option<String>,
+    /// As `--limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Report what would change and change nothing (POST routes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+impl DlqQuery {
+    fn filter_query(&self) -> FilterQuery {
+        FilterQuery {
+            since: self.since.clone(),
+            until: self.until.clone(),
+            error_match: self.error_match.clone(),
+            limit: self.limit,
+        }
+    }
+
+    /// The filter, with `seqs` on top of the query's own.
+    fn filter(&self, seqs: Option<&[u64]>) -> outbox::Result<Filter> {
+        Filter::new(&self.filter_query(), seqs, outbox::store::now_ms())
+    }
+
+    fn seq_list(&self) -> outbox::Result<Option<Vec<u64>>> {
+        self.seqs
+            .as_deref()
+            .map(|s| {
+                s.split(',')
+                    .map(|n| {
+                        n.trim().parse::<u64>().map_err(|_| Error::Config {
+                            param: "seqs".into(),
+                            reason: format!("`{n}` is not a seq; expected seqs=1,2,3"),
+                        })
+                    })
+                    .collect()
+            })
+            .transpose()
+    }
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "bad query ({}): expected sink=NAME, seqs=1,2, since=TIME, until=TIME, error_match=REGEX, limit=N, dry_run=true",
+            e.body_text()
+        ),
+    )
+}
+
+fn sink_name(name: &str) -> outbox::Result<SinkName> {
+    SinkName::new(name.to_string()).map_err(|e| Error::Config {
+        param: "sink".into(),
+        reason: e.to_string(),
+    })
+}
+
+async fn dlq_list(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    q: QueryResult<DlqQuery>,
+) -> Response {
+    if !allowed(&s, &headers) {
+        return unauthorized();
+    }
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
+    let Some(name) = q.sink.as_deref() else {
+        return error(StatusCode::BAD_REQUEST, "sink=NAME is required");
+    };
+    let sink = match sink_name(name) {
+        Ok(n) => n,
+        Err(e) => return engine_error(e),
+    };
+    let filter = match q.seq_list().and_then(|seqs| q.filter(seqs.as_deref())) {
+        Ok(f) => f,
+        Err(e) => return engine_error(e),
+    };
+    match s.outbox.dlq_list(Some(&sink)) {
+        Ok(all) => {
+            let log_id = s.outbox.log_id();
+            let entries: Vec<_> = filter
+                .select(all)
+                .iter()
+                .map(|e| view::dlq_json(log_id, e))
+                .collect();
+            axum::Json(json!({"sink": sink.as_str(), "entries": entries})).into_response()
+        }
+        Err(e) => engine_error(e),
+    }
+}
+
+async fn dlq_show(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    path: Result<Path<(String, u64)>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    if !allowed(&s, &headers) {
+        return unauthorized();
+    }
+    let Ok(Path((name, seq))) = path else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected /v1/dlq/{sink}/{seq} with a numeric seq",
+        );
+    };
+    let sink = match sink_name(&name) {
+        Ok(n) => n,
+        Err(e) => return engine_error(e),
+    };
+    match s.outbox.dlq_list(Some(&sink)) {
+        Ok(all) => match all.into_iter().find(|e| e.seq == seq) {
+            Some(e) => axum::Json(entry_json(s.outbox.log_id(), &e)).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("sink {sink} has no DLQ entry at seq {seq}"),
+            ),
+        },
+        Err(e) => engine_error(e),
+    }
 }
 
 /// What a DLQ route does.
@@ -148,24 +316,109 @@ enum DlqOp {
 async fn redrive(
     state: State<Arc<AdminState>>,
     headers: HeaderMap,
+    q: QueryResult<DlqQuery>,
     body: Result<axum::Json<DlqRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    dlq_op(state, headers, body, DlqOp::Redrive).await
+    dlq_op(state, headers, q, body, DlqOp::Redrive).await
 }
 
 async fn purge(
     state: State<Arc<AdminState>>,
     headers: HeaderMap,
+    q: QueryResult<DlqQuery>,
     body: Result<axum::Json<DlqRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    dlq_op(state, headers, body, DlqOp::Purge).await
+    dlq_op(state, headers, q, body, DlqOp::Purge).await
 }
 
 async fn dlq_op(
     State(s): State<Arc<AdminState>>,
     headers: HeaderMap,
+    q: QueryResult<DlqQuery>,
     body: Result<axum::Json<DlqRequest>, axum::extract::rejection::JsonRejection>,
     op: DlqOp,
+) -> Response {
+    if !allowed(&s, &headers) {
+        return unauthorized();
+    }
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
+    if q.sink.is_some() || q.seqs.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the sink and the seqs go in the body: {\"sink\":NAME,\"seqs\":[..]|null}",
+        );
+    }
+    let axum::Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let sink = match sink_name(&req.sink) {
+        Ok(n) => n,
+        Err(e) => return engine_error(e),
+    };
+    let filter = match q.filter(req.seqs.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return engine_error(e),
+    };
+    let field = match op {
+        DlqOp::Redrive => "moved",
+        DlqOp::Purge => "purged",
+    };
+    if matches!(op, DlqOp::Redrive) {
+        // A dry run must refuse an unknown sink as the real one would.
+        match s.outbox.status() {
+            Ok(st) if st.sinks.iter().any(|x| x.name == sink.as_str()) => {}
+            Ok(_) => return engine_error(Error::UnknownSink(sink.to_string())),
+            Err(e) => return engine_error(e),
+        }
+    }
+    let selected: Vec<Seq> = match s.outbox.dlq_list(Some(&sink)) {
+        Ok(all) => filter.select(all).iter().map(|e| Seq(e.seq)).collect(),
+        Err(e) => return engine_error(e),
+    };
+    let seqs_json: Vec<u64> = selected.iter().map(|s| s.0).collect();
+    if q.dry_run {
+        return axum::Json(json!({
+            "sink": sink.as_str(), "dry_run": true, "selected": seqs_json, field: 0
+        }))
+        .into_response();
+    }
+    // Everything: let the engine take the whole prefix in one pass rather
+    // than look up each listed seq.
+    let arg = (!filter.is_everything()).then_some(selected);
+    if arg.as_ref().is_some_and(Vec::is_empty) {
+        return axum::Json(json!({"sink": sink.as_str(), "selected": seqs_json, field: 0}))
+            .into_response();
+    }
+    let result = match op {
+        DlqOp::Redrive => s.outbox.dlq_redrive(&sink, arg).await,
+        DlqOp::Purge => s.outbox.dlq_purge(&sink, arg).await,
+    };
+    match result {
+        Ok(n) => {
+            tracing::info!(sink = %sink, n, "DLQ {field}");
+            axum::Json(json!({ field: n, "sink": sink.as_str(), "selected": seqs_json }))
+                .into_response()
+        }
+        Err(e) => engine_error(e),
+    }
+}
+
+/// Body of `POST /v1/sinks/forget`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    /// The orphan to forget.
+    pub sink: String,
+}
+
+async fn forget(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: Result<axum::Json<ForgetRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if !allowed(&s, &headers) {
         return unauthorized();
@@ -174,18 +427,13 @@ async fn dlq_op(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let (sink, seqs) = match dlq_target(&req) {
-        Ok(t) => t,
+    let sink = match SinkName::new(req.sink) {
+        Ok(n) => n,
         Err(e) => return engine_error(e),
     };
-    let (result, field) = match op {
-        DlqOp::Redrive => (s.outbox.dlq_redrive(&sink, seqs).await, "moved"),
-        DlqOp::Purge => (s.outbox.dlq_purge(&sink, seqs).await, "purged"),
-    };
-    match result {
-        Ok(n) => {
-            tracing::info!(sink = %sink, n, "DLQ {field}");
-            axum::Json(json!({ field: n, "sink": sink.as_str() })).into_response()
+    match s.outbox.forget_orphan(&sink).await {
+        Ok(offset) => {
+            axum::Json(json!({"forgotten": sink.as_str(), "offset": offset.0})).into_response()
         }
         Err(e) => engine_error(e),
     }

@@ -24,9 +24,10 @@ pub struct AdminArgs {
 /// JSON body of a 2xx answer.
 ///
 /// # Errors
-/// [`Error::Config`] (exit 2) for a bad URL or an unset token variable;
-/// [`Error::Io`] (exit 1) when the endpoint cannot be reached or answers
-/// with an error, with its message.
+/// [`Error::Config`] (exit 2) for a bad URL, an unset token variable, or a
+/// request the endpoint refuses as bad (400, 404: a bad filter, an unknown
+/// sink or entry); [`Error::Io`] (exit 1) when the endpoint cannot be
+/// reached or answers with another error, with its message.
 pub fn call(
     args: &AdminArgs,
     method: reqwest::Method,
@@ -91,9 +92,16 @@ pub fn call(
                 .ok()
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or(text);
-            return Err(io(format!(
-                "admin endpoint {base} answered {status}: {msg}"
-            )));
+            let msg = format!("admin endpoint {base} answered {status}: {msg}");
+            // The daemon refused what was asked (a bad filter, an unknown
+            // sink or seq): a usage error, exit 2, as it is offline.
+            if matches!(status.as_u16(), 400 | 404) {
+                return Err(Error::Config {
+                    param: "request".into(),
+                    reason: msg,
+                });
+            }
+            return Err(io(msg));
         }
         serde_json::from_str(&text)
             .map_err(|e| io(format!("admin endpoint {base} sent invalid JSON: {e}")))

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use outbox::store::{Store, StoreOptions};
+use outbox::store::Store;
 use outbox::{Error, Result};
 
 use super::check;
@@ -54,7 +54,10 @@ pub fn run(args: CompactArgs) -> Result<ExitCode> {
             reason: "must differ from --data-dir".into(),
         });
     }
-    let src = super::open_existing(&args.data_dir)?;
+    let src = super::inspect_existing(&args.data_dir)?;
+    // A damaged store is not compacted (the copy would keep the damage
+    // and look new): `outbox salvage` is the tool for that.
+    src.verify()?;
     let before = dir_size(&args.data_dir);
     let total = src.key_count();
     let src_sum = src.checksum()?;
@@ -68,13 +71,7 @@ pub fn run(args: CompactArgs) -> Result<ExitCode> {
     progress.finish();
     drop(src);
 
-    let out = Store::open(
-        &args.out,
-        &StoreOptions {
-            create: false,
-            cache_bytes: 16 << 20,
-        },
-    )?;
+    let out = Store::inspect(&args.out, 16 << 20)?;
     let out_sum = out.checksum()?;
     let report = check::check_store(&out);
     let copied = out.key_count();

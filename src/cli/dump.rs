@@ -61,7 +61,9 @@ pub fn run(args: DumpArgs) -> Result<ExitCode> {
         limit: args.limit,
     };
     let view = match &args.data_dir {
-        Some(dir) if args.admin.admin.is_none() => view::offline(&super::open_existing(dir)?, &q)?,
+        Some(dir) if args.admin.admin.is_none() => {
+            view::offline(&super::inspect_existing(dir)?, &q)?
+        }
         _ => {
             let query = serde_urlencoded(&q);
             client::call(

@@ -12,7 +12,12 @@
 //!   `max_record_bytes` (then with `"line"`);
 //! - `503` with `Retry-After` while a Block sink is full or while shutting
 //!   down;
-//! - `401` without the bearer token, when one is configured.
+//! - `401` without the bearer token, when one is configured;
+//! - with an `Idempotency-Key` header (1 to 255 visible ASCII characters),
+//!   a retry of a request within the idempotency window (default 24 h)
+//!   appends nothing and gets the first request's answer, the same seqs,
+//!   with `Idempotent-Replayed: true`; the key is durable with the records,
+//!   in the same transaction; a key reused for another body is a `409`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,11 +29,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use outbox::{Error, Outbox, Record};
+use outbox::{Error, Record};
 use serde_json::json;
 
 use super::auth::BearerAuth;
 use super::ndjson::{self, LineError};
+use super::token::{AckToken, Engine};
 
 /// Seconds a client is told to wait on a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -36,7 +42,7 @@ pub const RETRY_AFTER_SECS: u64 = 1;
 /// Shared by every request.
 pub struct IngestState {
     /// The engine.
-    pub outbox: Arc<Outbox<()>>,
+    pub outbox: Arc<Engine>,
     /// Required token, if any.
     pub auth: Option<BearerAuth>,
     /// Per-record limit.
@@ -87,6 +93,25 @@ fn line_error(e: &LineError) -> Response {
         .into_response()
 }
 
+/// The request's `Idempotency-Key`, if any.
+///
+/// # Errors
+/// A 400 naming the header when it is empty, too long or not visible ASCII.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters; nothing was appended",
+        )),
+    }
+}
+
 async fn records(
     State(s): State<Arc<IngestState>>,
     headers: HeaderMap,
@@ -127,27 +152,53 @@ async fn records(
             "sink {full} is at its lag limit (on_full = block); nothing was appended"
         ));
     }
-    let items: Vec<(Record, Vec<()>)> = lines
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let items: Vec<(Record, Vec<AckToken>)> = lines
         .into_iter()
         .map(|l| (Record::new(l), Vec::new()))
         .collect();
-    match s.outbox.dispatch_many(items).await {
-        Ok(receipts) => match (receipts.first(), receipts.last()) {
+    let dispatched = match &key {
+        Some(k) => s.outbox.dispatch_once(&format!("ingest:{k}"), items).await,
+        None => s
+            .outbox
+            .dispatch_many(items)
+            .await
+            .map(|receipts| outbox::Dispatched {
+                receipts,
+                duplicate: false,
+            }),
+    };
+    match dispatched {
+        Ok(d) => match (d.receipts.first(), d.receipts.last()) {
             (Some(first), Some(last)) => {
-                s.accepted
-                    .fetch_add(receipts.len() as u64, Ordering::Relaxed);
-                (
+                if !d.duplicate {
+                    s.accepted
+                        .fetch_add(d.receipts.len() as u64, Ordering::Relaxed);
+                }
+                let mut r = (
                     StatusCode::OK,
                     axum::Json(json!({
-                        "accepted": receipts.len(),
+                        "accepted": d.receipts.len(),
                         "first_seq": first.seq.0,
                         "last_seq": last.seq.0,
                     })),
                 )
-                    .into_response()
+                    .into_response();
+                if d.duplicate {
+                    r.headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                }
+                r
             }
             _ => error(StatusCode::BAD_REQUEST, "the body holds no records"),
         },
+        Err(Error::KeyReused(why)) => error(
+            StatusCode::CONFLICT,
+            format!("Idempotency-Key reused for a different body ({why})"),
+        ),
         Err(Error::Rejected(why)) => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{why}; nothing was appended"),

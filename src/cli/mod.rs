@@ -13,13 +13,17 @@ mod config;
 mod dlq;
 mod dump;
 mod ingest;
+mod jetstream;
 mod logging;
+mod membership;
 mod ndjson;
 mod prometheus;
 mod run;
 mod sinks;
 mod status;
 mod stdin;
+mod systemd;
+mod token;
 mod view;
 
 use std::path::Path;
@@ -52,8 +56,8 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Append records durably and deliver them to every sink. Records come
-    /// from stdin (NDJSON) unless HTTP ingest is configured. At EOF (or
-    /// SIGINT/SIGTERM) drain and exit.
+    /// from stdin (NDJSON) unless HTTP ingest or a JetStream source is
+    /// configured. At EOF (or SIGINT/SIGTERM) drain and exit.
     #[command(
         after_help = "Example:\n  outbox run --config examples/outbox.toml < examples/records.ndjson\n  printf '{\"a\":1}\\n' | outbox run --data-dir ./data --sink out=file:./out.ndjson --sink console=stdout"
     )]
@@ -69,10 +73,10 @@ pub enum Command {
         after_help = "Example:\n  outbox status --data-dir ./data\n  outbox status --admin http://127.0.0.1:9090 --json"
     )]
     Status(status::StatusArgs),
-    /// List, redrive or purge a sink's DLQ entries.
+    /// List, show, redrive or purge a sink's DLQ entries.
     #[command(
         subcommand,
-        after_help = "Example:\n  outbox dlq list --data-dir ./data --sink web\n  outbox dlq redrive --data-dir ./data --sink web --all"
+        after_help = "Example:\n  outbox dlq list --data-dir ./data --sink web --since 2h --error-match timeout\n  outbox dlq show --data-dir ./data --sink web 17\n  outbox dlq redrive --data-dir ./data --sink web --all --dry-run"
     )]
     Dlq(dlq::DlqCommand),
     /// Verify every value of a stopped outbox; exit 0 only when all is well.
@@ -81,6 +85,12 @@ pub enum Command {
     /// Rewrite a stopped outbox into a fresh, smaller directory and verify it.
     #[command(after_help = "Example:\n  outbox compact --data-dir ./data --out ./data.compact")]
     Compact(compact::CompactArgs),
+    /// Manage sink membership: forget an orphan so its backlog can go.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  outbox sinks forget old-hook --data-dir ./data\n  outbox sinks forget old-hook --admin http://127.0.0.1:9090"
+    )]
+    Sinks(membership::SinksCommand),
 }
 
 /// Exit code for a usage or configuration error.
@@ -97,8 +107,10 @@ fn map_missing(dir: &Path, r: Result<Store>) -> Result<Store> {
     }
 }
 
-/// Opens an existing data directory for the offline commands; never
-/// creates one, so a typo is an error rather than a new empty outbox.
+/// Opens an existing data directory for an offline command that writes
+/// (redrive, purge, forget), after verifying it; never creates one, so a
+/// typo is an error rather than a new empty outbox. What it writes is
+/// fsynced.
 fn open_existing(dir: &Path) -> Result<Store> {
     map_missing(
         dir,
@@ -107,9 +119,18 @@ fn open_existing(dir: &Path) -> Result<Store> {
             &StoreOptions {
                 create: false,
                 cache_bytes: 16 << 20,
+                fsync: true,
             },
-        ),
+        )
+        .map(|(store, _)| store),
     )
+}
+
+/// Opens an existing data directory for an offline command that only
+/// reads (dump, status, list, check), without verifying it, so that a
+/// damaged store can still be looked at. Writes nothing.
+fn inspect_existing(dir: &Path) -> Result<Store> {
+    map_missing(dir, Store::inspect(dir, 16 << 20))
 }
 
 pub fn main() -> ExitCode {
@@ -134,6 +155,7 @@ pub fn main() -> ExitCode {
                 Command::Dlq(c) => dlq::run(c),
                 Command::Check(a) => check::run(a),
                 Command::Compact(a) => compact::run(a),
+                Command::Sinks(c) => membership::run(c),
                 Command::Run(_) => Ok(ExitCode::SUCCESS),
             }
         }

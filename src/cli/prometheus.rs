@@ -2,17 +2,28 @@
 //! exporter's recorder, rendered by `GET /metrics`.
 //!
 //! Metric names (all prefixed `outbox_`) are listed in
-//! `docs/operations.md`. Per-sink series carry a `sink` label; sink names
-//! are validated (`[A-Za-z0-9_.-]`), so they are safe as label values.
+//! `docs/operations.md`; the dashboard (`docs/grafana/outbox.json`) and the
+//! alert rules (`docs/prometheus/alerts.yml`) use them. Per-sink series
+//! carry a `sink` label; sink names are validated (`[A-Za-z0-9_.-]`), so
+//! they are safe as label values.
+//!
+//! Invariant: every per-sink series exists from the start (at zero, the
+//! breaker `closed`), so an alert on a rate or a state sees a series
+//! before the first event. `outbox_oldest_pending_age_seconds` is computed
+//! at each scrape from the append time of the oldest record the sink has
+//! not passed, so it keeps growing while a stuck sink reports nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use outbox::{Error, MetricsHook, Result, Status};
+use outbox::metrics::BreakerState;
+use outbox::{Error, MetricsHook, Outbox, Result, Seq};
+use parking_lot::Mutex;
 
 /// Latency buckets, in seconds: 0.5 ms to 60 s.
 const BUCKETS: &[f64] = &[
@@ -95,6 +106,36 @@ pub fn install() -> Result<PrometheusHandle> {
         Unit::Bytes,
         "Bytes in the log, as last reported by the engine."
     );
+    describe_counter!(
+        "outbox_sink_acked_records_total",
+        Unit::Count,
+        "Records the sink's durable committed offset has passed."
+    );
+    describe_gauge!(
+        "outbox_oldest_pending_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest record the sink has not passed yet; 0 when caught up."
+    );
+    describe_gauge!(
+        "outbox_breaker_state",
+        Unit::Count,
+        "1 for the sink's current breaker state (closed, open, paused), 0 for the others."
+    );
+    describe_counter!(
+        "outbox_filtered_total",
+        Unit::Count,
+        "Records the sink's filter passed over."
+    );
+    describe_counter!(
+        "outbox_log_read_errors_total",
+        Unit::Count,
+        "Times the sink's worker could not read the log at its position (I/O errors it retries, and the corruption that stops it)."
+    );
+    describe_gauge!(
+        "outbox_sink_corrupt",
+        Unit::Count,
+        "1 once the sink's worker stopped on data it cannot read (a gap in the log, a bad checksum): it delivers nothing until the store is repaired."
+    );
     describe_histogram!(
         "outbox_append_durable_seconds",
         Unit::Seconds,
@@ -121,37 +162,85 @@ pub fn install() -> Result<PrometheusHandle> {
 /// Feeds the engine's reports into the recorder.
 pub struct PromHook {
     sinks: Vec<String>,
+    /// What the engine last reported through `oldest_pending`, per sink.
+    oldest: Mutex<HashMap<String, Option<SystemTime>>>,
 }
 
+/// Per-sink counters that start at zero.
+const SINK_COUNTERS: &[&str] = &[
+    "outbox_sink_appended_records_total",
+    "outbox_delivered_total",
+    "outbox_retries_total",
+    "outbox_dlq_total",
+    "outbox_dropped_total",
+    "outbox_panics_total",
+    "outbox_sink_acked_records_total",
+    "outbox_filtered_total",
+    "outbox_log_read_errors_total",
+];
+
 impl PromHook {
-    /// A hook for these sinks; their series start at zero so they show up
-    /// before the first event.
+    /// A hook for these sinks; their series start at zero (the breaker
+    /// closed) so they show up before the first event.
     pub fn new(sinks: Vec<String>) -> Arc<PromHook> {
         for s in &sinks {
-            for name in [
-                "outbox_sink_appended_records_total",
-                "outbox_delivered_total",
-                "outbox_retries_total",
-                "outbox_dlq_total",
-                "outbox_dropped_total",
-                "outbox_panics_total",
-            ] {
-                counter!(name, "sink" => s.clone()).absolute(0);
+            for name in SINK_COUNTERS {
+                counter!(*name, "sink" => s.clone()).absolute(0);
             }
+            set_breaker(s, BreakerState::Closed);
+            gauge!("outbox_oldest_pending_age_seconds", "sink" => s.clone()).set(0.0);
+            gauge!("outbox_sink_corrupt", "sink" => s.clone()).set(0.0);
         }
         counter!("outbox_acked_total").absolute(0);
         counter!("outbox_appended_records_total").absolute(0);
         counter!("outbox_appended_bytes_total").absolute(0);
-        Arc::new(PromHook { sinks })
+        Arc::new(PromHook {
+            sinks,
+            oldest: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Sets the gauges that are cheapest to read at scrape time.
-    pub fn refresh(status: &Status) {
+    /// Sets the gauges that are read at scrape time: head, lag, DLQ size
+    /// and each sink's oldest pending age.
+    pub fn scrape<T: Send + 'static>(&self, outbox: &Outbox<T>) {
+        let Ok(status) = outbox.status() else {
+            return;
+        };
         gauge!("outbox_head_seq").set(status.head as f64);
+        let now = SystemTime::now();
         for s in &status.sinks {
             gauge!("outbox_lag_records", "sink" => s.name.clone()).set(s.lag as f64);
             gauge!("outbox_dlq_entries", "sink" => s.name.clone()).set(s.dlq as f64);
+            let reported = self.oldest.lock().get(&s.name).copied();
+            let oldest = match reported {
+                Some(at) => at,
+                // Not reported by the engine: the record at the committed
+                // offset is the oldest one the sink has not passed.
+                None if s.lag == 0 => None,
+                None => outbox
+                    .read_log(Seq(s.committed), 1)
+                    .ok()
+                    .and_then(|r| r.first().map(|r| r.appended_at_ms))
+                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+            };
+            gauge!("outbox_oldest_pending_age_seconds", "sink" => s.name.clone())
+                .set(age_seconds(oldest, now));
         }
+    }
+}
+
+/// Seconds from `oldest` to `now`; 0 when nothing is pending or the clock
+/// stepped back past it.
+fn age_seconds(oldest: Option<SystemTime>, now: SystemTime) -> f64 {
+    oldest
+        .and_then(|t| now.duration_since(t).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn set_breaker(sink: &str, state: BreakerState) {
+    for s in BreakerState::ALL {
+        gauge!("outbox_breaker_state", "sink" => sink.to_string(), "state" => s.as_str())
+            .set(if s == state { 1.0 } else { 0.0 });
     }
 }
 
@@ -192,5 +281,116 @@ impl MetricsHook for PromHook {
     fn log_size(&self, records: u64, bytes: u64) {
         gauge!("outbox_log_records").set(records as f64);
         gauge!("outbox_log_bytes").set(bytes as f64);
+    }
+    fn sink_acked(&self, sink: &str, n: u64) {
+        counter!("outbox_sink_acked_records_total", "sink" => sink.to_string()).increment(n);
+    }
+    fn oldest_pending(&self, sink: &str, appended_at: Option<SystemTime>) {
+        self.oldest.lock().insert(sink.to_string(), appended_at);
+    }
+    fn breaker(&self, sink: &str, state: BreakerState) {
+        set_breaker(sink, state);
+    }
+    fn filtered(&self, sink: &str, n: u64) {
+        counter!("outbox_filtered_total", "sink" => sink.to_string()).increment(n);
+    }
+    fn read_failed(&self, sink: &str) {
+        counter!("outbox_log_read_errors_total", "sink" => sink.to_string()).increment(1);
+    }
+    fn corrupt(&self, sink: &str, _reason: &str) {
+        counter!("outbox_log_read_errors_total", "sink" => sink.to_string()).increment(1);
+        gauge!("outbox_sink_corrupt", "sink" => sink.to_string()).set(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// Renders what `f` records through a fresh hook, with a local
+    /// recorder (the global one is the daemon's).
+    fn rendered(f: impl FnOnce(&PromHook)) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let hook = PromHook::new(vec!["web".into(), "file".into()]);
+            f(&hook);
+        });
+        handle.render()
+    }
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .map(|l| l[series.len()..].trim())
+    }
+
+    #[test]
+    fn per_sink_series_start_at_zero_with_the_breaker_closed() {
+        let text = rendered(|_| {});
+        for name in SINK_COUNTERS {
+            for sink in ["web", "file"] {
+                let series = format!("{name}{{sink=\"{sink}\"}}");
+                assert_eq!(line(&text, &series), Some("0"), "{series} in\n{text}");
+            }
+        }
+        let state = |s: &str| format!("outbox_breaker_state{{sink=\"web\",state=\"{s}\"}}");
+        assert_eq!(line(&text, &state("closed")), Some("1"), "{text}");
+        assert_eq!(line(&text, &state("open")), Some("0"), "{text}");
+        assert_eq!(line(&text, &state("paused")), Some("0"), "{text}");
+    }
+
+    #[test]
+    fn alerting_signals_are_exported_per_sink() {
+        let text = rendered(|h| {
+            h.sink_acked("web", 5);
+            h.sink_acked("web", 2);
+            h.sink_acked("file", 9);
+            h.filtered("web", 3);
+            h.read_failed("file");
+            h.read_failed("file");
+            h.breaker("web", BreakerState::Open);
+            h.breaker("file", BreakerState::Paused);
+        });
+        let v = |series: &str| line(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
+        assert_eq!(v("outbox_sink_acked_records_total{sink=\"web\"}"), "7");
+        assert_eq!(v("outbox_sink_acked_records_total{sink=\"file\"}"), "9");
+        assert_eq!(v("outbox_filtered_total{sink=\"web\"}"), "3");
+        assert_eq!(v("outbox_filtered_total{sink=\"file\"}"), "0");
+        assert_eq!(v("outbox_log_read_errors_total{sink=\"file\"}"), "2");
+        assert_eq!(v("outbox_breaker_state{sink=\"web\",state=\"open\"}"), "1");
+        assert_eq!(
+            v("outbox_breaker_state{sink=\"web\",state=\"closed\"}"),
+            "0"
+        );
+        assert_eq!(
+            v("outbox_breaker_state{sink=\"file\",state=\"paused\"}"),
+            "1"
+        );
+        assert_eq!(
+            v("outbox_breaker_state{sink=\"file\",state=\"closed\"}"),
+            "0"
+        );
+    }
+
+    #[test]
+    fn oldest_pending_is_kept_as_a_time_and_aged_when_read() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(age_seconds(None, now), 0.0);
+        assert_eq!(
+            age_seconds(Some(now - Duration::from_millis(2_500)), now),
+            2.5
+        );
+        // A clock that stepped back reads as nothing pending, not negative.
+        assert_eq!(age_seconds(Some(now + Duration::from_secs(1)), now), 0.0);
+        let hook = PromHook {
+            sinks: vec!["web".into()],
+            oldest: Mutex::new(HashMap::new()),
+        };
+        hook.oldest_pending("web", Some(now));
+        assert_eq!(hook.oldest.lock().get("web"), Some(&Some(now)));
+        hook.oldest_pending("web", None);
+        assert_eq!(hook.oldest.lock().get("web"), Some(&None));
     }
 }

@@ -11,9 +11,14 @@
 //!    `outbox: ingest listening on http://ADDR` (and `admin`), which is how
 //!    tests and scripts find a port 0 listener.
 //!
-//! Shutdown (EOF on stdin, SIGINT or SIGTERM): ingest answers 503 from then
-//! on, in-flight requests get up to the drain timeout to finish, then the
-//! sinks drain for at most the drain timeout; what is left stays in the log.
+//! 4. systemd hears `READY=1` (when `NOTIFY_SOCKET` is set) and, with
+//!    `WATCHDOG_USEC`, `WATCHDOG=1` while the engine answers
+//!    ([`super::systemd`]).
+//!
+//! Shutdown (EOF on stdin, SIGINT or SIGTERM): systemd hears `STOPPING=1`,
+//! ingest answers 503 from then on, in-flight requests get up to the drain
+//! timeout to finish, then the sinks drain for at most the drain timeout;
+//! what is left stays in the log.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,14 +28,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use outbox::{Error, Outbox, Result};
+use outbox::source::jetstream::JetStreamSource;
+use outbox::{Error, Result};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::LogFormat;
 use super::auth::BearerAuth;
 use super::config::{self, FileConfig, Overrides, RunPlan};
-use super::{admin, ingest, prometheus, sinks, stdin};
+use super::token::Engine;
+use super::{admin, ingest, jetstream, prometheus, sinks, stdin, systemd};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -62,6 +69,11 @@ pub struct RunArgs {
     /// Serve the admin endpoint (metrics, health, status) here.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+    /// Read a JetStream stream instead of stdin:
+    /// jetstream:URL/STREAM/CONSUMER (a durable pull consumer, created when
+    /// missing). Replaces the file's [source]. See docs/configuration.md.
+    #[arg(long, value_name = "jetstream:URL/STREAM/CONSUMER")]
+    pub source: Option<String>,
 }
 
 /// Reads the file (if any), merges the flags, checks everything.
@@ -88,6 +100,11 @@ pub fn plan(args: &RunArgs, log_format: Option<LogFormat>) -> Result<RunPlan> {
             drain_timeout_secs: args.drain_timeout,
             ingest_listen: args.ingest_listen.clone(),
             admin_listen: args.admin_listen.clone(),
+            source: args
+                .source
+                .as_deref()
+                .map(config::parse_source_flag)
+                .transpose()?,
             log_format,
         },
         &|k| std::env::var(k).ok(),
@@ -130,32 +147,56 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
         Some(a) => Some(bind("admin.listen", a.addr).await?),
         None => None,
     };
+    // Before the data directory is touched: a missing stream is a
+    // configuration error (exit 2), an unreachable server exit 1.
+    let source = match &plan.source {
+        Some(cfg) => {
+            let src = JetStreamSource::connect(cfg.clone()).await?;
+            warn_on_sizing(&src, &plan.sinks);
+            Some(src)
+        }
+        None => None,
+    };
     let handle = match admin_l {
         Some(_) => Some(prometheus::install()?),
         None => None,
     };
-    let mut builder = Outbox::<()>::builder(&plan.data_dir).config(plan.engine.clone());
-    if handle.is_some() {
-        builder = builder.metrics(prometheus::PromHook::new(
-            plan.sinks.iter().map(|s| s.name.clone()).collect(),
-        ));
+    let mut builder = Engine::builder(&plan.data_dir).config(plan.engine.clone());
+    let hook = handle
+        .as_ref()
+        .map(|_| prometheus::PromHook::new(plan.sinks.iter().map(|s| s.name.clone()).collect()));
+    if let Some(h) = &hook {
+        builder = builder.metrics(h.clone());
     }
+    let mut js_sinks = Vec::new();
     for s in &plan.sinks {
         if let sinks::SinkSpec::File(path) = &s.spec {
             create_parent(path)?;
         }
-        builder = builder.boxed_sink(&s.name, sinks::build(&s.spec).await?, s.cfg.clone());
+        let built = sinks::build(&s.spec).await?;
+        if let Some(stats) = built.jetstream {
+            js_sinks.push((s.name.clone(), stats));
+        }
+        builder = builder.boxed_sink(&s.name, built.sink, s.cfg.clone());
     }
-    let (outbox, _acks) = builder.open().await?;
+    let (outbox, acks) = builder.open().await?;
     let outbox = Arc::new(outbox);
+    // Only the JetStream source dispatches with tokens; without it the
+    // receiver is dropped and released tokens (there are none) go nowhere.
+    let ack_pump = source
+        .as_ref()
+        .map(|src| jetstream::spawn_ack_pump(acks, src.acker()));
+    let js_metrics = (handle.is_some() && (source.is_some() || !js_sinks.is_empty()))
+        .then(|| jetstream::spawn_metrics(source.as_ref().map(|s| s.stats()), js_sinks.clone()));
 
     let admin_stop = CancellationToken::new();
-    let admin_task = match (admin_l, handle, &plan.admin) {
-        (Some(l), Some(metrics), Some(a)) => {
+    let admin_task = match (admin_l, handle, hook, &plan.admin) {
+        (Some(l), Some(metrics), Some(hook), Some(a)) => {
             announce("admin", &l)?;
             let state = Arc::new(admin::AdminState {
                 outbox: outbox.clone(),
                 metrics,
+                hook,
                 auth: a.token.as_ref().map(BearerAuth::new),
             });
             let stop = admin_stop.clone();
@@ -169,6 +210,19 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
     };
 
     let (appended, rejected, source_error) = match (ingest_l, &plan.ingest) {
+        _ if source.is_some() => {
+            let src = source.as_ref().ok_or(Error::ShuttingDown)?;
+            let r = src.run(outbox.clone(), signals.wait()).await;
+            tracing::info!("jetstream source stopped; draining");
+            // Invalid messages are terminated and counted in the summary,
+            // not turned into an exit code: a daemon stops with 0.
+            let stats = src.stats();
+            (
+                stats.appended.load(Ordering::Relaxed),
+                0,
+                Pending::Stdin(r.err()),
+            )
+        }
         (Some(l), Some(i)) => {
             announce("ingest", &l)?;
             let state = Arc::new(ingest::IngestState {
@@ -188,7 +242,9 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
                         .await
                 })
             };
+            let service = systemd::Service::ready(&outbox, plan.sinks.len());
             signals.wait().await;
+            service.stopping().await;
             tracing::info!("signal received; refusing new records and draining");
             state.stopping.store(true, Ordering::Release);
             stop.cancel();
@@ -206,8 +262,10 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
             )
         }
         _ => {
+            let service = systemd::Service::ready(&outbox, plan.sinks.len());
             let stats =
                 stdin::pump(outbox.clone(), plan.engine.max_record_bytes, signals.wait()).await;
+            service.stopping().await;
             (stats.appended, stats.rejected, Pending::Stdin(stats.error))
         }
     };
@@ -220,6 +278,25 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
         Pending::Server(None) => None,
         Pending::Stdin(e) => e,
     };
+    if let (Some(pump), Some(src)) = (ack_pump, &source) {
+        // The engine closed the token channel in its shutdown; acks still
+        // unconfirmed get a short grace, then are left to redelivery.
+        let mut pump = pump;
+        let grace = plan.drain_timeout.min(Duration::from_secs(10));
+        if tokio::time::timeout(grace, &mut pump).await.is_err() {
+            src.acker().stop();
+            let _ = pump.await;
+        }
+    }
+    if let Some(t) = js_metrics {
+        t.abort();
+    }
+    for line in jetstream::summary(source.as_ref().map(|s| s.stats()).as_deref(), &js_sinks) {
+        eprintln!("{line}");
+    }
+    if let Some(src) = source {
+        src.close().await;
+    }
     admin_stop.cancel();
     if let Some(t) = admin_task {
         let _ = t.await;
@@ -241,14 +318,47 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
             )
         }
     );
+    for (sink, why) in &report.corrupt {
+        eprintln!("outbox: sink {sink} stopped on damaged data: {why}");
+    }
     if let Some(e) = source_error {
         return Err(e);
+    }
+    if let Some((sink, _)) = report.corrupt.first() {
+        // Records are left undelivered: never exit 0 with that.
+        return Err(Error::Corrupted {
+            tree: "log",
+            key: format!("(read by sink `{sink}`)"),
+            reason: "the sink stopped on damaged data (the range is named above); its records stay in the log; see `outbox check` and `outbox salvage`".into(),
+        });
     }
     Ok(if rejected > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `max_ack_pending` above the smallest `block` sink's lag limit lets
+/// messages wait inside blocked appends instead of in JetStream (see
+/// docs/configuration.md, "Sizing max_ack_pending"). Legal, so a warning.
+fn warn_on_sizing(src: &JetStreamSource, sinks: &[config::SinkPlan]) {
+    let (_, max_ack_pending) = src.consumer_limits();
+    let smallest = sinks
+        .iter()
+        .filter(|s| s.cfg.on_full == outbox::OnFull::Block)
+        .filter_map(|s| s.cfg.max_lag_records.map(|m| (m, &s.name)))
+        .min();
+    if let Some((lag, name)) = smallest {
+        if max_ack_pending < 0 || max_ack_pending as u64 > lag {
+            tracing::warn!(
+                max_ack_pending,
+                sink = %name,
+                max_lag_records = lag,
+                "the consumer's max_ack_pending is above this block sink's lag limit: messages may wait in blocked appends (see docs/configuration.md, Sizing max_ack_pending)"
+            );
+        }
+    }
 }
 
 /// A file sink's directory is created (mode 0700) when missing, like the

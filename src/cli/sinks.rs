@@ -2,7 +2,12 @@
 
 use std::path::PathBuf;
 
-use outbox::sink::{FileSink, Sink, StdoutSink, WebhookConfig, WebhookSink};
+use std::sync::Arc;
+
+use outbox::sink::{
+    FileSink, JetStreamSink, JetStreamSinkConfig, JetStreamSinkStats, Sink, StdoutSink,
+    WebhookConfig, WebhookSink,
+};
 use outbox::{Error, Result};
 
 /// A sink as given on the command line.
@@ -15,6 +20,9 @@ pub enum SinkSpec {
     /// `NAME=webhook:URL`, with its secrets from `--webhook-secret-env`, or a
     /// `[[sinks]]` table with `kind = "webhook"` and its `[sinks.webhook]`.
     Webhook(Box<WebhookConfig>),
+    /// A `[[sinks]]` table with `kind = "jetstream"` and its
+    /// `[sinks.jetstream]`.
+    JetStream(Box<JetStreamSinkConfig>),
 }
 
 /// Parses `NAME=stdout`, `NAME=file:PATH` or `NAME=webhook:URL`. A webhook
@@ -84,20 +92,39 @@ pub fn apply_secret_envs(specs: &mut [(String, SinkSpec)], flags: &[String]) -> 
     Ok(())
 }
 
+/// A built sink, with the counters of a JetStream sink.
+pub struct Built {
+    /// The sink.
+    pub sink: Box<dyn Sink>,
+    /// A JetStream sink's counters, for the metrics and the exit summary.
+    pub jetstream: Option<Arc<JetStreamSinkStats>>,
+}
+
 /// Opens the sink.
 ///
 /// # Errors
-/// The I/O error of opening a file.
-pub async fn build(spec: &SinkSpec) -> Result<Box<dyn Sink>> {
+/// The I/O error of opening a file; a bad webhook or JetStream setting.
+pub async fn build(spec: &SinkSpec) -> Result<Built> {
+    let plain = |sink: Box<dyn Sink>| Built {
+        sink,
+        jetstream: None,
+    };
     Ok(match spec {
-        SinkSpec::Stdout => Box::new(StdoutSink::new()),
-        SinkSpec::File(p) => Box::new(FileSink::open(p).await.map_err(|e| {
+        SinkSpec::Stdout => plain(Box::new(StdoutSink::new())),
+        SinkSpec::File(p) => plain(Box::new(FileSink::open(p).await.map_err(|e| {
             Error::Io(std::io::Error::new(
                 e.kind(),
                 format!("file sink {}: {e}", p.display()),
             ))
-        })?),
-        SinkSpec::Webhook(cfg) => Box::new(WebhookSink::new(cfg)?),
+        })?)),
+        SinkSpec::Webhook(cfg) => plain(Box::new(WebhookSink::new(cfg)?)),
+        SinkSpec::JetStream(cfg) => {
+            let sink = JetStreamSink::connect(cfg).await?;
+            Built {
+                jetstream: Some(sink.stats()),
+                sink: Box::new(sink),
+            }
+        }
     })
 }
 

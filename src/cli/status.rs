@@ -33,6 +33,10 @@ pub struct StatusView {
     pub head: u64,
     /// One row per sink with an offset, configured ones first.
     pub sinks: Vec<SinkRow>,
+    /// What makes the store unusable, when it is damaged (offline: what the
+    /// open-time verification refuses); the exit code is then 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One sink.
@@ -50,32 +54,68 @@ pub struct SinkRow {
     pub dlq: usize,
     /// Has an offset but is no longer configured.
     pub orphaned: bool,
+    /// `ok`, `orphan`, or `corrupt` (its worker stopped on data it cannot
+    /// read; `error` says where).
+    #[serde(default)]
+    pub state: String,
+    /// Why the sink is not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
-/// Reads the view from a stopped outbox.
+/// Reads the view from a stopped outbox, and verifies it as an open would.
 ///
 /// # Errors
 /// Decoding errors of the offsets or meta trees.
 pub fn offline(store: &Store) -> Result<StatusView> {
-    let head = store.extent()?.next.0;
-    let configured = store.configured_sinks()?;
+    let (head, members, problem) = match store.verify() {
+        Ok(v) => (v.next.0, v.members, None),
+        Err(e) => (
+            store.extent()?.end.0,
+            store.members().unwrap_or_default(),
+            Some(e.to_string()),
+        ),
+    };
     let mut sinks: Vec<SinkRow> = store
         .offsets()?
         .into_iter()
-        .map(|(name, o)| SinkRow {
-            orphaned: configured.as_ref().is_some_and(|c| !c.contains(&name)),
-            dlq: store.dlq_count(&name),
-            sink: name.to_string(),
-            committed: o.next,
-            head,
-            lag: head.saturating_sub(o.next),
+        .map(|(name, o)| {
+            let orphaned = members
+                .iter()
+                .find(|m| m.name == name.as_str())
+                .is_none_or(|m| m.orphaned_at_ms.is_some());
+            SinkRow {
+                orphaned,
+                state: if orphaned { "orphan" } else { "ok" }.to_string(),
+                error: None,
+                dlq: store.dlq_count(&name),
+                sink: name.to_string(),
+                committed: o.next,
+                head,
+                lag: head.saturating_sub(o.next),
+            }
         })
         .collect();
+    for m in &members {
+        if !sinks.iter().any(|s| s.sink == m.name) {
+            sinks.push(SinkRow {
+                sink: m.name.clone(),
+                committed: 0,
+                head,
+                lag: 0,
+                dlq: 0,
+                orphaned: m.orphaned_at_ms.is_some(),
+                state: "corrupt".into(),
+                error: Some("its committed offset is missing".into()),
+            });
+        }
+    }
     sinks.sort_by_key(|r| r.orphaned);
     Ok(StatusView {
         log_id: store.log_id().simple().to_string(),
         head,
         sinks,
+        problem,
     })
 }
 
@@ -95,26 +135,38 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
             lag: s.lag,
             dlq: s.dlq,
             orphaned: false,
+            state: s.state.clone(),
+            error: s.error.clone(),
         })
         .collect();
-    for (name, offset) in &st.orphans {
-        let dlq = match SinkName::new(name.clone()) {
+    for o in &st.orphans {
+        let dlq = match SinkName::new(o.name.clone()) {
             Ok(n) => outbox.dlq_list(Some(&n))?.len(),
             Err(_) => 0,
         };
         sinks.push(SinkRow {
-            sink: name.clone(),
-            committed: *offset,
+            sink: o.name.clone(),
+            committed: o.offset,
             head: st.head,
-            lag: st.head.saturating_sub(*offset),
+            lag: st.head.saturating_sub(o.offset),
             dlq,
             orphaned: true,
+            state: "orphan".into(),
+            error: None,
         });
     }
+    let problem = sinks.iter().find(|s| s.state == "corrupt").map(|s| {
+        format!(
+            "sink `{}` is corrupt: {}",
+            s.sink,
+            s.error.clone().unwrap_or_default()
+        )
+    });
     Ok(StatusView {
         log_id: st.log_id,
         head: st.head,
         sinks,
+        problem,
     })
 }
 
@@ -129,19 +181,28 @@ pub fn table(v: &StatusView) -> String {
         .max(4);
     let mut out = format!("log {}  head {}\n", v.log_id, v.head);
     out += &format!(
-        "{:<w$}  {:>12}  {:>12}  {:>10}  {:>6}  ORPHANED\n",
-        "SINK", "COMMITTED", "HEAD", "LAG", "DLQ"
+        "{:<w$}  {:>12}  {:>12}  {:>10}  {:>6}  {:<8}  ORPHANED\n",
+        "SINK", "COMMITTED", "HEAD", "LAG", "DLQ", "STATE"
     );
     for s in &v.sinks {
         out += &format!(
-            "{:<w$}  {:>12}  {:>12}  {:>10}  {:>6}  {}\n",
+            "{:<w$}  {:>12}  {:>12}  {:>10}  {:>6}  {:<8}  {}\n",
             s.sink,
             s.committed,
             s.head,
             s.lag,
             s.dlq,
+            s.state,
             if s.orphaned { "yes" } else { "no" }
         );
+    }
+    for s in &v.sinks {
+        if let Some(e) = &s.error {
+            out += &format!("sink {}: {e}\n", s.sink);
+        }
+    }
+    if let Some(p) = &v.problem {
+        out += &format!("problem: {p}\n");
     }
     out
 }
@@ -156,7 +217,7 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
                 )))
             })?
         }
-        (None, Some(dir)) => offline(&super::open_existing(dir)?)?,
+        (None, Some(dir)) => offline(&super::inspect_existing(dir)?)?,
         (None, None) => {
             return Err(outbox::Error::Config {
                 param: "--data-dir".into(),
@@ -172,7 +233,11 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
     } else {
         print!("{}", table(&view));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if view.problem.is_some() {
+        ExitCode::from(super::check::EXIT_CORRUPT)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]
@@ -192,6 +257,8 @@ mod tests {
                     lag: 3,
                     dlq: 1,
                     orphaned: false,
+                    state: "ok".into(),
+                    error: None,
                 },
                 SinkRow {
                     sink: "old-sink".into(),
@@ -200,16 +267,19 @@ mod tests {
                     lag: 8,
                     dlq: 0,
                     orphaned: true,
+                    state: "orphan".into(),
+                    error: None,
                 },
             ],
+            problem: None,
         };
         let t = table(&v);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[0], "log abc  head 10");
         let cols: Vec<&str> = lines[2].split_whitespace().collect();
-        assert_eq!(cols, ["out", "7", "10", "3", "1", "no"]);
+        assert_eq!(cols, ["out", "7", "10", "3", "1", "ok", "no"]);
         let cols: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(cols, ["old-sink", "2", "10", "8", "0", "yes"]);
+        assert_eq!(cols, ["old-sink", "2", "10", "8", "0", "orphan", "yes"]);
     }
 }

@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
-use outbox::{Outbox, Record, Result};
+use outbox::{Record, Result};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::ndjson;
+use super::token::{AckToken, Engine};
 
 const GROUP: usize = 256;
 const IN_FLIGHT: usize = 16;
@@ -32,7 +33,7 @@ pub struct Stats {
 
 /// Reads stdin until EOF or `stop`, dispatching as it goes.
 pub async fn pump(
-    outbox: Arc<Outbox<()>>,
+    outbox: Arc<Engine>,
     max_record: usize,
     stop: impl std::future::Future<Output = ()>,
 ) -> Stats {
@@ -40,7 +41,7 @@ pub async fn pump(
     let mut lines = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut inflight: JoinSet<Result<usize>> = JoinSet::new();
-    let mut group: Vec<(Record, Vec<()>)> = Vec::with_capacity(GROUP);
+    let mut group: Vec<(Record, Vec<AckToken>)> = Vec::with_capacity(GROUP);
     let mut line_no = 0u64;
     let mut buf = Vec::new();
     tokio::pin!(stop);
@@ -93,10 +94,10 @@ pub async fn pump(
 }
 
 async fn send(
-    outbox: &Arc<Outbox<()>>,
+    outbox: &Arc<Engine>,
     slots: &Arc<Semaphore>,
     inflight: &mut JoinSet<Result<usize>>,
-    group: &mut Vec<(Record, Vec<()>)>,
+    group: &mut Vec<(Record, Vec<AckToken>)>,
     stats: &mut Stats,
 ) -> Result<()> {
     while let Some(r) = inflight.try_join_next() {

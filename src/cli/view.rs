@@ -78,18 +78,28 @@ pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
     let sink = q.sink_name()?;
     let log_id = store.log_id();
     let extent = store.extent()?;
-    let configured = store.configured_sinks()?;
+    let reserved = store.seq_reserved()?;
+    let next = extent.end.max(reserved);
+    let members = store.members()?;
+    let orphan = |name: &SinkName| {
+        members
+            .iter()
+            .find(|m| m.name == name.as_str())
+            .is_none_or(|m| m.orphaned_at_ms.is_some())
+    };
     let mut out = Map::new();
     if q.tree.has(TreeSel::Meta) {
         out.insert(
             "meta".into(),
             json!({
-                "format_version": outbox::codec::FormatVersion::CURRENT as u8,
+                "format_version": store.format() as u8,
                 "log_id": log_id.simple().to_string(),
                 "created_at_ms": store.created_at_ms(),
                 "first_seq": extent.first.map(|s| s.0),
-                "next_seq": extent.next.0,
-                "configured_sinks": configured.as_ref().map(|c| c.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+                "next_seq": next.0,
+                "seq_reserved": reserved.0,
+                "configured_sinks": members.iter().filter(|m| m.orphaned_at_ms.is_none()).map(|m| m.name.clone()).collect::<Vec<_>>(),
+                "members": members.iter().map(|m| json!({"sink": m.name, "orphaned_at_ms": m.orphaned_at_ms})).collect::<Vec<_>>(),
             }),
         );
     }
@@ -99,11 +109,11 @@ pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
             .into_iter()
             .filter(|(name, _)| sink.as_ref().is_none_or(|s| s == name))
             .map(|(name, o)| {
-                let orphaned = configured.as_ref().is_some_and(|c| !c.contains(&name));
+                let orphaned = orphan(&name);
                 json!({
                     "sink": name.as_str(),
                     "offset": o.next,
-                    "lag": extent.next.0.saturating_sub(o.next),
+                    "lag": next.0.saturating_sub(o.next),
                     "orphaned": orphaned,
                     "updated_at_ms": o.updated_at_ms,
                 })
@@ -251,10 +261,7 @@ pub fn payload_json(p: &[u8]) -> Value {
 fn log_json(log_id: uuid::Uuid, seq: Seq, at: u64, e: &LogEntry) -> Value {
     record_json(
         seq,
-        DeliveryId {
-            log_id,
-            seq: e.origin_seq(seq),
-        },
+        e.delivery_id(seq, log_id),
         at,
         e.target.as_deref(),
         &e.record,
@@ -284,10 +291,16 @@ pub fn dlq_json(log_id: uuid::Uuid, e: &DlqEntry) -> Value {
     json!({
         "sink": e.sink,
         "seq": e.seq,
-        "delivery_id": DeliveryId { log_id, seq: Seq(e.origin) }.to_string(),
+        "delivery_id": e.delivery_id(log_id).to_string(),
         "error": e.error,
         "attempts": e.attempts,
         "failed_at_ms": e.failed_at_ms,
+        "history": e.history.iter().map(|a| json!({
+            "at_ms": a.at_ms,
+            "latency_ms": a.latency_ms,
+            "permanent": a.permanent,
+            "error": a.error,
+        })).collect::<Vec<_>>(),
         "headers": e.record.headers,
         "payload": payload_json(&e.record.payload),
     })

@@ -3,93 +3,144 @@
 //! Invariants:
 //! - seqs are assigned here and nowhere else while the engine runs, in
 //!   strictly increasing order, contiguous within a value;
-//! - one request's records always land in one value (atomic `dispatch_many`
-//!   and HTTP ingest requests);
+//! - before a seq at or above `meta.seq_reserved` is written, the
+//!   reservation is raised past it durably, so no receipt can name a seq a
+//!   crash could hand to another record;
+//! - one request's records always land in one value, or one atomic run of
+//!   values (atomic `dispatch_many` and HTTP ingest requests);
+//! - a request with an idempotency key that is already known appends
+//!   nothing; its tokens are held against the records the key names, and it
+//!   is answered once they are durable; a new key is written in the same
+//!   sled transaction as its records;
 //! - a value is written before its flush is requested, and its batch is
 //!   handed to the completion task with that flush's ticket; nothing here
 //!   waits for a flush, so the next value is built while the last flushes;
-//! - a failed write consumes no seq and answers every request in it with the
-//!   error.
+//! - a failed write answers every request of its group with the error and
+//!   poisons the store: nothing more is written or receipted until it is
+//!   reopened (what sled had already written may survive, and is then
+//!   delivered after the reopen: a failed dispatch is "maybe appended");
+//! - a redrive runs one bounded chunk at a time, and only while no dispatch
+//!   is waiting, so a large redrive never holds dispatch up for long.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AppendReq, Completion, Core};
-use crate::codec::{self, BatchHeader, LogEntry};
+use super::{AppendReq, Appended, Completion, Core};
+use crate::codec::{self, BatchHeader, BatchKind, IdemValue, LogEntry};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
-use crate::store::{Batch, now_ms};
-use crate::types::{Seq, SinkName};
+use crate::store::{Batch, Selection, Ticket, now_ms};
+use crate::types::{Record, Seq, SinkName};
+
+/// Seqs reserved at a time: one durable meta write (a flush and an
+/// fdatasync, ~0.3 ms) per this many records, and at most this many seqs
+/// skipped by a restart after a crash.
+pub(crate) const RESERVE_CHUNK: u64 = 1 << 20;
+
+/// A redrive in progress.
+struct RedriveJob {
+    sink: SinkName,
+    which: Selection,
+    after: Option<Seq>,
+    moved: usize,
+    last: Option<Ticket>,
+    reply: oneshot::Sender<Result<usize>>,
+}
+
+/// Where the appender stands: the next seq and the durable reservation.
+pub(crate) struct Cursor {
+    pub next: Seq,
+    pub reserved: Seq,
+}
 
 /// Runs until a `Stop` request; returns the next unassigned seq.
 pub(crate) async fn run<T: Send + 'static>(
     core: Arc<Core<T>>,
     mut rx: mpsc::Receiver<AppendReq<T>>,
-    mut next: Seq,
+    mut cur: Cursor,
 ) -> Seq {
     let mut carry: Option<AppendReq<T>> = None;
+    let mut redrives: VecDeque<RedriveJob> = VecDeque::new();
     loop {
         let req = match carry.take() {
             Some(r) => r,
+            None if !redrives.is_empty() => match rx.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    redrive_step(&core, &mut cur, &mut redrives);
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return cur.next,
+            },
             None => match rx.recv().await {
                 Some(r) => r,
-                None => return next,
+                None => return cur.next,
             },
         };
         let mut group = match req {
-            AppendReq::Stop => return next,
-            AppendReq::Redrive { sink, seqs, reply } => {
-                let r = redrive(&core, &mut next, &sink, seqs.as_deref());
-                match r {
-                    Ok((n, Some((ticket, done)))) => {
-                        let _ = core.done_tx.send(done);
-                        // Reply once durable: wait here; redrives are rare.
-                        let durable = core.durability.wait(ticket).await;
-                        let _ = reply.send(durable.map(|()| n));
-                    }
-                    Ok((n, None)) => {
-                        let _ = reply.send(Ok(n));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+            AppendReq::Stop => {
+                while !redrives.is_empty() {
+                    redrive_step(&core, &mut cur, &mut redrives);
                 }
+                return cur.next;
+            }
+            AppendReq::Redrive { sink, which, reply } => {
+                redrives.push_back(RedriveJob {
+                    sink,
+                    which,
+                    after: None,
+                    moved: 0,
+                    last: None,
+                    reply,
+                });
                 continue;
             }
             AppendReq::Records {
                 items,
                 bytes,
+                key,
                 reply,
                 at,
-            } => vec![(items, bytes, reply, at)],
+            } => vec![Req {
+                items,
+                bytes,
+                key,
+                reply,
+                at,
+            }],
         };
-        // Gather what else is queued, within the value limits.
-        let mut records: usize = group[0].0.len();
-        let mut bytes: usize = group[0].1;
+        // Gather what else is queued, within the group limits.
+        let mut records: usize = group[0].items.len();
+        let mut bytes: usize = group[0].bytes;
         while records < core.cfg.max_batch_records && bytes < core.cfg.max_batch_bytes {
             match rx.try_recv() {
                 Ok(AppendReq::Records {
                     items,
                     bytes: b,
+                    key,
                     reply,
                     at,
                 }) => {
-                    if records + items.len() > core.cfg.max_batch_records
+                    let req = Req {
+                        items,
+                        bytes: b,
+                        key,
+                        reply,
+                        at,
+                    };
+                    if records + req.items.len() > core.cfg.max_batch_records
                         || bytes + b > core.cfg.max_batch_bytes
                     {
-                        carry = Some(AppendReq::Records {
-                            items,
-                            bytes: b,
-                            reply,
-                            at,
-                        });
+                        carry = Some(req.into_append());
                         break;
                     }
-                    records += items.len();
+                    records += req.items.len();
                     bytes += b;
-                    group.push((items, b, reply, at));
+                    group.push(req);
                 }
                 Ok(other) => {
                     carry = Some(other);
@@ -98,43 +149,138 @@ pub(crate) async fn run<T: Send + 'static>(
                 Err(_) => break,
             }
         }
-        write_group(&core, &mut next, group, records, bytes);
+        write_group(&core, &mut cur, group);
     }
 }
 
-type Group<T> = Vec<(
-    Vec<(crate::types::Record, Vec<T>)>,
-    usize,
-    oneshot::Sender<Result<Seq>>,
-    Instant,
-)>;
-
-fn write_group<T: Send + 'static>(
-    core: &Arc<Core<T>>,
-    next: &mut Seq,
-    group: Group<T>,
-    records: usize,
+/// One dispatch request.
+struct Req<T> {
+    items: Vec<(Record, Vec<T>)>,
     bytes: usize,
-) {
-    let first = *next;
+    key: Option<(Vec<u8>, [u8; 16])>,
+    reply: oneshot::Sender<Result<Appended>>,
+    at: Instant,
+}
+
+impl<T> Req<T> {
+    fn into_append(self) -> AppendReq<T> {
+        AppendReq::Records {
+            items: self.items,
+            bytes: self.bytes,
+            key: self.key,
+            reply: self.reply,
+            at: self.at,
+        }
+    }
+}
+
+/// How a keyed request was resolved.
+enum Keyed {
+    /// Not seen: append, then record the key.
+    New,
+    /// Seen, with the same content: the first record's seq.
+    Duplicate(Seq),
+}
+
+fn resolve_key(
+    core: &Core<impl Send>,
+    key: &(Vec<u8>, [u8; 16]),
+    count: usize,
+    in_group: &HashMap<Vec<u8>, IdemValue>,
+) -> Result<Keyed> {
+    let (k, digest) = key;
+    let known = match in_group.get(k) {
+        Some(v) => Some(*v),
+        None => core.store.idem_get(k)?,
+    };
+    let window = core.cfg.idempotency_window.as_millis() as u64;
+    match known {
+        Some(v) if now_ms().saturating_sub(v.at_ms) < window => {
+            if &v.digest != digest || v.count as usize != count {
+                Err(Error::KeyReused(format!(
+                    "key `{}` was used within the last {:?} for {} different record(s); nothing was appended",
+                    String::from_utf8_lossy(k),
+                    core.cfg.idempotency_window,
+                    v.count
+                )))
+            } else {
+                Ok(Keyed::Duplicate(Seq(v.first)))
+            }
+        }
+        _ => Ok(Keyed::New),
+    }
+}
+
+fn write_group<T: Send + 'static>(core: &Arc<Core<T>>, cur: &mut Cursor, group: Vec<Req<T>>) {
+    let first = cur.next;
     let mut tokens = Vec::new();
     let mut replies = Vec::with_capacity(group.len());
-    let mut oldest = None;
+    let mut early = Vec::new();
+    let mut keys: Vec<(Vec<u8>, IdemValue)> = Vec::new();
+    let mut in_group: HashMap<Vec<u8>, IdemValue> = HashMap::new();
+    let mut oldest: Option<Instant> = None;
     let mut packer = Packer::new(first, value_bytes(core));
-    for (items, req_bytes, reply, at) in group {
-        replies.push((reply, packer.next_seq()));
-        oldest = Some(oldest.map_or(at, |o: Instant| o.min(at)));
-        packer.request(items, req_bytes, &mut tokens);
+    let mut failed: Vec<(oneshot::Sender<Result<Appended>>, Error)> = Vec::new();
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    for req in group {
+        oldest = Some(oldest.map_or(req.at, |o| o.min(req.at)));
+        if let Some(key) = &req.key {
+            match resolve_key(core, key, req.items.len(), &in_group) {
+                Err(e) => {
+                    failed.push((req.reply, e));
+                    continue;
+                }
+                Ok(Keyed::Duplicate(orig)) => {
+                    for (i, (_, t)) in req.items.into_iter().enumerate() {
+                        if !t.is_empty() {
+                            tokens.push((Seq(orig.0 + i as u64), t));
+                        }
+                    }
+                    replies.push((
+                        req.reply,
+                        Appended {
+                            first: orig,
+                            duplicate: true,
+                        },
+                    ));
+                    continue;
+                }
+                Ok(Keyed::New) => {
+                    let v = IdemValue {
+                        first: packer.next_seq().0,
+                        count: req.items.len() as u32,
+                        digest: key.1,
+                        at_ms: now_ms(),
+                    };
+                    in_group.insert(key.0.clone(), v);
+                    keys.push((key.0.clone(), v));
+                }
+            }
+        }
+        let appended = Appended {
+            first: packer.next_seq(),
+            duplicate: false,
+        };
+        records += req.items.len() as u64;
+        bytes += req.bytes as u64;
+        packer.request(req.items, req.bytes, &mut tokens);
+        if matches!(core.cfg.sync, SyncPolicy::Interval(_)) {
+            early.push((req.reply, appended));
+        } else {
+            replies.push((req.reply, appended));
+        }
+    }
+    for (reply, e) in failed {
+        let _ = reply.send(Err(e));
     }
     let (batches, atomic_runs) = packer.finish();
-    let values: Vec<(Seq, Vec<u8>)> = batches
-        .iter()
-        .map(|b| (b.first, codec::encode_batch(b.header, &b.entries)))
-        .collect();
-    if let Err(e) = core.store.append_runs(values, &atomic_runs) {
+    let end = batches.last().map_or(first, |b| b.end());
+    let written = write_values(core, cur, &batches, &atomic_runs, end, &keys);
+    if let Err(e) = written {
         let msg = e.to_string();
         let mut first_err = Some(e);
-        for (reply, _) in replies {
+        for (reply, _) in replies.into_iter().chain(early) {
             let err = first_err
                 .take()
                 .unwrap_or_else(|| Error::Poisoned(msg.clone()));
@@ -142,29 +288,27 @@ fn write_group<T: Send + 'static>(
         }
         return;
     }
-    *next = Seq(first.0 + records as u64);
-    core.store.note_appended(*next);
-    core.metrics.appended(records as u64, bytes as u64);
-    if let Some(this) = bytes.checked_div(records) {
-        // A moving mean, weighted 1/8 to the newest group.
-        let this = this as u64;
-        let _ = core.mean_record_bytes.fetch_update(
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-            |m| Some(if m == 0 { this } else { m - m / 8 + this / 8 }),
-        );
+    cur.next = end;
+    if records > 0 {
+        core.metrics.appended(records, bytes);
+        if let Some(this) = bytes.checked_div(records) {
+            // A moving mean, weighted 1/8 to the newest group.
+            let _ = core.mean_record_bytes.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |m| Some(if m == 0 { this } else { m - m / 8 + this / 8 }),
+            );
+        }
+    }
+    if batches.is_empty() && replies.is_empty() && early.is_empty() && tokens.is_empty() {
+        return;
     }
     let ticket = core.durability.request();
     // Under the interval policy a receipt does not wait for the flush; the
     // batch is still published to the workers only once it is durable.
-    let replies = if matches!(core.cfg.sync, SyncPolicy::Interval(_)) {
-        for (reply, s) in replies {
-            let _ = reply.send(Ok(s));
-        }
-        Vec::new()
-    } else {
-        replies
-    };
+    for (reply, a) in early {
+        let _ = reply.send(Ok(a));
+    }
     let _ = core.done_tx.send(Completion::Appended {
         ticket,
         batches,
@@ -174,6 +318,38 @@ fn write_group<T: Send + 'static>(
     });
 }
 
+/// Reserves seqs up to `end` if needed, writes the values and the keys.
+fn write_values<T>(
+    core: &Core<T>,
+    cur: &mut Cursor,
+    batches: &[Arc<Batch>],
+    atomic_runs: &[std::ops::Range<usize>],
+    end: Seq,
+    keys: &[(Vec<u8>, IdemValue)],
+) -> Result<()> {
+    if batches.is_empty() {
+        return Ok(());
+    }
+    if end > cur.reserved {
+        let to = Seq(end.0.saturating_add(RESERVE_CHUNK));
+        core.store.reserve_seqs(to)?;
+        cur.reserved = to;
+    }
+    let values = batches
+        .iter()
+        .map(|b| Ok((b.first, codec::encode_batch(b.first, b.header, &b.entries)?)))
+        .collect::<Result<Vec<_>>>()?;
+    if keys.is_empty() {
+        core.store.append_runs(values, atomic_runs)?;
+    } else {
+        // Keys and their records in one transaction: after a crash, a key
+        // is there exactly when its records are.
+        core.store.append_keyed(values, keys)?;
+    }
+    core.store.note_appended(end);
+    Ok(())
+}
+
 /// The value size for the next group: `max_value_bytes` while every sink
 /// keeps up, `backlog_value_bytes` once the slowest is more than
 /// `backlog_records` behind. While sinks keep up, values are truncated soon
@@ -181,17 +357,74 @@ fn write_group<T: Send + 'static>(
 /// whose cache only evicts small pages (docs/performance.md), so smaller
 /// values bound memory exactly when a backlog would otherwise fill it.
 fn value_bytes<T>(core: &Core<T>) -> usize {
-    let head = core.head().0;
-    let behind = core
-        .sinks
-        .iter()
-        .map(|s| head.saturating_sub(s.committed.load(std::sync::atomic::Ordering::Acquire)))
-        .max()
-        .unwrap_or(0);
+    let behind = core.sinks.iter().map(|s| core.lag(s)).max().unwrap_or(0);
     if behind > core.cfg.backlog_records {
         core.cfg.backlog_value_bytes
     } else {
         core.cfg.max_value_bytes
+    }
+}
+
+/// Runs the next chunk of the first redrive job, and answers the job when
+/// it is done (once its last chunk is durable, without blocking here).
+fn redrive_step<T: Send + 'static>(
+    core: &Arc<Core<T>>,
+    cur: &mut Cursor,
+    jobs: &mut VecDeque<RedriveJob>,
+) {
+    let Some(job) = jobs.front_mut() else {
+        return;
+    };
+    let step = core.store.redrive_chunk(
+        &job.sink,
+        &job.which,
+        job.after,
+        cur.next,
+        core.cfg.max_value_bytes,
+    );
+    match step {
+        Ok(Some(chunk)) => {
+            job.after = Some(chunk.cursor);
+            job.moved += chunk.moved;
+            let batches: Vec<Arc<Batch>> = chunk.batches.into_iter().map(Arc::new).collect();
+            if let Some(b) = batches.last() {
+                cur.next = b.end();
+            }
+            if cur.next > cur.reserved {
+                // Redriven seqs are never receipted, but keep the invariant
+                // that everything written is below the reservation.
+                let to = Seq(cur.next.0.saturating_add(RESERVE_CHUNK));
+                if core.store.reserve_seqs(to).is_ok() {
+                    cur.reserved = to;
+                }
+            }
+            let ticket = core.durability.request();
+            job.last = Some(ticket);
+            let _ = core.done_tx.send(Completion::Appended {
+                ticket,
+                batches,
+                tokens: Vec::new(),
+                replies: Vec::new(),
+                at: Instant::now(),
+            });
+        }
+        Ok(None) => {
+            if let Some(job) = jobs.pop_front() {
+                let durability = core.durability.clone();
+                tokio::spawn(async move {
+                    let r = match job.last {
+                        Some(t) => durability.wait(t).await.map(|()| job.moved),
+                        None => Ok(0),
+                    };
+                    let _ = job.reply.send(r);
+                });
+            }
+        }
+        Err(e) => {
+            if let Some(job) = jobs.pop_front() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
     }
 }
 
@@ -233,7 +466,7 @@ impl Packer {
 
     fn request<T>(
         &mut self,
-        items: Vec<(crate::types::Record, Vec<T>)>,
+        items: Vec<(Record, Vec<T>)>,
         bytes: usize,
         tokens: &mut Vec<(Seq, Vec<T>)>,
     ) {
@@ -271,6 +504,7 @@ impl Packer {
         self.out.push(Arc::new(Batch {
             first: Seq(self.next),
             header: BatchHeader {
+                kind: BatchKind::Records,
                 count: n as u32,
                 bytes: self.cur_bytes,
                 appended_at_ms: self.appended_at_ms,
@@ -285,39 +519,6 @@ impl Packer {
         self.cut();
         (self.out, self.runs)
     }
-}
-
-/// A redrive that appended something: its flush ticket and its completion.
-type Redriven<T> = (crate::store::Ticket, Completion<T>);
-
-/// Appends the chosen DLQ entries of `sink` as one value aimed at that sink
-/// and removes them from the DLQ, in one transaction.
-fn redrive<T>(
-    core: &Arc<Core<T>>,
-    next: &mut Seq,
-    sink: &SinkName,
-    seqs: Option<&[Seq]>,
-) -> Result<(usize, Option<Redriven<T>>)> {
-    let Some(batch) = core.store.redrive_at(sink, seqs, *next)? else {
-        return Ok((0, None));
-    };
-    let moved = batch.entries.len();
-    *next = batch.end();
-    core.store.note_appended(*next);
-    let ticket = core.durability.request();
-    Ok((
-        moved,
-        Some((
-            ticket,
-            Completion::Appended {
-                ticket,
-                batches: vec![Arc::new(batch)],
-                tokens: Vec::new(),
-                replies: Vec::new(),
-                at: Instant::now(),
-            },
-        )),
-    ))
 }
 
 #[cfg(test)]

@@ -44,9 +44,7 @@ pub(crate) async fn run<T: Send + 'static>(
             } => match core.durability.wait(ticket).await {
                 Ok(()) => {
                     core.metrics.append_durable(at.elapsed());
-                    let Some(end) = batches.last().map(|b| b.end()) else {
-                        continue;
-                    };
+                    let end = batches.last().map(|b| b.end());
                     if let Some(idx) = &core.bytes {
                         let mut idx = idx.lock();
                         for b in &batches {
@@ -62,15 +60,19 @@ pub(crate) async fn run<T: Send + 'static>(
                     for (seq, t) in tokens {
                         release(acks.register(seq, t));
                     }
-                    core.head.send_if_modified(|h| {
-                        let moved = end > *h;
-                        *h = (*h).max(end);
-                        moved
-                    });
-                    for (reply, seq) in replies {
-                        let _ = reply.send(Ok(seq));
+                    if let Some(end) = end {
+                        core.head.send_if_modified(|h| {
+                            let moved = end > *h;
+                            *h = (*h).max(end);
+                            moved
+                        });
                     }
-                    skip_drop_sinks(&core);
+                    for (reply, appended) in replies {
+                        let _ = reply.send(Ok(appended));
+                    }
+                    if end.is_some() {
+                        skip_drop_sinks(&core);
+                    }
                 }
                 Err(e) => {
                     // The flush error is already `Poisoned`: pass its reason
@@ -94,11 +96,7 @@ pub(crate) async fn run<T: Send + 'static>(
                 }
                 if let Some(slot) = core.sinks.get(sink) {
                     slot.committed.fetch_max(offset.0, Ordering::AcqRel);
-                    let lag = core
-                        .head()
-                        .0
-                        .saturating_sub(slot.committed.load(Ordering::Acquire));
-                    core.metrics.lag(slot.name.as_str(), lag);
+                    core.metrics.lag(slot.name.as_str(), core.lag(slot));
                 }
                 release(acks.commit(sink, offset.0));
                 core.room.notify_waiters();
@@ -122,7 +120,8 @@ fn skip_drop_sinks<T>(core: &Arc<Core<T>>) {
             .max(slot.floor.load(Ordering::Acquire));
         let mut floor = 0u64;
         if let Some(m) = slot.cfg.max_lag_records {
-            floor = floor.max(head.saturating_sub(m));
+            // Counted in records: a crash's hole is not lag.
+            floor = floor.max(core.holes.lock().back(Seq(head), m).0);
         }
         if let (Some(m), Some(idx)) = (slot.cfg.max_lag_bytes, &core.bytes) {
             if let Some(f) = idx.lock().floor_for(m) {

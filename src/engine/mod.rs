@@ -19,10 +19,16 @@
 //! - a sink's stored offset never decreases.
 
 mod appender;
+mod breaker;
 mod completion;
+mod holes;
+mod msg;
 mod open;
+mod rate_limit;
 mod tail;
 mod truncate;
+mod window;
+mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,48 +44,15 @@ use crate::codec::DlqEntry;
 use crate::config::{OnFull, OutboxConfig, SinkConfig};
 use crate::error::{Error, Result};
 use crate::metrics::MetricsHook;
-use crate::store::{Batch, Durability, Store};
+use crate::store::{Durability, Selection, Store};
 use crate::types::{DeliveryId, Receipt, Record, Seq, SinkName};
 
+pub use breaker::{Breaker, BreakerState, Health, Permit, Trip};
+pub(crate) use holes::Holes;
+pub(crate) use msg::{AppendReq, Appended, Completion};
 pub use open::OutboxBuilder;
+pub use rate_limit::TokenBucket;
 pub(crate) use tail::{ByteIndex, TailCache};
-
-/// A request to the appender.
-pub(crate) enum AppendReq<T> {
-    /// Records from one `dispatch*` call; appended together or not at all.
-    Records {
-        items: Vec<(Record, Vec<T>)>,
-        bytes: usize,
-        reply: oneshot::Sender<Result<Seq>>,
-        at: Instant,
-    },
-    /// Move DLQ entries of one sink back into the log, for that sink only.
-    Redrive {
-        sink: SinkName,
-        seqs: Option<Vec<Seq>>,
-        reply: oneshot::Sender<Result<usize>>,
-    },
-    /// Finish what was queued before this, then stop.
-    Stop,
-}
-
-/// Work for the completion task, processed in the order sent.
-pub(crate) enum Completion<T> {
-    Appended {
-        ticket: crate::store::Ticket,
-        batches: Vec<Arc<Batch>>,
-        tokens: Vec<(Seq, Vec<T>)>,
-        replies: Vec<(oneshot::Sender<Result<Seq>>, Seq)>,
-        at: Instant,
-    },
-    Committed {
-        ticket: crate::store::Ticket,
-        sink: usize,
-        offset: Seq,
-    },
-    /// Shutdown: everything before this has been sent.
-    Finish,
-}
 
 /// The shared state of one sink.
 pub(crate) struct SinkSlot {
@@ -93,6 +66,42 @@ pub(crate) struct SinkSlot {
     pub dropped: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub retries: AtomicU64,
+    /// Set when the worker stopped on data it cannot read: the message
+    /// names the range. The sink delivers nothing more until the operator
+    /// repairs the store (`outbox salvage`) and restarts.
+    pub corrupt: Mutex<Option<String>>,
+    /// Records the sink's filter passed over, by this process.
+    pub filtered: AtomicU64,
+    /// The circuit breaker (it never trips without `cfg.breaker`, but an
+    /// operator can still pause the sink through it).
+    pub breaker: Mutex<Breaker>,
+    /// The token bucket, with `cfg.rate_limit`.
+    pub bucket: Option<Mutex<TokenBucket>>,
+    /// Notified when the breaker closes or is resumed, for waiting
+    /// deliveries and the worker.
+    pub gate_changed: Notify,
+}
+
+impl SinkSlot {
+    /// The sink's state for status reports: `corrupt`, the breaker's state
+    /// when it is not closed (`open`, `half_open`, `paused`), or `ok`.
+    pub fn state(&self) -> (&'static str, Option<String>) {
+        if let Some(why) = &*self.corrupt.lock() {
+            return ("corrupt", Some(why.clone()));
+        }
+        match self.breaker.lock().state() {
+            BreakerState::Closed => ("ok", None),
+            other => (other.as_str(), None),
+        }
+    }
+}
+
+/// A sink that is no longer configured but keeps its backlog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Orphan {
+    pub name: SinkName,
+    pub offset: Seq,
+    pub since_ms: u64,
 }
 
 /// State shared by the handle and the tasks.
@@ -119,6 +128,10 @@ pub(crate) struct Core<T> {
     /// Mean stored size of a record, from the batches appended this
     /// session, for the log-bytes estimate (0 until the first append).
     pub mean_record_bytes: AtomicU64,
+    /// Orphaned sinks: they hold back truncation (not acks) until forgotten.
+    pub orphans: Mutex<Vec<Orphan>>,
+    /// Seq ranges with no record (holes, lost markers), left out of lag.
+    pub holes: Mutex<Holes>,
 }
 
 impl<T> Core<T> {
@@ -126,15 +139,21 @@ impl<T> Core<T> {
         *self.head.borrow()
     }
 
+    /// Records a sink has not passed: head minus its durable offset, less
+    /// the seqs with no record (a crash's hole) in between.
+    pub fn lag(&self, slot: &SinkSlot) -> u64 {
+        let committed = Seq(slot.committed.load(Ordering::Acquire));
+        self.holes.lock().records(committed, self.head())
+    }
+
     /// The first Block sink whose lag is at its limit.
     pub fn full_sink(&self) -> Option<&SinkSlot> {
-        let head = self.head().0;
         self.sinks.iter().find(|s| {
             if s.cfg.on_full != OnFull::Block {
                 return false;
             }
             let committed = s.committed.load(Ordering::Acquire);
-            let lag = head.saturating_sub(committed);
+            let lag = self.lag(s);
             if s.cfg.max_lag_records.is_some_and(|m| lag >= m) {
                 return true;
             }
@@ -146,18 +165,18 @@ impl<T> Core<T> {
     }
 
     /// Reports the log's size: records as the span of seqs from the first
-    /// batch to the head (exact but for gaps, which are rare), bytes as that
-    /// times the mean record size. Counting exactly would mean reading every
+    /// value to the head (holes included), bytes as that times the mean
+    /// record size. Counting exactly would mean reading every
     /// value, which pulls the whole log into sled's cache.
     pub fn report_log_size(&self, first: Option<Seq>) {
-        let head = self.head().0;
-        let records = first.map_or(0, |f| head.saturating_sub(f.0));
+        let records = first.map_or(0, |f| self.holes.lock().records(f, self.head()));
         let bytes = records.saturating_mul(self.mean_record_bytes.load(Ordering::Relaxed));
         self.metrics.log_size(records, bytes);
     }
 
-    /// Refuses new work and aborts every task where it stands, as a crash
-    /// would: nothing drains, nothing more is committed.
+    /// Refuses new work and aborts every task where it stands: nothing
+    /// drains and nothing more is committed (what was written may still be
+    /// flushed by sled, which is harmless: it is replayed).
     fn stop_now(&self, tasks: &Tasks) {
         self.closing.store(true, Ordering::Release);
         self.cancel.cancel();
@@ -175,6 +194,11 @@ impl<T> Core<T> {
             seq: origin,
         }
     }
+
+    /// The lowest offset of the orphans, which truncation must not pass.
+    pub fn orphan_floor(&self) -> Option<Seq> {
+        self.orphans.lock().iter().map(|o| o.offset).min()
+    }
 }
 
 /// Per-sink figures, as [`Outbox::status`] reports them.
@@ -182,6 +206,10 @@ impl<T> Core<T> {
 pub struct SinkStatus {
     /// The sink.
     pub name: String,
+    /// `ok`, or `corrupt` once its worker stopped on data it cannot read.
+    pub state: String,
+    /// Why the sink is not `ok`: for `corrupt`, the range and the reason.
+    pub error: Option<String>,
     /// Durable committed offset: every seq below it is done.
     pub committed: u64,
     /// Head minus committed.
@@ -196,6 +224,23 @@ pub struct SinkStatus {
     pub dead_lettered: u64,
     /// Retries made by this process.
     pub retries: u64,
+    /// Records the sink's filter passed over, by this process.
+    pub filtered: u64,
+    /// The sink's filter, as configured, if it has one.
+    pub filter: Option<String>,
+}
+
+/// An orphaned sink, as [`Outbox::status`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OrphanStatus {
+    /// The sink.
+    pub name: String,
+    /// Its offset: the log is kept from here on for it.
+    pub offset: u64,
+    /// Since when it is not configured, ms since the Unix epoch.
+    pub orphaned_at_ms: u64,
+    /// When it will be forgotten (its retention), ms since the Unix epoch.
+    pub forget_at_ms: u64,
 }
 
 /// What [`Outbox::status`] returns.
@@ -207,9 +252,9 @@ pub struct Status {
     pub head: u64,
     /// Configured sinks.
     pub sinks: Vec<SinkStatus>,
-    /// Sinks with an offset on disk that are not configured: they hold back
-    /// neither truncation nor acks.
-    pub orphans: Vec<(String, u64)>,
+    /// Sinks with an offset that are not configured: they hold back
+    /// truncation (their backlog is kept) but not acks, until forgotten.
+    pub orphans: Vec<OrphanStatus>,
 }
 
 /// One record as [`Outbox::read_log`] returns it.
@@ -247,6 +292,19 @@ pub struct ShutdownReport {
     pub drained: bool,
     /// Records each sink left in the log for the next start.
     pub pending: Vec<(SinkName, u64)>,
+    /// Sinks whose worker stopped on data it cannot read, with the reason
+    /// (naming the range). Their records stay in the log.
+    pub corrupt: Vec<(SinkName, String)>,
+}
+
+/// What [`Outbox::dispatch_once`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispatched {
+    /// One receipt per record, in order.
+    pub receipts: Vec<Receipt>,
+    /// The key was seen within the idempotency window: nothing was
+    /// appended, and these are the receipts of the first dispatch.
+    pub duplicate: bool,
 }
 
 /// How long shutdown waits for a cancelled worker before aborting it.
@@ -264,6 +322,12 @@ struct Tasks {
 /// Open one with [`Outbox::builder`]. Dispatch from any number of tasks;
 /// concurrent dispatches share group commits. Tokens come back on the
 /// receiver returned by [`OutboxBuilder::open`].
+///
+/// Stop it with [`Outbox::shutdown`] (or [`Outbox::close`], which also
+/// waits until the data directory is released). Dropping it without a
+/// shutdown stops every task where it stands: nothing is drained, and what
+/// was not yet delivered stays in the log for the next open, with its
+/// tokens unreleased. Either way, a record that was receipted is never lost.
 pub struct Outbox<T: Send + 'static = ()> {
     core: Arc<Core<T>>,
     tasks: Mutex<Option<Tasks>>,
@@ -285,37 +349,67 @@ impl<T: Send + 'static> Outbox<T> {
     /// durable offset has passed the record.
     ///
     /// # Errors
-    /// [`Error::Rejected`] (too large), [`Error::ShuttingDown`],
-    /// [`Error::Poisoned`] or [`Error::Io`]. Nothing is appended on error,
-    /// and the tokens are dropped, not released.
+    /// - [`Error::Rejected`] (too large) or [`Error::ShuttingDown`]: nothing
+    ///   was appended.
+    /// - [`Error::Poisoned`] or [`Error::Io`]: the store failed while
+    ///   writing or flushing. The record may or may not have reached the
+    ///   disk; if it did, it is delivered after the outbox is reopened, so a
+    ///   retry may deliver it twice (use [`Outbox::dispatch_once`] with a key
+    ///   to make retries safe). Its seq is never given to another record.
+    ///
+    /// On error the tokens are dropped, never released.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if the future is dropped after the request reached
+    /// the appender, the record is appended (and delivered) all the same;
+    /// only the receipt is lost.
     pub async fn dispatch(&self, record: Record, tokens: Vec<T>) -> Result<Receipt> {
-        let first = self.append(vec![(record, tokens)]).await?;
-        Ok(Receipt {
-            seq: first,
-            delivery_id: self.core.delivery_id(first),
-        })
+        let mut r = self.dispatch_many(vec![(record, tokens)]).await?;
+        r.pop().ok_or(Error::ShuttingDown)
     }
 
-    /// Appends records atomically, as one log value: all or none. Returns one
-    /// receipt per record, in order, with consecutive seqs.
+    /// Appends records atomically: all or none. Returns one receipt per
+    /// record, in order, with consecutive seqs.
     ///
     /// # Errors
     /// As [`Outbox::dispatch`].
     pub async fn dispatch_many(&self, items: Vec<(Record, Vec<T>)>) -> Result<Vec<Receipt>> {
-        let n = items.len() as u64;
-        if n == 0 {
+        if items.is_empty() {
             return Ok(Vec::new());
         }
-        let first = self.append(items).await?;
-        Ok((0..n)
-            .map(|i| {
-                let seq = Seq(first.0 + i);
-                Receipt {
-                    seq,
-                    delivery_id: self.core.delivery_id(seq),
-                }
-            })
-            .collect())
+        self.append(items, None).await.map(|d| d.receipts)
+    }
+
+    /// Appends records atomically unless `key` was used within the
+    /// idempotency window ([`crate::OutboxConfig::idempotency_window`]): then
+    /// nothing is appended, the first dispatch's receipts come back with
+    /// `duplicate` set, and `tokens` are held against the first dispatch's
+    /// records (released at once if every sink has passed them). The key is
+    /// durable with the records, in the same group commit.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when `key` is empty or longer than 1 KiB;
+    /// [`Error::KeyReused`] when it was used within the window for
+    /// different records (compared by a digest of the payloads and
+    /// headers); otherwise as [`Outbox::dispatch`].
+    pub async fn dispatch_once(
+        &self,
+        key: &str,
+        items: Vec<(Record, Vec<T>)>,
+    ) -> Result<Dispatched> {
+        if key.is_empty() || key.len() > 1024 {
+            return Err(Error::Rejected(format!(
+                "idempotency key of {} bytes; it must be 1 to 1024 bytes",
+                key.len()
+            )));
+        }
+        if items.is_empty() {
+            return Ok(Dispatched {
+                receipts: Vec::new(),
+                duplicate: false,
+            });
+        }
+        self.append(items, Some(key.as_bytes().to_vec())).await
     }
 
     /// The first Block sink that is full right now, if any. An ingest
@@ -329,7 +423,11 @@ impl<T: Send + 'static> Outbox<T> {
         self.core.closing.load(Ordering::Acquire)
     }
 
-    async fn append(&self, items: Vec<(Record, Vec<T>)>) -> Result<Seq> {
+    async fn append(
+        &self,
+        items: Vec<(Record, Vec<T>)>,
+        key: Option<Vec<u8>>,
+    ) -> Result<Dispatched> {
         let core = &self.core;
         let mut bytes = 0;
         for (i, (r, _)) in items.iter().enumerate() {
@@ -342,18 +440,35 @@ impl<T: Send + 'static> Outbox<T> {
             }
             bytes += size;
         }
+        let given: Vec<Option<DeliveryId>> = items.iter().map(|(r, _)| r.delivery_id()).collect();
+        let key = key.map(|k| (k, digest(&items)));
         self.wait_for_room().await?;
         let (reply, rx) = oneshot::channel();
         core.append_tx
             .send(AppendReq::Records {
                 items,
                 bytes,
+                key,
                 reply,
                 at: Instant::now(),
             })
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        let done = rx.await.map_err(|_| Error::ShuttingDown)??;
+        let receipts = (0..given.len() as u64)
+            .zip(given)
+            .map(|(i, id)| {
+                let seq = Seq(done.first.0 + i);
+                Receipt {
+                    seq,
+                    delivery_id: id.unwrap_or_else(|| core.delivery_id(seq)),
+                }
+            })
+            .collect();
+        Ok(Dispatched {
+            receipts,
+            duplicate: done.duplicate,
+        })
     }
 
     async fn wait_for_room(&self) -> Result<()> {
@@ -361,6 +476,11 @@ impl<T: Send + 'static> Outbox<T> {
         loop {
             if core.closing.load(Ordering::Acquire) {
                 return Err(Error::ShuttingDown);
+            }
+            if let Some(why) = core.store.poisoned() {
+                // The worker that would make room has stopped: waiting
+                // would be forever.
+                return Err(Error::Poisoned(why));
             }
             if core.full_sink().is_none() {
                 return Ok(());
@@ -374,10 +494,49 @@ impl<T: Send + 'static> Outbox<T> {
         }
     }
 
-    /// Offsets, lag and DLQ counts.
+    /// Pauses sink `sink` by hand: no delivery starts (in-flight ones
+    /// finish), its records stay in the log and its lag grows; no probe
+    /// resumes it, only [`Outbox::resume_sink`]. Not kept across a restart.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when an orphan's offset does not decode.
+    /// [`Error::UnknownSink`] when it is not configured.
+    pub fn pause_sink(&self, sink: &SinkName) -> Result<()> {
+        let slot = self.slot(sink)?;
+        slot.breaker.lock().pause();
+        self.core
+            .metrics
+            .breaker(sink.as_str(), BreakerState::Paused);
+        tracing::warn!(sink = %sink, "sink paused by an operator");
+        Ok(())
+    }
+
+    /// Resumes a sink paused with [`Outbox::pause_sink`]: its breaker
+    /// closes with empty counts and deliveries start at once.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSink`] when it is not configured.
+    pub fn resume_sink(&self, sink: &SinkName) -> Result<()> {
+        let slot = self.slot(sink)?;
+        slot.breaker.lock().resume();
+        let state = slot.breaker.lock().state();
+        self.core.metrics.breaker(sink.as_str(), state);
+        slot.gate_changed.notify_waiters();
+        tracing::info!(sink = %sink, state = state.as_str(), "sink resumed by an operator");
+        Ok(())
+    }
+
+    fn slot(&self, sink: &SinkName) -> Result<&SinkSlot> {
+        self.core
+            .sinks
+            .iter()
+            .find(|s| &s.name == sink)
+            .ok_or_else(|| Error::UnknownSink(sink.to_string()))
+    }
+
+    /// Offsets, lag, DLQ counts, sink states and orphans.
+    ///
+    /// # Errors
+    /// None today; typed for the reads a status may need.
     pub fn status(&self) -> Result<Status> {
         let core = &self.core;
         let head = core.head().0;
@@ -386,24 +545,34 @@ impl<T: Send + 'static> Outbox<T> {
             .iter()
             .map(|s| {
                 let committed = s.committed.load(Ordering::Acquire);
+                let (state, error) = s.state();
                 SinkStatus {
                     name: s.name.to_string(),
+                    state: state.to_string(),
+                    error,
                     committed,
-                    lag: head.saturating_sub(committed),
+                    lag: core.lag(s),
                     dlq: core.store.dlq_count(&s.name),
                     delivered: s.delivered.load(Ordering::Relaxed),
                     dropped: s.dropped.load(Ordering::Relaxed),
                     dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
                     retries: s.retries.load(Ordering::Relaxed),
+                    filtered: s.filtered.load(Ordering::Relaxed),
+                    filter: s.cfg.filter.as_ref().map(|f| f.to_string()),
                 }
             })
             .collect();
+        let retention = core.cfg.orphan_retention.as_millis() as u64;
         let orphans = core
-            .store
-            .offsets()?
-            .into_iter()
-            .filter(|(n, _)| !core.sinks.iter().any(|s| &s.name == n))
-            .map(|(n, o)| (n.to_string(), o.next))
+            .orphans
+            .lock()
+            .iter()
+            .map(|o| OrphanStatus {
+                name: o.name.to_string(),
+                offset: o.offset.0,
+                orphaned_at_ms: o.since_ms,
+                forget_at_ms: o.since_ms.saturating_add(retention),
+            })
             .collect();
         Ok(Status {
             log_id: core.log_id.simple().to_string(),
@@ -413,12 +582,20 @@ impl<T: Send + 'static> Outbox<T> {
         })
     }
 
+    /// Whether every sink can still deliver: false once one stopped on data
+    /// it cannot read, or the store failed. For a health endpoint.
+    pub fn is_healthy(&self) -> bool {
+        self.core.store.poisoned().is_none()
+            && self.core.sinks.iter().all(|s| s.corrupt.lock().is_none())
+    }
+
     /// Up to `limit` records from `from` on, read from the log while the
     /// outbox runs (for an admin endpoint). Includes records not yet durable
-    /// only if they are already in sled; published ones always.
+    /// only if they are already in sled; published ones always. Holes and
+    /// lost markers hold no records and are passed over.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when a batch does not decode.
+    /// [`Error::Corrupted`] when a value does not decode.
     pub fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogRecord>> {
         let mut out = Vec::new();
         for batch in self.core.store.iter_batches(from) {
@@ -433,7 +610,7 @@ impl<T: Send + 'static> Outbox<T> {
                 }
                 out.push(LogRecord {
                     seq,
-                    delivery_id: self.core.delivery_id(e.origin_seq(seq)),
+                    delivery_id: e.delivery_id(seq, self.core.log_id),
                     appended_at_ms: batch.header.appended_at_ms,
                     target: e.target,
                     record: e.record,
@@ -446,14 +623,14 @@ impl<T: Send + 'static> Outbox<T> {
     /// The data directory's identity and extent.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when the first or last batch does not decode.
+    /// [`Error::Corrupted`] when the first or last value does not decode.
     pub fn meta(&self) -> Result<Meta> {
         let extent = self.core.store.extent()?;
         Ok(Meta {
             log_id: self.core.log_id,
             created_at_ms: self.core.store.created_at_ms(),
             first_seq: extent.first,
-            next_seq: extent.next,
+            next_seq: self.core.head().max(extent.end),
         })
     }
 
@@ -466,8 +643,10 @@ impl<T: Send + 'static> Outbox<T> {
     }
 
     /// Moves DLQ entries of `sink` (those at `seqs`, or all) back into the
-    /// log for that sink only, keeping their delivery ids. The append and
-    /// the DLQ removal are one transaction. Returns how many moved.
+    /// log for that sink only, keeping their delivery ids. Each chunk of the
+    /// move (at most 32 MiB of records) appends and removes in one
+    /// transaction, so every entry is in exactly one of the two. Returns how
+    /// many moved, once all of it is durable.
     ///
     /// # Errors
     /// [`Error::UnknownSink`] when `sink` is not configured; storage errors.
@@ -483,7 +662,10 @@ impl<T: Send + 'static> Outbox<T> {
             .append_tx
             .send(AppendReq::Redrive {
                 sink: sink.clone(),
-                seqs,
+                which: match seqs {
+                    Some(s) => Selection::Seqs(s),
+                    None => Selection::All,
+                },
                 reply,
             })
             .await
@@ -495,11 +677,45 @@ impl<T: Send + 'static> Outbox<T> {
     /// removal durable. Returns how many were removed.
     ///
     /// # Errors
-    /// Storage errors.
+    /// [`Error::ShuttingDown`] once shutdown has begun; storage errors.
     pub async fn dlq_purge(&self, sink: &SinkName, seqs: Option<Vec<Seq>>) -> Result<usize> {
-        let n = self.core.store.dlq_purge(sink, seqs.as_deref())?;
+        if self.core.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let which = match seqs {
+            Some(s) => Selection::Seqs(s),
+            None => Selection::All,
+        };
+        let n = self.core.store.dlq_purge(sink, &which)?;
         self.core.durability.sync().await?;
         Ok(n)
+    }
+
+    /// Forgets an orphaned sink: its offset and membership go, durably, and
+    /// its backlog no longer holds back truncation. Returns the offset it
+    /// had.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when `sink` is configured (stop using it in the
+    /// configuration first); [`Error::UnknownSink`] when it is not an
+    /// orphan; storage errors.
+    pub async fn forget_orphan(&self, sink: &SinkName) -> Result<Seq> {
+        if self.core.sinks.iter().any(|s| &s.name == sink) {
+            return Err(Error::Rejected(format!(
+                "sink `{sink}` is configured; only an orphan (a sink no longer configured) can be forgotten"
+            )));
+        }
+        if !self.core.orphans.lock().iter().any(|o| &o.name == sink) {
+            return Err(Error::UnknownSink(sink.to_string()));
+        }
+        let store = self.core.store.clone();
+        let name = sink.clone();
+        let offset = tokio::task::spawn_blocking(move || store.forget(&name))
+            .await
+            .map_err(|e| Error::Storage(format!("forget task failed: {e}")))??;
+        self.core.orphans.lock().retain(|o| &o.name != sink);
+        tracing::warn!(sink = %sink, offset = offset.0, "orphaned sink forgotten; its backlog no longer holds back truncation");
+        Ok(offset)
     }
 
     /// Stops accepting records, lets the sinks catch up for at most
@@ -509,7 +725,12 @@ impl<T: Send + 'static> Outbox<T> {
     /// [`Outbox::close`], which also waits for that).
     ///
     /// # Errors
-    /// [`Error::Poisoned`] when the final flush fails.
+    /// [`Error::ShuttingDown`] when called twice; [`Error::Poisoned`] when
+    /// the final flush fails.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping the future part way leaves the outbox
+    /// stopping; drop the `Outbox` too, which stops what is left.
     pub async fn shutdown(&self, drain_timeout: Duration) -> Result<ShutdownReport> {
         let Some(tasks) = self.tasks.lock().take() else {
             return Err(Error::ShuttingDown);
@@ -553,43 +774,35 @@ impl<T: Send + 'static> Outbox<T> {
         // task has applied them all when it stops.
         let _ = core.done_tx.send(Completion::Finish);
         let _ = tasks.completion.await;
-        let flushed = core.durability.sync().await;
+        let mut flushed = core.durability.sync().await;
+        let head = core.head();
+        if flushed.is_ok() && target <= head {
+            // Every receipt is durable and below the head: the seqs
+            // reserved beyond it were never used, and are given back so a
+            // clean restart does not skip them.
+            let store = core.store.clone();
+            flushed = tokio::task::spawn_blocking(move || store.reserve_seqs(head))
+                .await
+                .map_err(|e| Error::Storage(format!("shutdown task failed: {e}")))
+                .and_then(|r| r);
+        }
         core.durability.stop();
-        let head = core.head().0;
         let pending = core
             .sinks
             .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    head.saturating_sub(s.committed.load(Ordering::Acquire)),
-                )
-            })
+            .map(|s| (s.name.clone(), core.lag(s)))
+            .collect::<Vec<_>>();
+        let corrupt = core
+            .sinks
+            .iter()
+            .filter_map(|s| s.corrupt.lock().clone().map(|why| (s.name.clone(), why)))
             .collect::<Vec<_>>();
         flushed?;
         Ok(ShutdownReport {
             drained: drained && pending.iter().all(|(_, n)| *n == 0),
             pending,
+            corrupt,
         })
-    }
-}
-
-impl<T: Send + 'static> Outbox<T> {
-    /// Stops every task where it stands, as a crash would: no drain, no
-    /// final commit. Returns once the data directory is released, so it can
-    /// be opened again at once. Meant for tests of replay.
-    pub async fn kill(self) {
-        let tasks = self.tasks.lock().take();
-        if let Some(tasks) = tasks {
-            self.core.stop_now(&tasks);
-            let _ = tasks.appender.await;
-            let _ = tasks.completion.await;
-            let _ = tasks.truncator.await;
-            for w in tasks.workers {
-                let _ = w.await;
-            }
-        }
-        self.release().await;
     }
 
     /// [`Outbox::shutdown`], then drops the handle and waits until the data
@@ -645,4 +858,26 @@ impl<T: Send + 'static> Drop for Outbox<T> {
             self.core.stop_now(&tasks);
         }
     }
+}
+
+/// The first 16 bytes of SHA-256 over the records' payloads and headers,
+/// each length-prefixed, so a key reused for other content is told apart.
+fn digest<T>(items: &[(Record, Vec<T>)]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (r, _) in items {
+        h.update((r.headers.len() as u64).to_be_bytes());
+        for (k, v) in &r.headers {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v.as_bytes());
+        }
+        h.update((r.payload.len() as u64).to_be_bytes());
+        h.update(&r.payload);
+    }
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }

@@ -1,11 +1,14 @@
 //! Opening an outbox: validate, open the store, settle every sink's offset,
 //! start the tasks.
 //!
-//! A sink seen for the first time starts at the head (or the earliest record
-//! with [`Start::Earliest`]); its offset is written and flushed before any
-//! task starts, so a restart keeps its place. An offset on disk for a sink
-//! that is not configured is an orphan: reported, and ignored by truncation
-//! and acks.
+//! The store is verified first ([`Store::open`]: the log's chain, every
+//! member's offset, the witness); a damaged store is refused, naming what is
+//! missing. Then, durably and before any task starts: seqs reserved by the
+//! last run and never receipted get a hole; a sink seen for the first time
+//! gets its offset (the head, or the first record with [`Start::Earliest`]);
+//! a member no longer configured becomes an orphan, which keeps its backlog
+//! (it holds back truncation, not acks) until it is forgotten or its
+//! `orphan_retention` has passed.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -16,13 +19,16 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{ByteIndex, Core, Outbox, SinkSlot, TailCache, Tasks};
+use super::appender::Cursor;
+use super::{ByteIndex, Core, Holes, Orphan, Outbox, SinkSlot, TailCache, Tasks};
 use crate::ack::AckTracker;
-use crate::config::{OutboxConfig, SinkConfig, Start, SyncPolicy};
+use crate::codec::BatchKind;
+use crate::config::{BreakerConfig, OutboxConfig, SinkConfig, Start, SyncPolicy};
+use crate::engine::{Breaker, TokenBucket};
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsHook, NoopMetrics};
 use crate::sink::Sink;
-use crate::store::{Durability, FlushMode, Store, StoreOptions};
+use crate::store::{Durability, FlushMode, Store, StoreOptions, now_ms, plan_membership};
 use crate::types::{Seq, SinkName};
 
 /// Configures and opens an [`Outbox`].
@@ -112,36 +118,34 @@ impl<T: Send + 'static> OutboxBuilder<T> {
         let opts = StoreOptions {
             cache_bytes: cfg.cache_bytes,
             create: true,
+            fsync: cfg.sync == SyncPolicy::Full,
         };
+        let retention_ms = cfg.orphan_retention.as_millis() as u64;
         let names: Vec<(SinkName, Start)> =
             named.iter().map(|(n, _, c)| (n.clone(), c.start)).collect();
         let need_bytes = named.iter().any(|(_, _, c)| c.max_lag_bytes.is_some());
-        let opened =
-            tokio::task::spawn_blocking(move || open_store(&dir, &opts, &names, need_bytes))
-                .await
-                .map_err(|e| Error::Storage(format!("open task failed: {e}")))??;
+        let opened = tokio::task::spawn_blocking(move || {
+            open_store(&dir, &opts, &names, need_bytes, retention_ms)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("open task failed: {e}")))??;
         let OpenedStore {
             store,
             next,
+            reserved,
             offsets,
+            orphans,
             bytes,
+            holes,
         } = opened;
         let store = Arc::new(store);
-        let mode = match cfg.sync {
-            SyncPolicy::Always => FlushMode {
-                min_interval: std::time::Duration::ZERO,
-                fsync: false,
-            },
-            SyncPolicy::Full => FlushMode {
-                min_interval: std::time::Duration::ZERO,
-                fsync: true,
-            },
-            SyncPolicy::Interval(d) => FlushMode {
-                min_interval: d,
-                fsync: false,
+        let mode = FlushMode {
+            min_interval: match cfg.sync {
+                SyncPolicy::Interval(d) => d,
+                SyncPolicy::Always | SyncPolicy::Full => std::time::Duration::ZERO,
             },
         };
-        let durability = Arc::new(Durability::start(store.clone(), mode));
+        let durability = Arc::new(Durability::start(store.clone(), mode)?);
         let (append_tx, append_rx) = mpsc::channel(4096);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
@@ -150,14 +154,28 @@ impl<T: Send + 'static> OutboxBuilder<T> {
         let mut slots = Vec::with_capacity(named.len());
         for ((name, sink, scfg), off) in named.into_iter().zip(offsets.iter()) {
             slots.push(SinkSlot {
-                name,
-                cfg: scfg,
                 committed: AtomicU64::new(off.0),
                 floor: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
                 dead_lettered: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
+                corrupt: Mutex::new(None),
+                filtered: AtomicU64::new(0),
+                breaker: Mutex::new(Breaker::new(scfg.breaker.clone().unwrap_or(
+                    // No triggers: it never trips, but can be paused by hand.
+                    BreakerConfig {
+                        consecutive_failures: None,
+                        failure_ratio: None,
+                        probe_interval: BreakerConfig::DEFAULT_PROBE_INTERVAL,
+                    },
+                ))),
+                bucket: scfg
+                    .rate_limit
+                    .map(|r| Mutex::new(TokenBucket::new(r, std::time::Instant::now()))),
+                gate_changed: Notify::new(),
+                name,
+                cfg: scfg,
             });
             sinks_owned.push(sink);
         }
@@ -178,14 +196,20 @@ impl<T: Send + 'static> OutboxBuilder<T> {
             drain: CancellationToken::new(),
             cancel: CancellationToken::new(),
             mean_record_bytes: AtomicU64::new(0),
+            orphans: Mutex::new(orphans),
+            holes: Mutex::new(holes),
         });
         let acks = AckTracker::new(offsets.iter().map(|s| s.0).collect());
-        let appender = tokio::spawn(super::appender::run(core.clone(), append_rx, next));
+        let appender = tokio::spawn(super::appender::run(
+            core.clone(),
+            append_rx,
+            Cursor { next, reserved },
+        ));
         let completion = tokio::spawn(super::completion::run(core.clone(), done_rx, acks, ack_tx));
         let workers = sinks_owned
             .into_iter()
             .enumerate()
-            .map(|(i, sink)| tokio::spawn(crate::worker::run(core.clone(), i, sink)))
+            .map(|(i, sink)| tokio::spawn(super::worker::run(core.clone(), i, Arc::from(sink))))
             .collect();
         let truncator = tokio::spawn(super::truncate::run(core.clone()));
         tracing::info!(
@@ -212,8 +236,11 @@ impl<T: Send + 'static> OutboxBuilder<T> {
 struct OpenedStore {
     store: Store,
     next: Seq,
+    reserved: Seq,
     offsets: Vec<Seq>,
+    orphans: Vec<Orphan>,
     bytes: Option<ByteIndex>,
+    holes: Holes,
 }
 
 fn open_store(
@@ -221,79 +248,81 @@ fn open_store(
     opts: &StoreOptions,
     sinks: &[(SinkName, Start)],
     need_bytes: bool,
+    retention_ms: u64,
 ) -> Result<OpenedStore> {
-    let store = Store::open(dir, opts)?;
-    let extent = store.extent()?;
-    let stored = store.offsets()?;
-    let mut offsets = Vec::with_capacity(sinks.len());
-    let mut wrote = false;
-    for (name, start) in sinks {
-        let existing = stored
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, o)| Seq(o.next));
-        let off = match existing {
-            Some(o) if o > extent.next => {
-                return Err(Error::Corrupted {
-                    tree: crate::codec::tree::OFFSETS,
-                    key: format!("`{name}`"),
-                    reason: format!("offset {o} is past the head {}", extent.next),
-                });
-            }
-            Some(o) => {
-                // An orphan that comes back after the log was truncated past
-                // it resumes at the first record still there. The move is
-                // written now: a configured sink's offset below the first
-                // record is what `Store::open` takes for lost data.
-                let low = extent.first.unwrap_or(extent.next);
-                if o < low {
-                    tracing::warn!(sink = %name, offset = o.0, first = low.0, "sink's offset is below the first record in the log (it was orphaned while the log was truncated); resuming at the first record");
-                    store.commit_offset(name, low, &[])?;
-                    wrote = true;
-                    low
-                } else {
-                    o
-                }
-            }
-            None => {
-                let o = match start {
-                    Start::Head => extent.next,
-                    Start::Earliest => extent.first.unwrap_or(extent.next),
-                };
-                store.commit_offset(name, o, &[])?;
-                wrote = true;
-                tracing::info!(sink = %name, offset = o.0, "new sink");
-                o
-            }
-        };
-        offsets.push(off);
+    let (store, verified) = Store::open(dir, opts)?;
+    let mut offsets = verified.offsets.clone();
+    for (name, to) in &verified.legacy_raise {
+        // Version 1 did not keep an orphan's backlog; it resumes at the
+        // first record still there, as it did then.
+        tracing::warn!(sink = %name, offset = offsets.get(name).map_or(0, |o| o.0), first = to.0, "orphan's offset is below the first record in the log (version 1 truncated past orphans); resuming it at the first record");
+        store.commit_offset(name, *to, &[])?;
+        offsets.insert(name.clone(), *to);
     }
-    for (name, o) in &stored {
-        if !sinks.iter().any(|(n, _)| n == name) {
-            tracing::warn!(sink = %name, offset = o.next, "orphaned sink: it has an offset but is not configured; it holds back neither truncation nor acks");
-        }
+    let next = verified.next;
+    if next > verified.extent.end {
+        tracing::info!(
+            from = verified.extent.end.0,
+            to = next.0,
+            "seqs reserved by the last run and never receipted are skipped (a hole in the log)"
+        );
+        store.write_marker(BatchKind::Hole, verified.extent.end, next)?;
     }
-    let names: Vec<SinkName> = sinks.iter().map(|(n, _)| n.clone()).collect();
-    if store.configured_sinks()?.as_deref() != Some(&names[..]) {
-        store.set_configured_sinks(&names)?;
-        wrote = true;
+    let mut holes = Holes::default();
+    for (from, to) in &verified.markers {
+        holes.add(*from, *to);
     }
-    if wrote {
-        store.flush()?;
+    holes.add(verified.extent.end, next);
+    let plan = plan_membership(
+        sinks,
+        &verified.members,
+        &offsets,
+        verified.extent.first,
+        next,
+        now_ms(),
+        retention_ms,
+    );
+    for (name, o) in &plan.new {
+        store.commit_offset(name, *o, &[])?;
+        tracing::info!(sink = %name, offset = o.0, "new sink");
     }
+    for name in &plan.expired {
+        let o = store.forget(name)?;
+        tracing::warn!(sink = %name, offset = o.0, "orphaned sink forgotten: its orphan_retention has passed; its backlog is no longer kept");
+    }
+    for (name, o, since) in &plan.orphans {
+        tracing::warn!(sink = %name, offset = o.0, orphaned_at_ms = since, "orphaned sink: it has an offset but is not configured; its backlog is kept (it holds back truncation, not acks) until `outbox sinks forget` or orphan_retention");
+    }
+    if store.members()? != plan.members || store.format() != crate::codec::FormatVersion::CURRENT {
+        store.set_members(&plan.members)?;
+    }
+    store.flush()?;
     let bytes = if need_bytes {
         let mut idx = ByteIndex::default();
-        for (first, h) in store.batch_headers()? {
+        for h in store.batch_headers() {
+            let (first, h) = h?;
             idx.push(first, h.bytes);
         }
         Some(idx)
     } else {
         None
     };
+    let reserved = store.seq_reserved()?.max(next);
     Ok(OpenedStore {
         store,
-        next: extent.next,
-        offsets,
+        next,
+        reserved,
+        offsets: plan.offsets,
+        orphans: plan
+            .orphans
+            .into_iter()
+            .map(|(name, offset, since_ms)| Orphan {
+                name,
+                offset,
+                since_ms,
+            })
+            .collect(),
         bytes,
+        holes,
     })
 }

@@ -130,6 +130,7 @@ mod tests {
         Arc::new(Batch {
             first: Seq(first),
             header: BatchHeader {
+                kind: crate::codec::BatchKind::Records,
                 count: n as u32,
                 bytes: (n * each) as u64,
                 appended_at_ms: 0,

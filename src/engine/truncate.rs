@@ -1,8 +1,9 @@
 //! The truncator: removes log batches every configured sink has passed.
 //!
-//! Invariant: only whole batches that end at or below the lowest durable
-//! offset of the configured sinks are removed. Orphaned sinks do not hold
-//! truncation back.
+//! Invariant: only whole values that end at or below the lowest durable
+//! offset of every member are removed: the configured sinks, and the
+//! orphans, which keep their backlog until they are forgotten. It also
+//! prunes idempotency keys older than the window.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,9 @@ const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Batches removed per sled batch, so truncation never holds the tree long.
 const CHUNK: usize = 64;
 
+/// Idempotency keys pruned per pass (once a second).
+const PRUNE_MAX: usize = 100_000;
+
 pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
     let mut tick = tokio::time::interval(core.cfg.truncate_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -28,12 +32,21 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
             if let Ok(extent) = core.store.extent() {
                 core.report_log_size(extent.first);
             }
+            let window = core.cfg.idempotency_window.as_millis() as u64;
+            let before = crate::store::now_ms().saturating_sub(window);
+            let store = core.store.clone();
+            let pruned =
+                tokio::task::spawn_blocking(move || store.idem_prune(before, PRUNE_MAX)).await;
+            if let Ok(Err(e)) = pruned {
+                tracing::error!(error = %e, "pruning idempotency keys failed");
+            }
         }
         let below = low_water(&core);
         if below <= done_below {
             continue;
         }
         core.tail.lock().evict_below(below);
+        core.holes.lock().drop_below(below);
         if let Some(idx) = &core.bytes {
             idx.lock().drop_below(below);
         }
@@ -56,11 +69,12 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
     }
 }
 
-/// The lowest durable offset over configured sinks; the head with none.
+/// The lowest durable offset over every member; the head with none.
 pub(crate) fn low_water<T>(core: &Core<T>) -> Seq {
     core.sinks
         .iter()
         .map(|s| Seq(s.committed.load(Ordering::Acquire)))
+        .chain(core.orphan_floor())
         .min()
         .unwrap_or_else(|| core.head())
 }

@@ -1,12 +1,17 @@
 //! The [`Sink`] trait and the built-in sinks.
 //!
-//! A sink delivers one record at a time and answers Ok, transient or
-//! permanent. Before the worker commits an offset past a batch it calls
+//! A sink delivers records and answers Ok, transient or permanent for each.
+//! Before the worker commits an offset past a run of records it calls
 //! [`Sink::commit`], so a sink that buffers (the file sink) can make
-//! "delivered" mean "on disk". A sink is owned by its worker and never
-//! shared.
+//! "delivered" mean "on disk".
+//!
+//! Every method takes `&self`, so one worker can keep several deliveries of
+//! its sink in flight at once (see `max_in_flight`); a sink keeps whatever
+//! state it mutates behind its own lock. A sink is driven by one worker only.
 
 mod file;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 mod stdout;
 #[cfg(feature = "webhook")]
 pub mod webhook;
@@ -18,6 +23,8 @@ use std::time::Duration;
 use crate::types::{DeliveryId, Record, Seq, SinkName};
 
 pub use file::FileSink;
+#[cfg(feature = "jetstream")]
+pub use jetstream::{JetStreamSink, JetStreamSinkConfig, JetStreamSinkStats};
 pub use stdout::StdoutSink;
 #[cfg(feature = "webhook")]
 pub use webhook::{WebhookConfig, WebhookSink};
@@ -88,18 +95,26 @@ pub struct DeliveryContext<'a> {
 }
 
 /// A destination. One instance per configured sink, driven by one worker.
-pub trait Sink: Send + 'static {
+///
+/// The worker may call [`Sink::deliver`] again before an earlier call's
+/// future has finished (up to the sink's `max_in_flight`); the calls are
+/// made in seq order, so a sink whose deliveries complete at once (a buffer
+/// append) sees records in order.
+pub trait Sink: Send + Sync + 'static {
     /// Delivers one record.
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult>;
 
-    /// Makes every delivery since the last commit durable on the sink's side.
-    /// Called before the worker commits its offset; an error makes the worker
-    /// deliver the batch again. Default: nothing to do.
-    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+    /// Makes every delivery that completed before this call durable on the
+    /// sink's side. Called before the worker commits its offset past those
+    /// records; the worker does not call it again until it returns. An error
+    /// makes the worker deliver again everything after its last committed
+    /// offset, so a sink may discard what it buffered since its last good
+    /// commit. Default: nothing to do.
+    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         Box::pin(async { Ok(()) })
     }
 
@@ -109,13 +124,29 @@ pub trait Sink: Send + 'static {
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
         (**self).deliver(record, ctx)
     }
-    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
+    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
+        (**self).commit()
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
+    fn deliver<'a>(
+        &'a self,
+        record: &'a Record,
+        ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        (**self).deliver(record, ctx)
+    }
+    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         (**self).commit()
     }
     fn kind(&self) -> &'static str {

@@ -1,21 +1,25 @@
 //! The stdout sink: one payload per line.
 
-use tokio::io::{AsyncWriteExt, BufWriter, Stdout};
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
 
 use super::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
 use crate::types::Record;
 
-/// Writes each payload followed by `\n` to standard output, and flushes
-/// before each offset commit.
+/// Writes each payload followed by `\n` to standard output. Lines are
+/// buffered and written, then flushed, at each commit, before the offset
+/// moves past them.
 pub struct StdoutSink {
-    out: BufWriter<Stdout>,
+    pending: Mutex<Vec<u8>>,
+    out: tokio::sync::Mutex<tokio::io::Stdout>,
 }
 
 impl StdoutSink {
     /// A sink on this process's stdout.
     pub fn new() -> Self {
         StdoutSink {
-            out: BufWriter::with_capacity(64 << 10, tokio::io::stdout()),
+            pending: Mutex::new(Vec::with_capacity(64 << 10)),
+            out: tokio::sync::Mutex::new(tokio::io::stdout()),
         }
     }
 }
@@ -28,18 +32,23 @@ impl Default for StdoutSink {
 
 impl Sink for StdoutSink {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         _ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
-        Box::pin(async move {
-            self.out.write_all(&record.payload).await.map_err(io_err)?;
-            self.out.write_all(b"\n").await.map_err(io_err)
-        })
+        let mut pending = self.pending.lock();
+        pending.extend_from_slice(&record.payload);
+        pending.push(b'\n');
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    fn commit(&mut self) -> BoxFuture<'_, DeliveryResult> {
-        Box::pin(async move { self.out.flush().await.map_err(io_err) })
+    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
+        Box::pin(async move {
+            let mut out = self.out.lock().await;
+            let buf = std::mem::take(&mut *self.pending.lock());
+            out.write_all(&buf).await.map_err(io_err)?;
+            out.flush().await.map_err(io_err)
+        })
     }
 
     fn kind(&self) -> &'static str {

@@ -12,9 +12,9 @@ use super::Store;
 use crate::error::{Error, Result};
 
 impl Store {
-    /// Keys in all four trees (an O(n) count, for progress reporting).
+    /// Keys in all five trees (an O(n) count, for progress reporting).
     pub fn key_count(&self) -> u64 {
-        [&self.log, &self.offsets, &self.dlq, &self.meta]
+        [&self.log, &self.offsets, &self.dlq, &self.meta, &self.idem]
             .iter()
             .map(|t| t.len() as u64)
             .sum()
@@ -95,16 +95,15 @@ impl Store {
             db.import(export);
         }));
         if let Err(panic) = r {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "sled panicked".into());
+            let msg = crate::error::panic_message(&panic);
             return Err(Error::Storage(format!("copy failed: {msg}")));
         }
         (progress.borrow_mut())(copied.get());
         db.flush().map_err(Error::from_sled)?;
         drop(db);
+        // The copy is about to replace the original: make it survive a power
+        // loss before anyone does that.
+        super::sync::FileSync::open(out)?;
         let _ = std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700));
         set_file_modes(out);
         Ok(())

@@ -1,8 +1,15 @@
-//! The DLQ tree: list, purge, and the atomic half of a redrive.
+//! The DLQ tree: streaming list, purge, and the atomic half of a redrive.
 //!
-//! Invariant: a redriven entry is removed from `dlq` in the same sled
-//! transaction that appends its record to `log`, so a crash leaves it in
-//! exactly one of the two.
+//! Invariants:
+//! - a redriven entry is removed from `dlq` in the same sled transaction
+//!   that appends its record to `log`, so a crash leaves it in exactly one
+//!   of the two;
+//! - a redrive is cut into chunks of at most [`REDRIVE_CHUNK_BYTES`] of
+//!   records (or one record, if larger); each chunk is packed into log values
+//!   of bounded size and written, with its DLQ removals, as one transaction.
+//!   Nothing is ever encoded larger than a reader accepts, and memory stays
+//!   bounded by a chunk however large the DLQ;
+//! - listing and counting stream the tree; nothing loads the whole DLQ.
 
 use sled::Transactional;
 
@@ -11,22 +18,93 @@ use crate::codec::{self, BatchHeader, DlqEntry, LogEntry};
 use crate::error::{Error, Result};
 use crate::types::{Seq, SinkName};
 
+/// Most record bytes moved by one redrive transaction.
+pub const REDRIVE_CHUNK_BYTES: u64 = 32 << 20;
+
+/// Which DLQ entries of one sink a redrive or purge takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every entry.
+    All,
+    /// The entries at these seqs (absent ones are ignored).
+    Seqs(Vec<Seq>),
+}
+
+impl Selection {
+    fn keys<'a>(
+        &'a self,
+        store: &'a Store,
+        sink: &'a SinkName,
+        after: Option<Seq>,
+    ) -> Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>> + 'a> {
+        match self {
+            Selection::All => {
+                let prefix = codec::dlq_prefix(sink);
+                let mut end = prefix.clone();
+                end.extend_from_slice(&u64::MAX.to_be_bytes());
+                let iter: Box<dyn Iterator<Item = _>> = match after.map(|a| a.0.checked_add(1)) {
+                    None => Box::new(store.dlq.scan_prefix(prefix)),
+                    Some(Some(from)) => {
+                        Box::new(store.dlq.range(codec::dlq_key(sink, Seq(from))..=end))
+                    }
+                    Some(None) => Box::new(std::iter::empty()),
+                };
+                Box::new(iter.map(|kv| kv.map_err(Error::from_sled)))
+            }
+            Selection::Seqs(seqs) => {
+                let mut seqs = seqs.clone();
+                seqs.sort_unstable();
+                seqs.dedup();
+                Box::new(
+                    seqs.into_iter()
+                        .filter(move |s| after.is_none_or(|a| *s > a))
+                        .filter_map(move |s| {
+                            let key = codec::dlq_key(sink, s);
+                            match store.dlq.get(&key) {
+                                Ok(Some(v)) => Some(Ok((sled::IVec::from(key), v))),
+                                Ok(None) => None,
+                                Err(e) => Some(Err(Error::from_sled(e))),
+                            }
+                        }),
+                )
+            }
+        }
+    }
+}
+
+/// One redrive transaction's result.
+#[derive(Debug)]
+pub struct RedriveChunk {
+    /// The values appended, in seq order.
+    pub batches: Vec<Batch>,
+    /// How many DLQ entries moved.
+    pub moved: usize,
+    /// The DLQ seq of the last entry moved: the next chunk starts after it.
+    pub cursor: Seq,
+}
+
 impl Store {
-    /// DLQ entries of one sink, or of every sink, in key order.
-    ///
-    /// # Errors
-    /// [`Error::Corrupted`] when an entry does not decode.
-    pub fn dlq_list(&self, sink: Option<&SinkName>) -> Result<Vec<DlqEntry>> {
+    /// Streams the DLQ entries of one sink, or of every sink, in key order.
+    pub fn dlq_iter<'a>(
+        &'a self,
+        sink: Option<&SinkName>,
+    ) -> impl Iterator<Item = Result<DlqEntry>> + 'a {
         let iter = match sink {
             Some(s) => self.dlq.scan_prefix(codec::dlq_prefix(s)),
             None => self.dlq.iter(),
         };
-        let mut out = Vec::new();
-        for kv in iter {
+        iter.map(|kv| {
             let (k, v) = kv.map_err(Error::from_sled)?;
-            out.push(codec::decode_dlq(&k, &v)?);
-        }
-        Ok(out)
+            codec::decode_dlq(&k, &v)
+        })
+    }
+
+    /// DLQ entries of one sink, or of every sink, in key order, collected.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when an entry does not decode.
+    pub fn dlq_list(&self, sink: Option<&SinkName>) -> Result<Vec<DlqEntry>> {
+        self.dlq_iter(sink).collect()
     }
 
     /// Number of DLQ entries of `sink`.
@@ -34,121 +112,170 @@ impl Store {
         self.dlq.scan_prefix(codec::dlq_prefix(sink)).count()
     }
 
-    /// Removes DLQ entries of `sink`: those at `seqs`, or all of them.
-    /// Returns how many were removed.
+    /// Removes the selected DLQ entries of `sink`. Returns how many were
+    /// removed. Not durable until the next flush.
     ///
     /// # Errors
     /// [`Error::Poisoned`] or [`Error::Io`].
-    pub fn dlq_purge(&self, sink: &SinkName, seqs: Option<&[Seq]>) -> Result<usize> {
+    pub fn dlq_purge(&self, sink: &SinkName, which: &Selection) -> Result<usize> {
         self.check_writable()?;
-        let keys: Vec<Vec<u8>> = match seqs {
-            Some(seqs) => seqs.iter().map(|s| codec::dlq_key(sink, *s)).collect(),
-            None => self
-                .dlq
-                .scan_prefix(codec::dlq_prefix(sink))
-                .keys()
-                .filter_map(|k| k.ok().map(|k| k.to_vec()))
-                .collect(),
-        };
-        // Lower the witness's count first: it must never exceed what is durable.
-        self.note_dlq_removed(keys.len());
         let mut n = 0;
-        for k in keys {
-            let r = self.dlq.remove(k);
-            if self.write_result(r)?.is_some() {
-                n += 1;
+        loop {
+            // Keys are gathered a bounded batch at a time, so purging a
+            // million entries never holds them all.
+            let keys: Vec<sled::IVec> = which
+                .keys(self, sink, None)
+                .take(4096)
+                .map(|kv| kv.map(|(k, _)| k))
+                .collect::<Result<_>>()?;
+            if keys.is_empty() {
+                return Ok(n);
+            }
+            // Lower the witness's count first: it must never exceed what is
+            // durable.
+            self.note_dlq_removed(keys.len());
+            let mut batch = sled::Batch::default();
+            for k in &keys {
+                batch.remove(k.as_ref());
+            }
+            let r = self.dlq.apply_batch(batch);
+            self.write_result(r)?;
+            n += keys.len();
+            if matches!(which, Selection::Seqs(_)) {
+                return Ok(n);
             }
         }
-        Ok(n)
     }
 
-    /// Appends `entries` (already aimed at their sink) as one batch at
-    /// `first`, and removes `remove` from the DLQ, in one transaction.
+    /// Moves the next chunk of the selected DLQ entries of `sink` (those
+    /// after `after`) into the log at `first`, aimed at that sink only and
+    /// keeping their delivery ids, and removes them from the DLQ, in one
+    /// transaction. Values hold whole records, at most `value_bytes` each
+    /// (one record, if larger). Not durable until the next flush. Returns
+    /// `None` when nothing is left.
     ///
     /// # Errors
-    /// [`Error::Poisoned`] or [`Error::Io`].
-    pub fn append_redrive(&self, first: Seq, value: Vec<u8>, remove: &[Vec<u8>]) -> Result<()> {
+    /// Storage errors, or an entry that does not decode; nothing is moved
+    /// then.
+    pub fn redrive_chunk(
+        &self,
+        sink: &SinkName,
+        which: &Selection,
+        after: Option<Seq>,
+        first: Seq,
+        value_bytes: usize,
+    ) -> Result<Option<RedriveChunk>> {
         self.check_writable()?;
+        let mut remove = Vec::new();
+        let mut bytes = 0u64;
+        let mut cursor = None;
+        let mut values: Vec<Vec<LogEntry>> = vec![Vec::new()];
+        let mut value_size = 0u64;
+        for kv in which.keys(self, sink, after) {
+            let (k, v) = kv?;
+            let e = codec::decode_dlq(&k, &v)?;
+            let size = e.record.size() as u64;
+            if !remove.is_empty() && bytes + size > REDRIVE_CHUNK_BYTES {
+                break;
+            }
+            if value_size > 0 && value_size + size > value_bytes as u64 {
+                values.push(Vec::new());
+                value_size = 0;
+            }
+            bytes += size;
+            value_size += size;
+            cursor = Some(Seq(e.seq));
+            if let Some(v) = values.last_mut() {
+                v.push(LogEntry {
+                    record: e.record,
+                    target: Some(sink.to_string()),
+                    origin: Some(e.origin),
+                    origin_log: e.origin_log,
+                });
+            }
+            remove.push(k);
+        }
+        let Some(cursor) = cursor else {
+            return Ok(None);
+        };
+        let at = super::now_ms();
+        let mut next = first;
+        let mut batches = Vec::with_capacity(values.len());
+        let mut encoded = Vec::with_capacity(values.len());
+        for entries in values {
+            let header = BatchHeader::records(&entries, at);
+            encoded.push((
+                codec::log_key(next),
+                codec::encode_batch(next, header, &entries)?,
+            ));
+            let b = Batch {
+                first: next,
+                header,
+                entries,
+            };
+            next = b.end();
+            batches.push(b);
+        }
         self.note_dlq_removed(remove.len());
-        let key = codec::log_key(first);
         let r = (&self.log, &self.dlq).transaction(|(log, dlq)| {
-            log.insert(&key[..], value.as_slice())?;
-            for k in remove {
-                dlq.remove(k.as_slice())?;
+            for (k, v) in &encoded {
+                log.insert(&k[..], v.as_slice())?;
+            }
+            for k in &remove {
+                dlq.remove(k.as_ref())?;
             }
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         });
         match r {
-            Ok(()) => Ok(()),
-            Err(sled::transaction::TransactionError::Storage(e)) => self.write_result(Err(e)),
+            Ok(()) => {}
+            Err(sled::transaction::TransactionError::Storage(e)) => {
+                return self.write_result(Err(e));
+            }
             Err(sled::transaction::TransactionError::Abort(())) => {
-                Err(Error::Storage("redrive transaction aborted".into()))
+                return Err(Error::Storage("redrive transaction aborted".into()));
             }
         }
-    }
-
-    /// Moves the chosen DLQ entries of `sink` (all when `seqs` is `None`)
-    /// into the log as one batch at `first`, aimed at that sink only and
-    /// keeping their delivery ids, and removes them from the DLQ, in one
-    /// transaction. Not durable until the next flush. Returns the appended
-    /// batch, or `None` when nothing was chosen.
-    ///
-    /// # Errors
-    /// Storage errors; nothing is moved then.
-    pub fn redrive_at(
-        &self,
-        sink: &SinkName,
-        seqs: Option<&[Seq]>,
-        first: Seq,
-    ) -> Result<Option<Batch>> {
-        let chosen: Vec<DlqEntry> = self
-            .dlq_list(Some(sink))?
-            .into_iter()
-            .filter(|e| seqs.is_none_or(|s| s.contains(&Seq(e.seq))))
-            .collect();
-        if chosen.is_empty() {
-            return Ok(None);
-        }
-        let entries: Vec<LogEntry> = chosen
-            .iter()
-            .map(|e| LogEntry {
-                record: e.record.clone(),
-                target: Some(sink.to_string()),
-                origin: Some(e.origin),
-            })
-            .collect();
-        let header = BatchHeader {
-            count: entries.len() as u32,
-            bytes: entries.iter().map(|e| e.record.size() as u64).sum(),
-            appended_at_ms: super::now_ms(),
-        };
-        let remove: Vec<Vec<u8>> = chosen
-            .iter()
-            .map(|e| codec::dlq_key(sink, Seq(e.seq)))
-            .collect();
-        self.append_redrive(first, codec::encode_batch(header, &entries), &remove)?;
-        Ok(Some(Batch {
-            first,
-            header,
-            entries,
+        self.note_appended(next);
+        Ok(Some(RedriveChunk {
+            batches,
+            moved: remove.len(),
+            cursor,
         }))
     }
+}
 
-    /// Offline redrive, for the CLI on a stopped outbox: [`Store::redrive_at`]
-    /// at the head, then a flush. Returns the seqs the records were appended
-    /// under.
+impl Store {
+    /// Offline redrive, for the CLI on a stopped outbox: every chunk of
+    /// [`Store::redrive_chunk`] at the head (after a hole for seqs reserved
+    /// by the last run), then a durable flush. Returns the seqs the records
+    /// were appended under.
     ///
     /// # Errors
     /// [`Error::UnknownSink`] when `sink` has no offset; storage errors.
-    pub fn redrive_offline(&self, sink: &SinkName, seqs: Option<&[Seq]>) -> Result<Vec<Seq>> {
+    pub fn redrive_offline(
+        &self,
+        sink: &SinkName,
+        which: &Selection,
+        value_bytes: usize,
+    ) -> Result<Vec<Seq>> {
         if self.offset(sink)?.is_none() {
             return Err(Error::UnknownSink(sink.to_string()));
         }
-        let first = self.extent()?.next;
-        let Some(batch) = self.redrive_at(sink, seqs, first)? else {
-            return Ok(Vec::new());
-        };
-        self.flush()?;
-        Ok((first.0..batch.end().0).map(Seq).collect())
+        let verified = self.verify()?;
+        if verified.next > verified.extent.end {
+            self.write_marker(codec::BatchKind::Hole, verified.extent.end, verified.next)?;
+        }
+        let start = verified.next;
+        let mut next = start;
+        let mut after = None;
+        while let Some(chunk) = self.redrive_chunk(sink, which, after, next, value_bytes)? {
+            after = Some(chunk.cursor);
+            if let Some(b) = chunk.batches.last() {
+                next = b.end();
+            }
+            // Each chunk is durable before the next one starts.
+            self.flush()?;
+        }
+        Ok((start.0..next.0).map(Seq).collect())
     }
 }

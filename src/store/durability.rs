@@ -12,10 +12,13 @@
 //! - a waiter is woken only when a flush numbered at least its ticket has
 //!   returned Ok;
 //! - after a failed flush every current and later waiter gets the error: the
-//!   store is poisoned, nothing is reported durable again.
+//!   store is poisoned, nothing is reported durable again;
+//! - once the flusher has stopped, a waiter whose flush never ran gets
+//!   [`Error::ShuttingDown`] at once instead of waiting forever.
+//!
+//! What "durable" means is the store's: [`Store::flush`] is sled's flush,
+//! plus the fsyncs of the `full` policy when the store was opened with them.
 
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +36,8 @@ pub struct Ticket(u64);
 struct Done {
     flushed: u64,
     failed: Option<Arc<str>>,
+    /// The flusher thread has exited; no further flush will run.
+    stopped: bool,
 }
 
 struct State {
@@ -53,18 +58,20 @@ pub struct Durability {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// How the flusher thread makes writes durable.
+/// When the flusher thread flushes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlushMode {
     /// At least this long between two flushes (0 for group commit on demand).
     pub min_interval: Duration,
-    /// Also fsync sled's files after its flush.
-    pub fsync: bool,
 }
 
 impl Durability {
     /// Starts the flusher thread for `store`.
-    pub fn start(store: Arc<Store>, mode: FlushMode) -> Durability {
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the thread cannot be spawned: without it nothing
+    /// would ever be reported durable, so the open fails instead.
+    pub fn start(store: Arc<Store>, mode: FlushMode) -> Result<Durability> {
         let (done, _) = watch::channel(Done::default());
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
@@ -78,12 +85,21 @@ impl Durability {
         let thread_inner = inner.clone();
         let thread = std::thread::Builder::new()
             .name("outbox-flush".into())
-            .spawn(move || flusher(thread_inner, store, mode))
-            .ok();
-        Durability {
+            .spawn(move || {
+                let stopped = StoppedGuard(thread_inner.clone());
+                flusher(thread_inner, store, mode);
+                drop(stopped);
+            })
+            .map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start the flusher thread: {e}"),
+                ))
+            })?;
+        Ok(Durability {
             inner,
-            thread: Mutex::new(thread),
-        }
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Asks for a flush that covers every write made before this call.
@@ -100,15 +116,20 @@ impl Durability {
     ///
     /// # Errors
     /// [`Error::Poisoned`] when a flush failed.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] when a flush failed; [`Error::ShuttingDown`] when
+    /// the flusher stopped before flushing it.
     pub async fn wait(&self, ticket: Ticket) -> Result<()> {
         let mut rx = self.inner.done.subscribe();
         let done = rx
-            .wait_for(|d| d.failed.is_some() || d.flushed >= ticket.0)
+            .wait_for(|d| d.failed.is_some() || d.flushed >= ticket.0 || d.stopped)
             .await
             .map_err(|_| Error::ShuttingDown)?;
         match &done.failed {
             Some(why) => Err(Error::Poisoned(why.to_string())),
-            None => Ok(()),
+            None if done.flushed >= ticket.0 => Ok(()),
+            None => Err(Error::ShuttingDown),
         }
     }
 
@@ -142,15 +163,19 @@ impl Drop for Durability {
     }
 }
 
+/// Marks the flusher stopped when its thread exits, however it exits.
+struct StoppedGuard(Arc<Inner>);
+
+impl Drop for StoppedGuard {
+    fn drop(&mut self) {
+        self.0.done.send_modify(|d| d.stopped = true);
+    }
+}
+
 /// How often the witness file is rewritten after a flush.
 const WITNESS_EVERY: Duration = Duration::from_secs(1);
 
 fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
-    let files = if mode.fsync {
-        Some(SyncFiles::new(store.path().to_path_buf()))
-    } else {
-        None
-    };
     let mut last = Instant::now() - mode.min_interval;
     let mut last_witness = Instant::now();
     loop {
@@ -183,26 +208,26 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
         };
         last = Instant::now();
         let witness = (last_witness.elapsed() >= WITNESS_EVERY).then(|| store.written());
-        let result = store.flush().and_then(|()| match &files {
-            Some(f) => f.sync().map_err(|e| {
-                store.poison(&format!("fsync: {e}"));
-                Error::Io(e)
-            }),
-            None => Ok(()),
-        });
-        match result {
+        match store.flush() {
             Ok(()) => {
                 inner.done.send_modify(|d| d.flushed = n);
                 if let Some(w) = witness {
                     // Read before this flush started, so all of it is durable.
                     if let Err(e) = store.write_witness(&w) {
-                        tracing::warn!(error = %e, "could not write the witness file");
+                        // The witness is fsynced like everything else: a
+                        // disk that fails it is not trusted further.
+                        store.poison(&format!("witness file: {e}"));
                     }
                     last_witness = Instant::now();
                 }
             }
             Err(e) => {
-                let why: Arc<str> = e.to_string().into();
+                // A flush refused because an earlier write failed carries
+                // that failure's reason already: pass it on, not wrapped.
+                let why: Arc<str> = match e {
+                    Error::Poisoned(why) => why.into(),
+                    other => other.to_string().into(),
+                };
                 inner.done.send_modify(|d| d.failed = Some(why));
                 // Wake anyone who requests later too: they see `failed`.
                 let mut s = inner.state.lock();
@@ -213,31 +238,5 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
                 return;
             }
         }
-    }
-}
-
-/// fsync of sled's files for [`crate::SyncPolicy::Full`]: the `db` file, any
-/// blob files, and the directories that name them.
-struct SyncFiles {
-    dir: PathBuf,
-}
-
-impl SyncFiles {
-    fn new(dir: PathBuf) -> Self {
-        SyncFiles { dir }
-    }
-
-    fn sync(&self) -> std::io::Result<()> {
-        File::open(self.dir.join("db"))?.sync_all()?;
-        let blobs = self.dir.join("blobs");
-        if let Ok(rd) = std::fs::read_dir(&blobs) {
-            for e in rd.flatten() {
-                if let Ok(f) = File::open(e.path()) {
-                    f.sync_all()?;
-                }
-            }
-            File::open(&blobs)?.sync_all()?;
-        }
-        File::open(&self.dir)?.sync_all()
     }
 }

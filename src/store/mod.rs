@@ -1,31 +1,47 @@
-//! The sled store: one `sled::Db` in a data directory, four trees.
+//! The sled store: one `sled::Db` in a data directory, five trees.
 //!
 //! | tree      | key                                   | value                                   |
 //! |-----------|---------------------------------------|-----------------------------------------|
-//! | `log`     | BE u64 first seq of a batch           | version, count, bytes, time, entries    |
-//! | `offsets` | sink name (UTF-8)                     | version, bincode `OffsetValue`          |
-//! | `dlq`     | name length (u8), name, BE u64 seq    | version, bincode `DlqEntry`             |
-//! | `meta`    | `format_version`, `log_id`, `created_at_ms`, `seq_floor` | see [`crate::codec`] |
+//! | `log`     | BE u64 first seq of a value           | version, kind, count, bytes, time, entries, CRC32C |
+//! | `offsets` | sink name (UTF-8)                     | version, bincode `OffsetValue`, CRC32C  |
+//! | `dlq`     | name length (u8), name, BE u64 seq    | version, bincode `DlqEntry`, CRC32C     |
+//! | `meta`    | `format_version`, `log_id`, `created_at_ms`, `seq_floor`, `seq_reserved`, `members` | see [`crate::codec`] |
+//! | `idem`    | an idempotency key (bytes)            | version, bincode `IdemValue`, CRC32C    |
 //!
 //! Invariants:
-//! - the records of a batch keyed `k` with count `n` have seqs `k..k+n`, and
-//!   batches never overlap: each key is at least the previous batch's end;
-//! - a seq is never assigned twice: the next seq is the larger of the last
-//!   batch's end and `meta.seq_floor`, and truncation raises `seq_floor` to
-//!   the end of what it removes, durably, before it removes anything;
-//! - an offset `o` means every seq below `o` is done for that sink;
-//! - after a failed write or flush the store is poisoned and refuses writes
-//!   until it is reopened.
+//! - the log is a chain: the value keyed `k` with count `n` covers seqs
+//!   `k..k+n`, and from the first value to the last every seq is covered
+//!   exactly once (records, or an explicit hole or lost marker); a reader
+//!   that finds a gap, an overlap or a bad checksum reports it, naming the
+//!   range, and never moves past it;
+//! - a seq is never assigned twice: every seq ever receipted is below
+//!   `meta.seq_reserved`, which is raised durably before any receipt could
+//!   name a seq above it, and the next seq after an open is at least that;
+//!   truncation raises `seq_floor` to the end of what it removes, durably,
+//!   before it removes anything;
+//! - every member sink (configured, or orphaned and not yet forgotten) has
+//!   an offset, and `o` means every seq below `o` is done for that sink; no
+//!   value a member has not passed is ever truncated;
+//! - after a failed write, flush or fsync the store is poisoned and refuses
+//!   writes until it is reopened; it never retries a failed fsync as if the
+//!   data had reached the disk.
 //!
 //! Storage assumptions: sled's `flush` writes its buffers and calls
 //! `sync_file_range`, which survives a process kill (the data is in the page
-//! cache) but not a power loss; [`SyncPolicy::Full`](crate::SyncPolicy) adds
-//! an `fsync` of sled's files. The byte layout is in `docs/design.md`.
+//! cache) but not a power loss. A store opened with `fsync` (the `full`
+//! policy) adds `fdatasync` of sled's file, and `fsync` of new blob files and
+//! of directories whose entries changed ([`sync`]). The byte layout is in
+//! `docs/design.md`.
 
+mod chain;
 mod compact;
 mod dlq;
 mod durability;
+mod idem;
+mod members;
 mod open;
+mod sync;
+mod verify;
 pub mod witness;
 
 use std::path::{Path, PathBuf};
@@ -34,28 +50,39 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use crate::codec::{self, BatchHeader, DlqEntry, LogEntry, OffsetValue};
+use crate::codec::{self, BatchHeader, BatchKind, DlqEntry, LogEntry, OffsetValue};
 use crate::error::{Error, Result};
 use crate::types::{Seq, SinkName};
 
+pub use chain::{Break, ChainWalk, LogExtent};
+pub use dlq::{REDRIVE_CHUNK_BYTES, RedriveChunk, Selection};
 pub use durability::{Durability, FlushMode, Ticket};
+pub use members::{MembershipPlan, SinkStart, plan_membership};
 pub use open::{StoreOptions, is_locked};
+pub use verify::Verified;
 
-/// A decoded log batch: its first seq, header and entries.
+/// A decoded log value: its first seq, header and entries (none for a hole
+/// or lost marker).
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// The seq of `entries[0]`.
+    /// The first seq the value covers.
     pub first: Seq,
-    /// The batch header.
+    /// The header.
     pub header: BatchHeader,
-    /// The records, in seq order.
+    /// The records, in seq order; empty unless the kind is records.
     pub entries: Vec<LogEntry>,
 }
 
 impl Batch {
-    /// One past the last seq in the batch.
+    /// One past the last seq the value covers.
     pub fn end(&self) -> Seq {
-        Seq(self.first.0 + self.entries.len() as u64)
+        Seq(self.first.0 + u64::from(self.header.count))
+    }
+
+    /// The record at `seq`, if the value holds records and covers it.
+    pub fn entry(&self, seq: Seq) -> Option<&LogEntry> {
+        let i = seq.0.checked_sub(self.first.0)?;
+        self.entries.get(usize::try_from(i).ok()?)
     }
 }
 
@@ -66,9 +93,12 @@ pub struct Store {
     offsets: sled::Tree,
     dlq: sled::Tree,
     meta: sled::Tree,
+    idem: sled::Tree,
     path: PathBuf,
     log_id: Uuid,
     created_at_ms: u64,
+    /// The directory's format version when it was opened.
+    format: codec::FormatVersion,
     poisoned: Mutex<Option<String>>,
     /// Serialises offset writers so an offset never goes backwards on disk.
     offset_lock: Mutex<()>,
@@ -76,15 +106,11 @@ pub struct Store {
     /// flusher snapshots it before a flush and records it in the witness
     /// file after (see [`witness`]).
     written: Mutex<witness::Witness>,
-}
-
-/// What [`Store::scan_log`] reports about the log's extent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogExtent {
-    /// The first seq still in the log, if any batch is.
-    pub first: Option<Seq>,
-    /// The next seq to assign.
-    pub next: Seq,
+    /// fsync of sled's files after each flush, when the store is opened
+    /// with `fsync` (the `full` policy).
+    files: Option<Mutex<sync::FileSync>>,
+    /// Opened for inspection: nothing is written, not even at drop.
+    inspect: bool,
 }
 
 impl Store {
@@ -103,81 +129,79 @@ impl Store {
         self.created_at_ms
     }
 
-    /// The lowest seq that may still be assigned (see the module invariants).
-    ///
-    /// # Errors
-    /// [`Error::Corrupted`] when the stored value does not decode.
-    pub fn seq_floor(&self) -> Result<Seq> {
-        match self
-            .meta
-            .get(codec::meta_key::SEQ_FLOOR)
-            .map_err(Error::from_sled)?
-        {
-            Some(v) => Ok(Seq(codec::decode_meta_u64(codec::meta_key::SEQ_FLOOR, &v)?)),
-            None => Ok(Seq(0)),
-        }
+    /// The directory's on-disk format version, as found at open.
+    pub fn format(&self) -> codec::FormatVersion {
+        self.format
     }
 
-    /// The sinks configured at the last open, if recorded.
-    ///
-    /// # Errors
-    /// [`Error::Corrupted`] when the stored list does not decode.
-    pub fn configured_sinks(&self) -> Result<Option<Vec<SinkName>>> {
-        match self
-            .meta
-            .get(codec::meta_key::SINKS)
-            .map_err(Error::from_sled)?
-        {
-            Some(v) => codec::decode_sink_list(&v).map(Some),
+    fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>> {
+        match self.meta.get(key).map_err(Error::from_sled)? {
+            Some(v) => Ok(Some(codec::decode_meta_u64(key, &v)?)),
             None => Ok(None),
         }
     }
 
-    /// Records the configured sinks (not durable until the next flush).
+    /// The lowest seq that may still be assigned after truncation (see the
+    /// module invariants).
     ///
     /// # Errors
-    /// [`Error::Poisoned`] or [`Error::Io`].
-    pub fn set_configured_sinks(&self, names: &[SinkName]) -> Result<()> {
+    /// [`Error::Corrupted`] when the stored value does not decode.
+    pub fn seq_floor(&self) -> Result<Seq> {
+        Ok(Seq(self.meta_u64(codec::meta_key::SEQ_FLOOR)?.unwrap_or(0)))
+    }
+
+    /// Every seq ever receipted is below this one.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when the stored value does not decode.
+    pub fn seq_reserved(&self) -> Result<Seq> {
+        Ok(Seq(self
+            .meta_u64(codec::meta_key::SEQ_RESERVED)?
+            .unwrap_or(0)))
+    }
+
+    /// Sets the reservation to `to` and makes it durable against a power
+    /// loss whatever the sync policy (sled's flush, then `fdatasync` of its
+    /// file): a reservation is what keeps a seq receipted and then lost from
+    /// being handed to another record. Called once per reservation chunk,
+    /// and at a clean shutdown to give back what was not used.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], or [`Error::Io`] (and the store is poisoned).
+    pub fn reserve_seqs(&self, to: Seq) -> Result<()> {
+        self.put_meta_u64(codec::meta_key::SEQ_RESERVED, to.0)?;
+        self.flush()?;
+        if self.files.is_none() {
+            let synced = std::fs::File::open(self.path.join("db")).and_then(|f| f.sync_data());
+            if let Err(e) = synced {
+                self.poison(&format!("fsync: {e}"));
+                return Err(Error::Io(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn put_meta_u64(&self, key: &[u8], v: u64) -> Result<()> {
         self.check_writable()?;
-        let list: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let r = self
-            .meta
-            .insert(codec::meta_key::SINKS, codec::encode_sink_list(&list))
-            .map(|_| ());
+        let value = codec::encode_meta_u64(key, v)?;
+        let r = self.meta.insert(key, value).map(|_| ());
         self.write_result(r)
     }
 
-    /// The first seq in the log and the next seq to assign.
-    ///
-    /// # Errors
-    /// [`Error::Corrupted`] when the first or last batch does not decode.
-    pub fn extent(&self) -> Result<LogExtent> {
-        let floor = self.seq_floor()?;
-        let first = match self.log.first().map_err(Error::from_sled)? {
-            Some((k, _)) => Some(codec::decode_log_key(&k)?),
-            None => None,
-        };
-        let end = match self.log.last().map_err(Error::from_sled)? {
-            Some((k, v)) => {
-                let (first, h) = codec::decode_batch_header(&k, &v)?;
-                Seq(first.0 + u64::from(h.count))
-            }
-            None => Seq(0),
-        };
-        Ok(LogExtent {
-            first,
-            next: end.max(floor),
-        })
-    }
-
     fn check_writable(&self) -> Result<()> {
+        if self.inspect {
+            return Err(Error::Storage(format!(
+                "{} was opened for inspection only; nothing is written",
+                self.path.display()
+            )));
+        }
         match &*self.poisoned.lock() {
             Some(why) => Err(Error::Poisoned(why.clone())),
             None => Ok(()),
         }
     }
 
-    /// Marks the store failed after a write or flush error.
+    /// Marks the store failed after a write, flush or fsync error.
     pub(crate) fn poison(&self, why: &str) {
         let mut p = self.poisoned.lock();
         if p.is_none() {
@@ -189,6 +213,11 @@ impl Store {
         }
     }
 
+    /// Whether an earlier failure poisoned the store, and why.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
     fn write_result<T>(&self, r: std::result::Result<T, sled::Error>) -> Result<T> {
         r.map_err(|e| {
             let e = Error::from_sled(e);
@@ -197,24 +226,14 @@ impl Store {
         })
     }
 
-    /// Inserts one encoded batch. Not durable until the next flush.
+    /// Inserts encoded values. Those whose indexes fall in one of `atomic`
+    /// go in one sled batch, so after a crash either all of a run is there
+    /// or none; the others are plain inserts. Not durable until the next
+    /// flush.
     ///
     /// # Errors
     /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] (and the
     /// store is poisoned) when sled fails.
-    pub fn append(&self, first: Seq, value: Vec<u8>) -> Result<()> {
-        self.check_writable()?;
-        let r = self.log.insert(codec::log_key(first), value).map(|_| ());
-        self.write_result(r)
-    }
-
-    /// Inserts encoded batches. Those whose indexes fall in one of
-    /// `atomic` go in one sled batch, so after a crash either all of a run is
-    /// there or none; the others are plain inserts. Not durable until the
-    /// next flush.
-    ///
-    /// # Errors
-    /// As [`Store::append`].
     pub fn append_runs(
         &self,
         values: Vec<(Seq, Vec<u8>)>,
@@ -223,13 +242,24 @@ impl Store {
         self.check_writable()?;
         let mut batch: Option<sled::Batch> = None;
         for (i, (first, value)) in values.into_iter().enumerate() {
-            let in_run = atomic.iter().find(|r| r.contains(&i));
-            match in_run {
-                None => self.append(first, value)?,
+            // One evaluation per value, as sled would fail one write: the
+            // plain values before it stay written, an atomic run goes whole.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("store::append", |m| self.write_result(Err(
+                sled::Error::Io(std::io::Error::other(
+                    m.unwrap_or_else(|| "injected log insert failure".into())
+                ))
+            )));
+            let key = codec::log_key(first);
+            match atomic.iter().find(|r| r.contains(&i)) {
+                None => {
+                    let r = self.log.insert(key, value).map(|_| ());
+                    self.write_result(r)?;
+                }
                 Some(run) => {
                     batch
                         .get_or_insert_with(sled::Batch::default)
-                        .insert(&codec::log_key(first), value);
+                        .insert(&key, value);
                     if i + 1 == run.end {
                         if let Some(b) = batch.take() {
                             let r = self.log.apply_batch(b);
@@ -242,11 +272,44 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the batch holding `seq`, or the first batch after it.
+    /// Writes a hole: seqs `from..to` that were reserved and never
+    /// receipted. Not durable until the next flush.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when the batch does not decode.
-    pub fn read_from(&self, seq: Seq) -> Result<Option<Batch>> {
+    /// [`Error::Poisoned`] or [`Error::Io`].
+    pub fn write_marker(&self, kind: BatchKind, from: Seq, to: Seq) -> Result<Vec<Batch>> {
+        let mut out = Vec::new();
+        let mut values = Vec::new();
+        let mut at = from.0;
+        while at < to.0 {
+            let count = (to.0 - at).min(u64::from(u32::MAX)) as u32;
+            let header = BatchHeader {
+                kind,
+                count,
+                bytes: 0,
+                appended_at_ms: now_ms(),
+            };
+            values.push((Seq(at), codec::encode_batch(Seq(at), header, &[])?));
+            out.push(Batch {
+                first: Seq(at),
+                header,
+                entries: Vec::new(),
+            });
+            at += u64::from(count);
+        }
+        let n = values.len();
+        self.append_runs(values, std::slice::from_ref(&(0..n)))?;
+        self.note_appended(to);
+        Ok(out)
+    }
+
+    /// Reads the value covering `seq`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] naming the range when no value covers `seq`
+    /// (`head` bounds the range reported when nothing follows), or when the
+    /// value fails its checksum or does not decode.
+    pub fn read_at(&self, seq: Seq, head: Seq) -> Result<Batch> {
         let key = codec::log_key(seq);
         if let Some((k, v)) = self
             .log
@@ -257,36 +320,34 @@ impl Store {
         {
             let (first, h) = codec::decode_batch_header(&k, &v)?;
             if first.0 + u64::from(h.count) > seq.0 {
-                return decode(&k, &v).map(Some);
+                return decode(&k, &v);
             }
         }
-        match self
+        let next = self
             .log
             .range(key..)
+            .keys()
             .next()
             .transpose()
             .map_err(Error::from_sled)?
-        {
-            Some((k, v)) => decode(&k, &v).map(Some),
-            None => Ok(None),
-        }
+            .map(|k| codec::decode_log_key(&k))
+            .transpose()?;
+        Err(missing_range(seq, next.unwrap_or(head).max(seq.next())))
     }
 
-    /// Every batch header in the log, in seq order, without decoding the
-    /// records.
+    /// Every value's first seq and header, in seq order, checksums checked,
+    /// without decoding the records.
     ///
     /// # Errors
     /// [`Error::Corrupted`] when a key or header does not decode.
-    pub fn batch_headers(&self) -> Result<Vec<(Seq, BatchHeader)>> {
-        let mut out = Vec::new();
-        for kv in self.log.iter() {
+    pub fn batch_headers(&self) -> impl Iterator<Item = Result<(Seq, BatchHeader)>> + '_ {
+        self.log.iter().map(|kv| {
             let (k, v) = kv.map_err(Error::from_sled)?;
-            out.push(codec::decode_batch_header(&k, &v)?);
-        }
-        Ok(out)
+            codec::decode_batch_header(&k, &v)
+        })
     }
 
-    /// Iterates decoded batches starting with the one holding `from`.
+    /// Iterates decoded values starting with the one holding `from`.
     pub fn iter_batches(&self, from: Seq) -> impl Iterator<Item = Result<Batch>> + '_ {
         let start = match self.log.range(..=codec::log_key(from)).next_back() {
             Some(Ok((k, _))) => k.to_vec(),
@@ -298,7 +359,8 @@ impl Store {
         })
     }
 
-    /// Raw log iteration for `check`: every key and value, undecoded.
+    /// Raw iteration for `check` and `salvage`: every key and value of a
+    /// tree, undecoded.
     pub fn raw(
         &self,
         tree: &str,
@@ -308,6 +370,7 @@ impl Store {
             codec::tree::OFFSETS => &self.offsets,
             codec::tree::DLQ => &self.dlq,
             codec::tree::META => &self.meta,
+            codec::tree::IDEM => &self.idem,
             _ => return None,
         };
         Some(t.iter().map(|kv| kv.map_err(Error::from_sled)))
@@ -343,21 +406,39 @@ impl Store {
     /// now stored. Not durable until the next flush.
     ///
     /// # Errors
-    /// [`Error::Poisoned`], or [`Error::Io`] (and the store is poisoned).
+    /// [`Error::Poisoned`], [`Error::Rejected`] (a DLQ entry too large to
+    /// store; nothing is written), or [`Error::Io`] (and the store is
+    /// poisoned).
     pub fn commit_offset(&self, sink: &SinkName, next: Seq, dlq: &[DlqEntry]) -> Result<Seq> {
         use sled::Transactional;
         self.check_writable()?;
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = dlq
+            .iter()
+            .map(|e| {
+                let key = codec::dlq_key(sink, Seq(e.seq));
+                codec::encode_dlq(&key, e).map(|v| (key, v))
+            })
+            .collect::<Result<_>>()?;
         let _g = self.offset_lock.lock();
         let key = sink.as_str().as_bytes();
         // `written` holds every sink's last written offset (loaded at open,
         // updated here under the lock), so no sled read is needed.
         let stored = self.written.lock().offsets.get(sink.as_str()).copied();
         let next = next.0.max(stored.unwrap_or(0));
-        let value = codec::encode_offset(&OffsetValue {
-            next,
-            updated_at_ms: now_ms(),
-        });
-        if dlq.is_empty() {
+        let value = codec::encode_offset(
+            key,
+            &OffsetValue {
+                next,
+                updated_at_ms: now_ms(),
+            },
+        )?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store::commit_offset", |m| self.write_result(Err(
+            sled::Error::Io(std::io::Error::other(
+                m.unwrap_or_else(|| "injected offset transaction failure".into())
+            ))
+        )));
+        if encoded.is_empty() {
             if stored != Some(next) {
                 let r = self.offsets.insert(key, value).map(|_| ());
                 self.write_result(r)?;
@@ -365,13 +446,6 @@ impl Store {
             self.written.lock().offsets.insert(sink.to_string(), next);
             return Ok(Seq(next));
         }
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = dlq
-            .iter()
-            .map(|e| {
-                let name = SinkName::new(e.sink.clone()).unwrap_or_else(|_| sink.clone());
-                (codec::dlq_key(&name, Seq(e.seq)), codec::encode_dlq(e))
-            })
-            .collect();
         let parked = encoded.len() as u64;
         let r = (&self.offsets, &self.dlq).transaction(|(offsets, dlq_t)| {
             offsets.insert(key, value.as_slice())?;
@@ -394,22 +468,9 @@ impl Store {
         }
     }
 
-    /// Removes a sink's offset (an orphan the operator forgets).
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`], or [`Error::Io`].
-    pub fn forget_offset(&self, sink: &SinkName) -> Result<bool> {
-        self.check_writable()?;
-        let r = self
-            .offsets
-            .remove(sink.as_str().as_bytes())
-            .map(|o| o.is_some());
-        self.write_result(r)
-    }
-
-    /// Removes whole batches that end at or below `below`, up to `max`
-    /// batches. First raises `seq_floor` to the end of the last batch removed
-    /// and flushes, so a seq is never reused even if every batch goes.
+    /// Removes whole values that end at or below `below`, up to `max` values.
+    /// First raises `seq_floor` to the end of the last value removed and
+    /// makes it durable, so a seq is never reused even if every value goes.
     /// Returns the records and bytes removed.
     ///
     /// # Errors
@@ -432,21 +493,30 @@ impl Store {
             }
             keys.push(k);
             end = batch_end;
-            records += u64::from(h.count);
+            if h.kind == BatchKind::Records {
+                records += u64::from(h.count);
+            }
             bytes += h.bytes;
         }
         if keys.is_empty() {
             return Ok((0, 0));
         }
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store::truncate::floor", |m| self.write_result(Err(
+            sled::Error::Io(std::io::Error::other(m.unwrap_or_else(|| {
+                "injected truncation failure before the floor".into()
+            })))
+        )));
         if self.seq_floor()?.0 < end {
-            let r = self
-                .meta
-                .insert(codec::meta_key::SEQ_FLOOR, codec::encode_meta_u64(end))
-                .map(|_| ());
-            self.write_result(r)?;
-            let r = self.db.flush().map(|_| ());
-            self.write_result(r)?;
+            self.put_meta_u64(codec::meta_key::SEQ_FLOOR, end)?;
+            self.flush()?;
         }
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store::truncate::remove", |m| self.write_result(Err(
+            sled::Error::Io(std::io::Error::other(m.unwrap_or_else(|| {
+                "injected truncation failure after the floor".into()
+            })))
+        )));
         let mut batch = sled::Batch::default();
         for k in keys {
             batch.remove(k);
@@ -456,14 +526,31 @@ impl Store {
         Ok((records, bytes))
     }
 
-    /// sled's flush: buffers written and `sync_file_range`d.
+    /// Makes every write so far durable at the store's level: sled's flush,
+    /// then (when opened with `fsync`) the fsyncs of [`sync`].
     ///
     /// # Errors
-    /// [`Error::Io`]; the store is poisoned.
+    /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] when the
+    /// flush or an fsync fails, after which the store is poisoned: a failed
+    /// fsync may have dropped the dirty pages, so it is never retried as if
+    /// they were still there.
     pub fn flush(&self) -> Result<()> {
         self.check_writable()?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store::flush", |m| {
+            let e = std::io::Error::other(m.unwrap_or_else(|| "injected flush failure".into()));
+            self.poison(&format!("flush: {e}"));
+            Err(Error::Io(e))
+        });
         let r = self.db.flush().map(|_| ());
-        self.write_result(r)
+        self.write_result(r)?;
+        if let Some(files) = &self.files {
+            if let Err(e) = files.lock().sync() {
+                self.poison(&format!("fsync: {e}"));
+                return Err(Error::Io(e));
+            }
+        }
+        Ok(())
     }
 
     /// Notes that every seq below `next` has been written to sled.
@@ -489,6 +576,10 @@ impl Store {
     /// # Errors
     /// The I/O error of writing the file.
     pub(crate) fn write_witness(&self, w: &witness::Witness) -> std::io::Result<()> {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store::witness", |m| Err(std::io::Error::other(
+            m.unwrap_or_else(|| "injected witness failure".into())
+        )));
         witness::write(&self.path, w)
     }
 
@@ -501,12 +592,12 @@ impl Store {
 impl Drop for Store {
     /// A last flush, then a witness of everything written, so changes made
     /// without the engine's flusher (the CLI's offline purge and redrive)
-    /// are recorded too.
+    /// are recorded too. A poisoned store is left as it is.
     fn drop(&mut self) {
-        if self.poisoned.lock().is_some() {
+        if self.inspect || self.poisoned.lock().is_some() {
             return;
         }
-        if self.db.flush().is_ok() {
+        if self.flush().is_ok() {
             let w = self.written();
             if let Err(e) = self.write_witness(&w) {
                 tracing::debug!(error = %e, "could not write the witness file");
@@ -522,6 +613,15 @@ fn decode(k: &[u8], v: &[u8]) -> Result<Batch> {
         header,
         entries,
     })
+}
+
+/// The error for seqs no log value covers.
+pub(crate) fn missing_range(from: Seq, to: Seq) -> Error {
+    Error::Corrupted {
+        tree: codec::tree::LOG,
+        key: format!("seqs {from}..{to}"),
+        reason: "no log value covers these seqs, yet the log must cover every seq from its first value to its head: records were lost (the store is damaged); see `outbox check` and `outbox salvage`".into(),
+    }
 }
 
 /// Milliseconds since the Unix epoch.

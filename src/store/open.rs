@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::{Store, now_ms};
+use super::{Store, Verified, now_ms};
 use crate::codec::{self, FormatVersion, meta_key, tree};
 use crate::error::{Error, Result};
 
@@ -26,6 +26,10 @@ pub struct StoreOptions {
     /// inspection commands set it to false so a typo is an error, not a new
     /// empty outbox.
     pub create: bool,
+    /// After each flush, fsync sled's files ([`super::sync`]), so that what
+    /// is flushed survives a power loss. Default true; the engine sets it
+    /// from its sync policy.
+    pub fsync: bool,
 }
 
 impl Default for StoreOptions {
@@ -33,35 +37,71 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_bytes: 64 << 20,
             create: true,
+            fsync: true,
         }
     }
 }
 
 impl Store {
-    /// Opens (or creates) the store in `path`.
+    /// Opens (or creates) the store in `path` for writing, after
+    /// [`Store::verify`] has found it sound.
     ///
     /// # Errors
     /// [`Error::Locked`], [`Error::UnknownFormat`], [`Error::StoreCorrupt`],
-    /// [`Error::Corrupted`] (meta does not decode), or [`Error::Io`].
-    pub fn open(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<Store> {
+    /// [`Error::Corrupted`] (what `verify` refuses, or meta that does not
+    /// decode), or [`Error::Io`].
+    pub fn open(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<(Store, Verified)> {
         let path = path.as_ref().to_path_buf();
-        // sled panics on some damage, when it opens and when it first reads
-        // a damaged page; everything open reads is inside this guard.
-        let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::open_inner(path.clone(), opts)
-        }));
-        guarded.unwrap_or_else(|panic| {
-            Err(Error::StoreCorrupt {
-                path,
-                reason: format!(
-                    "sled panicked reading its files: {}",
-                    crate::error::panic_message(&panic)
-                ),
-            })
+        guarded(&path, || {
+            let mut store = Self::open_inner(path.clone(), opts, false)?;
+            let verified = store.verify()?;
+            let now = super::witness::Witness {
+                log_id: store.log_id,
+                next_seq: verified.extent.end.0,
+                offsets: verified
+                    .offsets
+                    .iter()
+                    .map(|(n, o)| (n.to_string(), o.0))
+                    .collect(),
+                dlq: verified.dlq,
+            };
+            if super::witness::read(&path)?.as_ref() != Some(&now) {
+                // Best effort: a read-only directory is still readable.
+                if let Err(e) = store.write_witness(&now) {
+                    tracing::debug!(error = %e, "could not write the witness file");
+                }
+            }
+            *store.written.get_mut() = now;
+            if opts.fsync {
+                let files = super::sync::FileSync::open(&path).map_err(|e| {
+                    Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("fsync of {}: {e}", path.display()),
+                    ))
+                })?;
+                store.files = Some(Mutex::new(files));
+            }
+            Ok((store, verified))
         })
     }
 
-    fn open_inner(path: PathBuf, opts: &StoreOptions) -> Result<Store> {
+    /// Opens an existing store for reading only, without verifying it, so
+    /// that `check`, `dump` and `salvage` can look at a damaged one. Nothing
+    /// is written, not even the witness.
+    ///
+    /// # Errors
+    /// As [`Store::open`], less what `verify` refuses.
+    pub fn inspect(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let opts = StoreOptions {
+            cache_bytes,
+            create: false,
+            fsync: false,
+        };
+        guarded(&path, || Self::open_inner(path.clone(), &opts, true))
+    }
+
+    fn open_inner(path: PathBuf, opts: &StoreOptions, inspect: bool) -> Result<Store> {
         let existed = path.exists();
         if !existed {
             if !opts.create {
@@ -74,6 +114,10 @@ impl Store {
                 .recursive(true)
                 .mode(0o700)
                 .create(&path)?;
+            // The directory's own name must survive a power cut too.
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
         } else if !path.is_dir() {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -86,15 +130,18 @@ impl Store {
             )));
         }
         let db = open_sled(&path, opts.cache_bytes)?;
-        restrict_permissions(&path);
+        if !inspect {
+            restrict_permissions(&path);
+        }
         let open_tree = |name: &str| db.open_tree(name).map_err(|e| sled_open_error(&path, e));
         let log = open_tree(tree::LOG)?;
         let offsets = open_tree(tree::OFFSETS)?;
         let dlq = open_tree(tree::DLQ)?;
         let meta = open_tree(tree::META)?;
+        let idem = open_tree(tree::IDEM)?;
 
         let witnessed = super::witness::read(&path)?;
-        let (log_id, created_at_ms) = match meta
+        let (log_id, created_at_ms, format) = match meta
             .get(meta_key::FORMAT_VERSION)
             .map_err(Error::from_sled)?
         {
@@ -118,19 +165,17 @@ impl Store {
                         reason: "missing, yet the other trees hold data".into(),
                     });
                 }
-                let id = Uuid::new_v4();
-                let now = now_ms();
-                meta.insert(meta_key::LOG_ID, codec::encode_log_id(id))
-                    .map_err(Error::from_sled)?;
-                meta.insert(meta_key::CREATED_AT, codec::encode_meta_u64(now))
-                    .map_err(Error::from_sled)?;
-                meta.insert(meta_key::SEQ_FLOOR, codec::encode_meta_u64(0))
-                    .map_err(Error::from_sled)?;
-                // Written last: its presence means the rest is there.
-                meta.insert(meta_key::FORMAT_VERSION, &[FormatVersion::CURRENT as u8])
-                    .map_err(Error::from_sled)?;
-                db.flush().map_err(Error::from_sled)?;
-                (id, now)
+                if inspect {
+                    return Err(Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!(
+                            "{} holds no outbox data (an empty sled database)",
+                            path.display()
+                        ),
+                    )));
+                }
+                let (id, now) = initialise(&path, &db, &meta)?;
+                (id, now, FormatVersion::CURRENT)
             }
             Some(v) => {
                 let found = match v.as_ref() {
@@ -143,13 +188,13 @@ impl Store {
                         });
                     }
                 };
-                if FormatVersion::try_from(found).is_err() {
+                let Ok(format) = FormatVersion::try_from(found) else {
                     return Err(Error::UnknownFormat {
                         path,
                         found,
                         supported: FormatVersion::CURRENT as u8,
                     });
-                }
+                };
                 let id = meta
                     .get(meta_key::LOG_ID)
                     .map_err(Error::from_sled)?
@@ -161,63 +206,77 @@ impl Store {
                 (
                     codec::decode_log_id(&id)?,
                     codec::decode_meta_u64(meta_key::CREATED_AT, &created)?,
+                    format,
                 )
             }
         };
-        let store = Store {
+        Ok(Store {
             db,
             log,
             offsets,
             dlq,
             meta,
+            idem,
             path,
             log_id,
             created_at_ms,
+            format,
             poisoned: Mutex::new(None),
             offset_lock: Mutex::new(()),
-            written: Mutex::new(super::witness::Witness::default()),
-        };
-        // What sled recovered must be at least what was durable.
-        let extent = store.extent()?;
-        let now = super::witness::Witness {
-            log_id,
-            next_seq: extent.next.0,
-            offsets: store
-                .offsets()?
-                .into_iter()
-                .map(|(n, o)| (n.to_string(), o.next))
-                .collect(),
-            dlq: store.dlq.len() as u64,
-        };
-        if let Some(w) = &witnessed {
-            super::witness::verify(w, &now)?;
-        }
-        // Truncation removes only what every configured sink has passed, so
-        // a configured sink's offset below the log's first record (or below
-        // the head of an empty log) means sled lost records it still needs.
-        let low = extent.first.unwrap_or(extent.next).0;
-        for name in store.configured_sinks()?.unwrap_or_default() {
-            if let Some(&o) = now.offsets.get(name.as_str()) {
-                if o < low {
-                    return Err(Error::Corrupted {
-                        tree: tree::LOG,
-                        key: format!("seq {o}"),
-                        reason: format!(
-                            "records {o}..{low} are missing: sink `{name}` had not passed them and only what every configured sink passed is truncated; sled's db file is damaged"
-                        ),
-                    });
-                }
-            }
-        }
-        *store.written.lock() = now.clone();
-        if witnessed.as_ref() != Some(&now) {
-            // Best effort: a read-only directory is still readable.
-            if let Err(e) = store.write_witness(&now) {
-                tracing::debug!(error = %e, "could not write the witness file");
-            }
-        }
-        Ok(store)
+            written: Mutex::new(super::witness::Witness {
+                log_id,
+                ..Default::default()
+            }),
+            files: None,
+            inspect,
+        })
     }
+}
+
+/// Runs an open with sled's panics caught: sled panics on some damage, when
+/// it opens and when it first reads a damaged page, so everything an open
+/// reads runs inside this guard.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(Error::StoreCorrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "sled panicked reading its files: {}",
+                crate::error::panic_message(&panic)
+            ),
+        })
+    })
+}
+
+/// Writes the meta of a new directory and makes it, and sled's `conf`,
+/// durable. `format_version` is written last: its presence means the rest
+/// is there.
+fn initialise(dir: &Path, db: &sled::Db, meta: &sled::Tree) -> Result<(Uuid, u64)> {
+    let id = Uuid::new_v4();
+    let now = now_ms();
+    meta.insert(meta_key::LOG_ID, codec::encode_log_id(id)?)
+        .map_err(Error::from_sled)?;
+    meta.insert(
+        meta_key::CREATED_AT,
+        codec::encode_meta_u64(meta_key::CREATED_AT, now)?,
+    )
+    .map_err(Error::from_sled)?;
+    meta.insert(
+        meta_key::SEQ_FLOOR,
+        codec::encode_meta_u64(meta_key::SEQ_FLOOR, 0)?,
+    )
+    .map_err(Error::from_sled)?;
+    meta.insert(meta_key::MEMBERS, codec::encode_members(&[])?)
+        .map_err(Error::from_sled)?;
+    meta.insert(meta_key::FORMAT_VERSION, &[FormatVersion::CURRENT as u8])
+        .map_err(Error::from_sled)?;
+    db.flush().map_err(Error::from_sled)?;
+    // Always, whatever the sync policy: a `conf` lost to a power cut is
+    // found empty at the next open (sled: "empty/corrupt configuration
+    // file found").
+    super::sync::sync_conf(dir)?;
+    std::fs::File::open(dir.join("db"))?.sync_all()?;
+    Ok((id, now))
 }
 
 /// Whether some process (this one included) holds sled's lock on `dir`.

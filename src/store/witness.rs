@@ -15,7 +15,8 @@
 //! - the file is replaced atomically (write, fsync, rename, fsync the
 //!   directory), so it is either the old witness or the new one;
 //! - seqs and offsets only grow, so "recovered < witness" can only mean lost
-//!   data. A missing offset is not flagged: forgetting an orphan is legal.
+//!   data; an offset the witness names must exist (forgetting a sink removes
+//!   it from the witness, durably, before it removes the offset).
 //!
 //! Format, text: `outbox-witness 1`, then `log_id <32 hex>`, `next_seq <n>`,
 //! `dlq <n>` (entries in the DLQ tree) and one `offset <sink> <n>` line per
@@ -166,13 +167,23 @@ pub fn verify(w: &Witness, now: &Witness) -> Result<()> {
         });
     }
     for (sink, o) in &w.offsets {
-        if let Some(got) = offsets.get(sink) {
-            if got < o {
+        match offsets.get(sink) {
+            Some(got) if got < o => {
                 return Err(Error::Corrupted {
                     tree: "offsets",
                     key: format!("`{sink}`"),
                     reason: format!(
                         "is {got}, but {o} was durable ({FILE}); sled's db file is damaged"
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => {
+                return Err(Error::Corrupted {
+                    tree: "offsets",
+                    key: format!("`{sink}`"),
+                    reason: format!(
+                        "missing, but offset {o} was durable ({FILE}) and the sink was never forgotten; sled's db file is damaged"
                     ),
                 });
             }
@@ -249,9 +260,12 @@ mod tests {
             verify(&w(), &now(8, 100, &ok, 3)).unwrap_err().exit_code(),
             3
         );
+        let e = verify(&w(), &now(7, 100, &[("web", 100)], 3))
+            .unwrap_err()
+            .to_string();
         assert!(
-            verify(&w(), &now(7, 100, &[], 3)).is_ok(),
-            "a forgotten offset is legal"
+            e.contains("`a`") && e.contains("missing") && e.contains("90"),
+            "a lost offset is named: {e}"
         );
     }
 }

@@ -73,6 +73,13 @@ impl Daemon {
     /// Starts `outbox run ARGS` and waits until each listener it was given
     /// is announced.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        Self::try_start(args, envs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Daemon::start`], but a daemon that exits (or stays silent for
+    /// 30 s) before it announces its listeners is an `Err` with its exit
+    /// code and stderr.
+    pub fn try_start(args: &[&str], envs: &[(&str, &str)]) -> Result<Daemon, String> {
         let mut cmd = bin();
         cmd.args(args)
             .stdin(Stdio::null())
@@ -112,7 +119,19 @@ impl Daemon {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
-                Err(_) => panic!("daemon did not announce its listeners: {}", d.stderr()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let code = d.child.wait().ok().and_then(|s| s.code());
+                    return Err(format!(
+                        "daemon exited (code {code:?}) before announcing its listeners: {}",
+                        d.stderr()
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "daemon did not announce its listeners: {}",
+                        d.stderr()
+                    ));
+                }
             };
             for (what, slot) in [("ingest", &mut d.ingest), ("admin", &mut d.admin)] {
                 let prefix = format!("outbox: {what} listening on http://");
@@ -121,11 +140,21 @@ impl Daemon {
                 }
             }
         }
-        d
+        Ok(d)
     }
 
     pub fn stderr(&self) -> String {
         self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The process id, for signals (SIGSTOP at a simulated power cut).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited, with its status if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
     }
 
     /// SIGTERM, then wait (at most 30 s) for the exit code.
@@ -243,21 +272,36 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// A webhook receiver on 127.0.0.1: answers each request with the next
-/// status from `plan` (the last one repeats) and records the `webhook-id`
-/// and body of every request.
+/// status from `plan` (the last one repeats), or with what
+/// [`Receiver::answering`]'s function decides, and records the status,
+/// `webhook-id` and body of every request.
 pub struct Receiver {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<(u16, String, String)>>>,
     pub plan: Arc<Mutex<Vec<u16>>>,
 }
 
+/// Decides a webhook answer from the `webhook-id` and the body.
+pub type Answer = Box<dyn Fn(&str, &[u8]) -> u16 + Send>;
+
 impl Receiver {
     pub fn start(plan: Vec<u16>) -> Receiver {
+        let plan = Arc::new(Mutex::new(plan));
+        let plan2 = plan.clone();
+        let mut r = Self::answering(Box::new(move |_, _| {
+            let mut p = plan2.lock().unwrap();
+            if p.len() > 1 { p.remove(0) } else { p[0] }
+        }));
+        r.plan = plan;
+        r
+    }
+
+    /// A receiver whose every answer is `answer(webhook-id, body)`.
+    pub fn answering(answer: Answer) -> Receiver {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let plan = Arc::new(Mutex::new(plan));
-        let (seen2, plan2) = (seen.clone(), plan.clone());
+        let seen2 = seen.clone();
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(mut conn) = conn else { break };
@@ -285,10 +329,7 @@ impl Receiver {
                 }
                 let mut body = vec![0u8; len];
                 let _ = r.read_exact(&mut body);
-                let status = {
-                    let mut p = plan2.lock().unwrap();
-                    if p.len() > 1 { p.remove(0) } else { p[0] }
-                };
+                let status = answer(&id, &body);
                 seen2.lock().unwrap().push((
                     status,
                     id,
@@ -302,7 +343,11 @@ impl Receiver {
                 );
             }
         });
-        Receiver { addr, seen, plan }
+        Receiver {
+            addr,
+            seen,
+            plan: Arc::new(Mutex::new(Vec::new())),
+        }
     }
 
     pub fn seen(&self) -> Vec<(u16, String, String)> {

@@ -84,13 +84,13 @@ impl TestSink {
 
 impl Sink for TestSink {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
         Box::pin(async move {
-            if let Some(g) = &mut self.gate {
-                let _ = g.wait_for(|open| *open).await;
+            if let Some(g) = &self.gate {
+                let _ = g.clone().wait_for(|open| *open).await;
             }
             let b = self.behaviour.lock().clone();
             let result = match b {
@@ -167,4 +167,46 @@ pub fn raw_sled(data: &std::path::Path) -> sled::Db {
         c = c.segment_size(size);
     }
     c.open().unwrap()
+}
+
+/// Drops `ob` without a shutdown and waits until its data directory is
+/// released. This is **not** a crash: the tasks stop where they stand and
+/// nothing drains, but sled flushes what it holds when its last handle goes,
+/// so it is a clean, undrained stop. Crash tests kill a child process
+/// (`tests/crash.rs`, `tests/kill9.rs`) or cut simulated power
+/// (`tests/powercut.rs`).
+pub async fn abandon<T: Send + 'static>(ob: outbox::Outbox<T>, data: &std::path::Path) {
+    drop(ob);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while outbox::store::is_locked(data) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !outbox::store::is_locked(data),
+        "the data directory is still locked 10 s after the drop"
+    );
+}
+
+/// Receives every token until the channel closes.
+pub async fn drain_acks<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    while let Some(t) = rx.recv().await {
+        out.push(t);
+    }
+    out
+}
+
+/// Waits for `n` tokens, or panics after 10 s.
+pub async fn acks_n<T: std::fmt::Debug>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    n: usize,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(t)) => out.push(t),
+            other => panic!("waited for {n} acks, got {} then {other:?}", out.len()),
+        }
+    }
+    out
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Deserializer};
 
@@ -47,7 +47,11 @@ pub enum SecretFormat {
 ///
 /// ```toml
 /// url = "https://alerts.example.com/hooks/outbox"
-/// secret_env = ["HOOK_SECRET_NEW", "HOOK_SECRET_OLD"]  # or one string
+/// secret_env = "HOOK_SECRET"  # or, while rotating keys:
+/// # secrets = [
+/// #   { env = "HOOK_SECRET_NEW" },
+/// #   { env = "HOOK_SECRET_OLD", expires_at = "2030-07-01T00:00:00Z" },
+/// # ]
 /// scheme = "standard"        # or "github"
 /// secret_format = "whsec"    # or "raw"
 /// timeout_ms = 10000
@@ -60,11 +64,17 @@ pub struct WebhookConfig {
     /// The receiver's `http` or `https` URL. Required. Every record is
     /// POSTed to it; redirects are not followed.
     pub url: String,
-    /// The names of the environment variables holding the signing secrets:
-    /// one, or two while rotating (each request then carries both
-    /// signatures). Required. A single string is accepted for one name.
-    #[serde(deserialize_with = "one_or_more")]
+    /// The names of the environment variables holding the signing secrets,
+    /// none of which expires; every request carries one signature per
+    /// secret. A single string is accepted for one name. Either this or
+    /// [`WebhookConfig::secrets`] is required, not both.
+    #[serde(default, deserialize_with = "one_or_more")]
     pub secret_env: Vec<String>,
+    /// The signing secrets with optional expiry times: each request carries
+    /// one signature per secret still active when it is signed. Either this
+    /// or [`WebhookConfig::secret_env`] is required, not both.
+    #[serde(default)]
+    pub secrets: Vec<SecretSpec>,
     /// Default [`Scheme::Standard`].
     #[serde(default)]
     pub scheme: Scheme,
@@ -94,8 +104,8 @@ impl WebhookConfig {
     pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
     /// Default of [`WebhookConfig::response_body_max`].
     pub const DEFAULT_RESPONSE_BODY_MAX: usize = 64 << 10;
-    /// Most secrets: the current one and the one being rotated out.
-    pub const MAX_SECRETS: usize = 2;
+    /// Most secrets, active or not (Svix keeps up to ten old keys too).
+    pub const MAX_SECRETS: usize = 10;
 
     /// A configuration with one secret variable and every other setting at
     /// its default.
@@ -103,6 +113,7 @@ impl WebhookConfig {
         WebhookConfig {
             url: url.into(),
             secret_env: vec![secret_env.into()],
+            secrets: Vec::new(),
             scheme: Scheme::default(),
             secret_format: SecretFormat::default(),
             timeout_ms: Self::DEFAULT_TIMEOUT_MS,
@@ -115,6 +126,51 @@ impl WebhookConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+}
+
+/// One signing secret: where it is, and until when it signs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// The environment variable holding the secret.
+    pub env: String,
+    /// When the secret stops signing: a request signed at or after this
+    /// time (in whole seconds, the expiry rounded down) does not carry its
+    /// signature. An RFC 3339 time in the config file, such as
+    /// `2030-07-01T00:00:00Z` or `2030-07-01T02:00:00+02:00`. Default none:
+    /// it never expires.
+    #[serde(default, deserialize_with = "rfc3339")]
+    pub expires_at: Option<SystemTime>,
+}
+
+impl SecretSpec {
+    /// A secret that never expires.
+    pub fn new(env: impl Into<String>) -> SecretSpec {
+        SecretSpec {
+            env: env.into(),
+            expires_at: None,
+        }
+    }
+
+    /// A secret that stops signing at `at`.
+    pub fn expiring(env: impl Into<String>, at: SystemTime) -> SecretSpec {
+        SecretSpec {
+            env: env.into(),
+            expires_at: Some(at),
+        }
+    }
+}
+
+fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    let s = String::deserialize(d)?;
+    let at: jiff::Timestamp = s.trim().parse().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an RFC 3339 time such as 2030-07-01T00:00:00Z: {e}"
+        ))
+    })?;
+    SystemTime::try_from(at).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("`{s}` is out of this system's time range: {e}"))
+    })
 }
 
 fn default_timeout_ms() -> u64 {
@@ -156,6 +212,7 @@ impl fmt::Debug for WebhookConfig {
         f.debug_struct("WebhookConfig")
             .field("url", &redact_url(&self.url))
             .field("secret_env", &self.secret_env)
+            .field("secrets", &self.secrets)
             .field("scheme", &self.scheme)
             .field("secret_format", &self.secret_format)
             .field("timeout_ms", &self.timeout_ms)
@@ -214,10 +271,43 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("svix"), "{e}");
-        assert!(
-            parse(r#"{"hook":{"url":"u"}}"#).is_err(),
-            "secret_env required"
+        let e = parse(r#"{"hook":{"url":"u","secrets":[{"env":"A","expiry":"x"}]}}"#)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("unknown field `expiry`"), "{e}");
+    }
+
+    #[test]
+    fn secrets_take_rfc3339_expiry_times_with_any_offset() {
+        let c = parse(
+            r#"{"hook":{"url":"u","secrets":[
+                {"env":"NEW"},
+                {"env":"OLD","expires_at":"2025-07-01T02:00:00+02:00"},
+                {"env":"OLDER","expires_at":"2025-07-01T00:00:00.900Z"}]}}"#,
+        )
+        .unwrap();
+        let midnight = SystemTime::UNIX_EPOCH + Duration::from_secs(1_751_328_000);
+        assert_eq!(
+            c.secrets,
+            vec![
+                SecretSpec::new("NEW"),
+                SecretSpec::expiring("OLD", midnight),
+                SecretSpec::expiring("OLDER", midnight + Duration::from_millis(900)),
+            ]
         );
+        assert!(c.secret_env.is_empty());
+        for bad in ["2025-13-01T00:00:00Z", "tomorrow", "2025-07-01", ""] {
+            let e = parse(&format!(
+                r#"{{"hook":{{"url":"u","secrets":[{{"env":"A","expires_at":"{bad}"}}]}}}}"#
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(
+                e.contains("is not an RFC 3339 time") && e.contains(bad),
+                "{e}"
+            );
+        }
     }
 
     #[test]

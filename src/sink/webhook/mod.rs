@@ -11,13 +11,16 @@
 //!   1 KiB is kept;
 //! - secrets are read from the environment once, at construction, held in
 //!   zeroizing memory, and never printed: `Debug` shows how many keys there
-//!   are, not what they are.
+//!   are, not what they are;
+//! - a request is signed with every key still active at its timestamp, and
+//!   is not sent at all when none is (the `keys` module).
 //!
 //! How responses become Ok, transient or permanent is in the table of the
 //! `classify` module; `docs/webhooks.md` has the whole contract for receivers.
 
 mod classify;
 mod config;
+mod keys;
 mod sign;
 
 use std::ffi::OsString;
@@ -27,16 +30,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
-use zeroize::Zeroizing;
 
 use self::classify::{Response, Transport};
-use self::sign::SigningKey;
+use self::keys::KeyRing;
 use super::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
 use crate::error::{Error, Result};
 use crate::types::Record;
 
 pub use self::classify::parse_retry_after;
-pub use self::config::{Scheme, SecretFormat, WebhookConfig};
+pub use self::config::{Scheme, SecretFormat, SecretSpec, WebhookConfig};
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("outbox/", env!("CARGO_PKG_VERSION"));
@@ -81,7 +83,7 @@ pub struct WebhookSink {
     client: reqwest::Client,
     url: reqwest::Url,
     scheme: Scheme,
-    keys: Vec<SigningKey>,
+    keys: KeyRing,
     headers: HeaderMap,
     timeout: Duration,
     body_max: usize,
@@ -102,17 +104,18 @@ impl WebhookSink {
     ///
     /// # Errors
     /// [`Error::Config`] naming the setting when: the URL does not parse or
-    /// is not http(s); there are no secret variables, more than two, or more
-    /// than one under the `github` scheme; a secret variable is unset, not
-    /// UTF-8, empty or does not decode (the error names the variable, never
-    /// its value); `timeout_ms` is 0; a static header is invalid or one the
-    /// sink sets itself; or the HTTP client cannot be built.
+    /// is not http(s); the secrets are missing, too many, or more than one
+    /// under the `github` scheme; a secret variable is unset, not UTF-8,
+    /// empty or does not decode (the error names the variable, never its
+    /// value); every secret has expired by the system clock; `timeout_ms`
+    /// is 0; a static header is invalid or one the sink sets itself; or the
+    /// HTTP client cannot be built.
     pub fn with_env(
         config: &WebhookConfig,
         lookup: impl Fn(&str) -> Option<OsString>,
     ) -> Result<WebhookSink> {
         let url = parse_url(&config.url)?;
-        let keys = read_keys(config, lookup)?;
+        let keys = KeyRing::read(config, lookup, system_clock())?;
         if config.timeout_ms == 0 {
             return Err(Error::config("timeout_ms", "must be above zero"));
         }
@@ -216,19 +219,23 @@ impl WebhookSink {
         h.insert(header::CONTENT_TYPE, content_type);
         h.insert(WEBHOOK_ID, id_value);
         let body = record.payload.as_slice();
+        let timestamp = (self.clock)();
+        let keys = self.keys.active(timestamp).inspect_err(|e| {
+            tracing::error!(webhook_id = id, error = %e, "webhook request not sent");
+        })?;
         let signature = match self.scheme {
             Scheme::Standard => {
-                let timestamp = (self.clock)();
                 h.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
                 (
                     WEBHOOK_SIGNATURE,
-                    sign::standard_header(&self.keys, id, timestamp, body),
+                    sign::standard_header(&keys, id, timestamp, body),
                 )
             }
             Scheme::Github => {
-                // `with_env` guarantees exactly one key for this scheme.
-                let key = self.keys.first().ok_or_else(|| {
-                    DeliveryError::permanent("github scheme configured without a secret")
+                // `KeyRing::read` allows exactly one key for this scheme, and
+                // `active` returns at least one.
+                let key = keys.first().ok_or_else(|| {
+                    DeliveryError::transient("github scheme without an active secret")
                 })?;
                 (HUB_SIGNATURE_256, sign::github_signature(key, body))
             }
@@ -243,7 +250,7 @@ impl WebhookSink {
 
 impl Sink for WebhookSink {
     fn deliver<'a>(
-        &'a mut self,
+        &'a self,
         record: &'a Record,
         ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
@@ -285,45 +292,6 @@ fn parse_url(raw: &str) -> Result<reqwest::Url> {
         ));
     }
     Ok(url)
-}
-
-fn read_keys(
-    config: &WebhookConfig,
-    lookup: impl Fn(&str) -> Option<OsString>,
-) -> Result<Vec<SigningKey>> {
-    let names = &config.secret_env;
-    if names.is_empty() || names.len() > WebhookConfig::MAX_SECRETS {
-        return Err(Error::config(
-            "secret_env",
-            format!(
-                "name one or two environment variables (two while rotating), not {}",
-                names.len()
-            ),
-        ));
-    }
-    if config.scheme == Scheme::Github && names.len() != 1 {
-        return Err(Error::config(
-            "secret_env",
-            "the github scheme carries one signature, so it takes exactly one secret",
-        ));
-    }
-    names
-        .iter()
-        .map(|name| {
-            let bad = |why: &str| {
-                Error::config("secret_env", format!("environment variable `{name}` {why}"))
-            };
-            if name.is_empty() {
-                return Err(Error::config("secret_env", "a variable name is empty"));
-            }
-            let value = lookup(name).ok_or_else(|| bad("is not set"))?;
-            let value = Zeroizing::new(value.into_string().map_err(|os| {
-                drop(Zeroizing::new(os.into_encoded_bytes()));
-                bad("is not valid UTF-8")
-            })?);
-            SigningKey::decode(&value, config.secret_format).map_err(bad)
-        })
-        .collect()
 }
 
 fn static_headers(config: &WebhookConfig) -> Result<HeaderMap> {
@@ -449,14 +417,68 @@ mod tests {
         let mut c = WebhookConfig::new("http://127.0.0.1:9/x", "A");
         let lookup = || env(&[("A", SECRET), ("B", SECRET), ("C", SECRET)]);
         c.secret_env = vec![];
-        assert!(config_err(&c, lookup()).to_string().contains("secret_env"));
+        let e = config_err(&c, lookup()).to_string();
+        assert!(e.contains("secrets: missing"), "{e}");
         c.secret_env = vec!["A".into(), "B".into(), "C".into()];
-        assert!(config_err(&c, lookup()).to_string().contains("not 3"));
-        c.secret_env = vec!["A".into(), "B".into()];
         assert!(WebhookSink::with_env(&c, lookup()).is_ok());
         c.scheme = Scheme::Github;
         let e = config_err(&c, lookup()).to_string();
         assert!(e.contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn a_config_whose_every_secret_expired_is_refused_at_start() {
+        let past = SystemTime::now() - Duration::from_secs(60);
+        let mut c = WebhookConfig::new("http://127.0.0.1:9/x", "A");
+        c.secret_env.clear();
+        c.secrets = vec![SecretSpec::expiring("A", past)];
+        let e = config_err(&c, env(&[("A", SECRET)])).to_string();
+        assert!(e.contains("every secret has expired"), "{e}");
+        c.secrets.push(SecretSpec::expiring(
+            "B",
+            SystemTime::now() + Duration::from_secs(3600),
+        ));
+        let sink = WebhookSink::with_env(&c, env(&[("B", SECRET)])).unwrap();
+        assert!(
+            format!("{sink:?}").contains("<1 redacted>"),
+            "A is not read"
+        );
+    }
+
+    #[test]
+    fn no_request_is_built_once_the_last_key_has_expired() {
+        let mut c = WebhookConfig::new("http://127.0.0.1:9/x", "A");
+        c.secret_env.clear();
+        let expiry = system_clock() + 100;
+        c.secrets = vec![
+            SecretSpec::new("A"),
+            SecretSpec::expiring("B", UNIX_EPOCH + Duration::from_secs(expiry)),
+        ];
+        let lookup = || env(&[("A", SECRET), ("B", "whsec_bmV3")]);
+        let rec = Record::new(b"{}".to_vec());
+        let sig_count = |sink: &WebhookSink| {
+            let h = sink.request_headers("msg_1", &rec).unwrap();
+            h["webhook-signature"].to_str().unwrap().split(' ').count()
+        };
+        let sink = WebhookSink::with_env(&c, lookup()).unwrap();
+        assert_eq!(sig_count(&sink.with_clock(move || expiry - 1)), 2);
+        let sink = WebhookSink::with_env(&c, lookup()).unwrap();
+        assert_eq!(sig_count(&sink.with_clock(move || expiry)), 1);
+
+        // Only B, which expires while the sink runs.
+        c.secrets.remove(0);
+        let sink = WebhookSink::with_env(&c, lookup())
+            .unwrap()
+            .with_clock(move || expiry);
+        let e = sink.request_headers("msg_1", &rec).unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("no webhook secret is active"), "{e}");
+        c.scheme = Scheme::Github;
+        let sink = WebhookSink::with_env(&c, lookup())
+            .unwrap()
+            .with_clock(move || expiry + 1);
+        let e = sink.request_headers("msg_1", &rec).unwrap_err();
+        assert!(e.to_string().contains("no webhook secret is active"), "{e}");
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn standard_signature(key: &SigningKey, id: &str, timestamp: u64, body: &[u8
 
 /// The `webhook-signature` header value: one signature per key, in key
 /// order, separated by a space.
-pub fn standard_header(keys: &[SigningKey], id: &str, timestamp: u64, body: &[u8]) -> String {
+pub fn standard_header(keys: &[&SigningKey], id: &str, timestamp: u64, body: &[u8]) -> String {
     keys.iter()
         .map(|k| standard_signature(k, id, timestamp, body))
         .collect::<Vec<_>>()
@@ -145,7 +145,7 @@ mod tests {
     fn rotation_sends_one_signature_per_key_in_order() {
         let new = SigningKey::from_bytes(b"new key".to_vec());
         let old = SigningKey::decode(SECRET, SecretFormat::Whsec).unwrap();
-        let h = standard_header(&[new.clone(), old], ID, TS, BODY);
+        let h = standard_header(&[&new, &old], ID, TS, BODY);
         let parts: Vec<&str> = h.split(' ').collect();
         assert_eq!(parts.len(), 2, "{h}");
         assert_eq!(parts[0], standard_signature(&new, ID, TS, BODY));

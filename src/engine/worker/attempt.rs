@@ -1,0 +1,224 @@
+//! One record's delivery, with its retries: a future the worker keeps in
+//! flight until the record is delivered or parked.
+//!
+//! Invariants:
+//! - every attempt passes the sink's gates first: its circuit breaker (no
+//!   attempt while open or paused, except the one probe) and its token
+//!   bucket (every attempt, retries and probes included, takes a token);
+//! - an attempt counts toward `retry_max` (or the retry schedule) only when
+//!   it was made with the breaker closed: while the endpoint is judged down
+//!   a record waits in the log, it is not parked for the endpoint's fault;
+//! - a panic in the sink is caught and is a transient failure of that
+//!   attempt; the last attempts' outcomes go with a parked record;
+//! - dropping the future (the worker is cancelled, or resets after a failed
+//!   sink commit) abandons the record, which stays in the log and is
+//!   delivered again: nothing is marked done that was not.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+
+use super::super::Core;
+use crate::codec::{Attempt, DlqEntry, HISTORY_MAX};
+use crate::engine::{BreakerState, Health, Permit};
+use crate::error::panic_message;
+use crate::retry::{Decision, RetryPolicy};
+use crate::sink::{DeliveryContext, DeliveryError, DeliveryResult, Sink};
+use crate::store::{Batch, now_ms};
+use crate::types::Seq;
+
+/// How a record's delivery ended.
+pub(super) enum Done {
+    /// The sink took it.
+    Delivered(Seq),
+    /// Parked: a permanent failure, or the retries ran out.
+    Dead(Box<DlqEntry>),
+}
+
+impl Done {
+    pub(super) fn seq(&self) -> Seq {
+        match self {
+            Done::Delivered(s) => *s,
+            Done::Dead(e) => Seq(e.seq),
+        }
+    }
+}
+
+/// Everything a delivery needs, owned, so its future outlives the worker's
+/// borrow of the batch it came from.
+pub(super) struct Job<T> {
+    pub core: Arc<Core<T>>,
+    pub idx: usize,
+    pub sink: Arc<dyn Sink>,
+    pub policy: Arc<RetryPolicy>,
+    pub batch: Arc<Batch>,
+    pub seq: Seq,
+}
+
+/// Delivers the record, retrying as the policy says, and returns how it
+/// ended. See the module invariants.
+pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
+    let Job {
+        core,
+        idx,
+        sink,
+        policy,
+        batch,
+        seq,
+    } = job;
+    let Some(slot) = core.sinks.get(idx) else {
+        return Done::Delivered(seq);
+    };
+    let Some(entry) = batch.entry(seq) else {
+        return Done::Delivered(seq);
+    };
+    let delivery_id = entry.delivery_id(seq, core.log_id);
+    let mut attempts = 0u32;
+    let mut counted = 0u32;
+    let mut history: Vec<Attempt> = Vec::new();
+    loop {
+        let probe = pass_gates(&core, idx).await;
+        attempts += 1;
+        if !probe {
+            counted += 1;
+        }
+        let ctx = DeliveryContext {
+            sink: &slot.name,
+            seq,
+            delivery_id,
+            attempt: attempts,
+        };
+        let started = Instant::now();
+        let started_ms = now_ms();
+        // The call itself sits inside the caught future, so a sink that
+        // panics before returning its future is caught too.
+        let result: DeliveryResult = match AssertUnwindSafe(async {
+            sink.deliver(&entry.record, &ctx).await
+        })
+        .catch_unwind()
+        .await
+        {
+            Ok(r) => r,
+            Err(panic) => {
+                let msg = panic_message(&panic);
+                core.metrics.panicked(slot.name.as_str());
+                tracing::error!(sink = %slot.name, seq = seq.0, panic = %msg, "sink panicked while delivering; treating it as a failed attempt");
+                Err(DeliveryError::transient(format!("sink panicked: {msg}")))
+            }
+        };
+        report(&core, idx, probe, &result);
+        let error = match result {
+            Ok(()) => return Done::Delivered(seq),
+            Err(e) => e,
+        };
+        if history.len() == HISTORY_MAX {
+            history.remove(0);
+        }
+        history.push(Attempt {
+            at_ms: started_ms,
+            latency_ms: started.elapsed().as_millis() as u64,
+            permanent: !error.is_transient(),
+            error: error.to_string(),
+        });
+        let open = slot.breaker.lock().state() != BreakerState::Closed;
+        if open && error.is_transient() {
+            // The endpoint is judged down: the record waits at the gate for
+            // the next probe instead of spending its retries.
+            slot.retries.fetch_add(1, Ordering::Relaxed);
+            core.metrics.retried(slot.name.as_str());
+            continue;
+        }
+        match policy.decide(counted, &error, rand::random()) {
+            Decision::Retry(wait) => {
+                slot.retries.fetch_add(1, Ordering::Relaxed);
+                core.metrics.retried(slot.name.as_str());
+                tracing::debug!(sink = %slot.name, seq = seq.0, attempts, ?wait, error = %error, "retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Decision::DeadLetter => {
+                tracing::warn!(sink = %slot.name, seq = seq.0, attempts, error = %error, "parking record in the DLQ");
+                return Done::Dead(Box::new(DlqEntry {
+                    sink: slot.name.to_string(),
+                    seq: seq.0,
+                    origin: delivery_id.seq.0,
+                    origin_log: entry.origin_log,
+                    record: entry.record.clone(),
+                    error: error.to_string(),
+                    attempts,
+                    failed_at_ms: now_ms(),
+                    history,
+                }));
+            }
+        }
+    }
+}
+
+/// Waits until the breaker and the token bucket let an attempt start.
+/// Returns whether it is the breaker's probe.
+async fn pass_gates<T>(core: &Core<T>, idx: usize) -> bool {
+    let Some(slot) = core.sinks.get(idx) else {
+        return false;
+    };
+    let probe = loop {
+        let changed = slot.gate_changed.notified();
+        let permit = slot.breaker.lock().permit(Instant::now());
+        match permit {
+            Permit::Deliver => break false,
+            Permit::Probe => {
+                core.metrics
+                    .breaker(slot.name.as_str(), BreakerState::HalfOpen);
+                break true;
+            }
+            Permit::Wait(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = changed => {}
+                }
+            }
+            // A probe's result, or a resume, wakes it; the timeout guards
+            // against a missed wake-up.
+            Permit::ProbeInFlight | Permit::Paused => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+            }
+        }
+    };
+    loop {
+        let wait = match &slot.bucket {
+            Some(b) => match b.lock().take(Instant::now()) {
+                Ok(()) => return probe,
+                Err(wait) => wait,
+            },
+            None => return probe,
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Tells the breaker what the attempt says about the endpoint.
+fn report<T>(core: &Core<T>, idx: usize, probe: bool, result: &DeliveryResult) {
+    let Some(slot) = core.sinks.get(idx) else {
+        return;
+    };
+    let health = Health::of(result);
+    let now = Instant::now();
+    let mut b = slot.breaker.lock();
+    if probe {
+        let state = b.on_probe(now, health);
+        drop(b);
+        match state {
+            BreakerState::Closed => {
+                tracing::info!(sink = %slot.name, "breaker closed: the probe was delivered")
+            }
+            _ => tracing::warn!(sink = %slot.name, state = state.as_str(), "breaker probe failed"),
+        }
+        core.metrics.breaker(slot.name.as_str(), state);
+        slot.gate_changed.notify_waiters();
+    } else if let Some(trip) = b.on_result(now, health) {
+        drop(b);
+        tracing::warn!(sink = %slot.name, ?trip, "breaker opened: the sink is paused (records stay in the log) and probes at an interval");
+        core.metrics.breaker(slot.name.as_str(), BreakerState::Open);
+    }
+}

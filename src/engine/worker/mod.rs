@@ -1,0 +1,470 @@
+//! One worker per sink: reads from its offset, keeps up to `in_flight`
+//! deliveries going, and commits its offset as the contiguous watermark of
+//! what has finished.
+//!
+//! Invariants:
+//! - records are started in seq order; under `ordering = strict` one at a
+//!   time, so each is delivered, parked or passed over before the next is
+//!   attempted; under `none`, up to `max_in_flight` at once, and a retried
+//!   record does not hold up the others;
+//! - the offset committed is the contiguous watermark ([`Window`]): every
+//!   seq below it is delivered (and the sink's commit covering it has
+//!   returned), parked, passed over or dropped; DLQ entries go in the same
+//!   sled transaction as the offset that passes them;
+//! - sink commits are grouped: one runs while deliveries go on, and the
+//!   next covers everything that finished meanwhile (the file sink's fsync
+//!   is shared by all of them);
+//! - a record aimed at another sink (a redrive), filtered out by this sink's
+//!   filter, or in a hole or lost marker is passed over, explicitly;
+//!   nothing else is ever passed over: a gap in the log or a value that
+//!   fails its checksum stops the sink as `corrupt` (its offset stays where
+//!   it is, and what finished before is committed);
+//! - when a sink commit fails, everything after the last committed offset
+//!   is delivered again (the sink may have discarded it);
+//! - on cancel, the worker drops what is in flight (it is delivered again
+//!   at the next open) and commits what had finished, giving a running sink
+//!   commit a short grace.
+
+mod attempt;
+mod commit;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+
+use self::attempt::{Done, Job};
+use self::commit::{CommitResult, Committing};
+use super::window::Window;
+use super::{Core, SinkSlot};
+use crate::codec::{BatchKind, DlqEntry};
+use crate::error::Result;
+use crate::filter::Filter;
+use crate::retry::RetryPolicy;
+use crate::sink::Sink;
+use crate::store::Batch;
+use crate::types::Seq;
+
+/// How long a sink's commit may still run once the outbox is cancelled.
+const COMMIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the worker for sink `idx` until drained, cancelled, or stopped on
+/// damaged data.
+pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>, idx: usize, sink: Arc<dyn Sink>) {
+    let Some(slot) = core.sinks.get(idx) else {
+        return;
+    };
+    let filter = match slot
+        .cfg
+        .filter
+        .as_ref()
+        .map(|f| Filter::new(f, &format!("sinks.{}.filter", slot.name)))
+    {
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            // Validated at open; kept as a stop rather than a panic.
+            tracing::error!(sink = %slot.name, error = %e, "invalid filter; the sink delivers nothing");
+            return;
+        }
+        None => None,
+    };
+    let start = Seq(slot.committed.load(Ordering::Acquire));
+    let mut w = Worker {
+        policy: Arc::new(RetryPolicy::from(&slot.cfg)),
+        limit: slot.cfg.in_flight().max(1),
+        window_max: (slot.cfg.batch_max as u64)
+            .saturating_mul(2)
+            .max(slot.cfg.in_flight() as u64),
+        window: Window::new(start),
+        committed: start,
+        cur: None,
+        inflight: FuturesUnordered::new(),
+        parked: Vec::new(),
+        delivered_since: 0,
+        oldest_ms: None,
+        committing: None,
+        read_failures: 0,
+        retry_at: None,
+        filter,
+        stopping: false,
+        core: core.clone(),
+        idx,
+        sink,
+    };
+    w.run().await;
+}
+
+struct Worker<T: Send + 'static> {
+    core: Arc<Core<T>>,
+    idx: usize,
+    sink: Arc<dyn Sink>,
+    policy: Arc<RetryPolicy>,
+    filter: Option<Filter>,
+    /// Deliveries in flight at most.
+    limit: usize,
+    /// Seqs started beyond the durable offset at most.
+    window_max: u64,
+    window: Window,
+    /// The offset this worker last committed (durable once its flush is).
+    committed: Seq,
+    /// The value holding `window.next()`, when fetched.
+    cur: Option<Arc<Batch>>,
+    inflight: FuturesUnordered<BoxFuture<'static, Done>>,
+    /// Records parked and not yet committed.
+    parked: Vec<DlqEntry>,
+    /// Deliveries finished since the last sink commit began.
+    delivered_since: u64,
+    /// Append time of the oldest record delivered since the last commit.
+    oldest_ms: Option<u64>,
+    committing: Option<Committing>,
+    read_failures: u32,
+    /// When to try again after a read error or a closed gate.
+    retry_at: Option<tokio::time::Instant>,
+    /// Stopped on damaged data: finish what is in flight, commit, return.
+    stopping: bool,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    fn slot(&self) -> &SinkSlot {
+        // `run` checked the index.
+        &self.core.sinks[self.idx]
+    }
+
+    async fn run(&mut self) {
+        let mut head_rx = self.core.head.subscribe();
+        let mut draining = false;
+        loop {
+            if self.core.cancel.is_cancelled() {
+                return self.stop_now().await;
+            }
+            self.apply_drop_floor();
+            let head = *head_rx.borrow_and_update();
+            if !self.stopping {
+                self.dispatch(head).await;
+            }
+            self.maybe_commit();
+            let caught_up = self.inflight.is_empty()
+                && self.committing.is_none()
+                && self.window.next() >= head
+                && self.window.done() == self.committed
+                && self.parked.is_empty();
+            if self.stopping
+                && self.inflight.is_empty()
+                && self.committing.is_none()
+                && self.window.done() == self.committed
+            {
+                return;
+            }
+            if (draining || self.core.drain.is_cancelled()) && caught_up {
+                return;
+            }
+            let core = self.core.clone();
+            let slot = &core.sinks[self.idx];
+            let idle = self.inflight.is_empty();
+            let committing = self.committing.is_some();
+            let retry_at = self.retry_at;
+            let event = tokio::select! {
+                Some(done) = self.inflight.next(), if !idle => Event::Finished(done),
+                r = commit_result(&mut self.committing), if committing => Event::Committed(r),
+                _ = head_rx.changed() => Event::Wake,
+                _ = sleep_until(retry_at), if retry_at.is_some() => Event::Retry,
+                _ = slot.gate_changed.notified() => Event::Wake,
+                _ = core.drain.cancelled(), if !draining => Event::Drain,
+                _ = core.cancel.cancelled() => Event::Wake,
+            };
+            match event {
+                Event::Finished(done) => self.finish(done),
+                Event::Committed(r) => self.on_committed(r).await,
+                Event::Retry => self.retry_at = None,
+                Event::Drain => draining = true,
+                Event::Wake => {}
+            }
+        }
+    }
+
+    /// Starts records while there is room: in flight, in the window, and
+    /// through the sink's gates.
+    async fn dispatch(&mut self, head: Seq) {
+        if self.retry_at.is_some() {
+            return;
+        }
+        let core = self.core.clone();
+        let slot = &core.sinks[self.idx];
+        while self.inflight.len() < self.limit
+            && self.window.next() < head
+            && self.window.next().0.saturating_sub(self.committed.0) < self.window_max
+        {
+            let pos = self.window.next();
+            let batch = match self.batch_at(pos, head).await {
+                Some(b) => b,
+                None => return,
+            };
+            if batch.header.kind != BatchKind::Records {
+                // A hole or a lost marker: an explicit, durable statement
+                // that these seqs hold no record to deliver.
+                self.window.pass(batch.end().min(head));
+                continue;
+            }
+            let Some(entry) = batch.entry(pos) else {
+                self.window.pass(batch.end().min(head));
+                continue;
+            };
+            if entry
+                .target
+                .as_deref()
+                .is_some_and(|t| t != slot.name.as_str())
+            {
+                self.window.pass(pos.next());
+                continue;
+            }
+            if self
+                .filter
+                .as_ref()
+                .is_some_and(|f| !f.matches(&entry.record))
+            {
+                core.metrics.filtered(slot.name.as_str(), 1);
+                slot.filtered.fetch_add(1, Ordering::Relaxed);
+                self.window.pass(pos.next());
+                continue;
+            }
+            if !gates_open(slot, self.inflight.is_empty()) {
+                return;
+            }
+            let seq = self.window.start();
+            self.oldest_ms.get_or_insert(batch.header.appended_at_ms);
+            let mut fut: BoxFuture<'static, Done> = Box::pin(attempt::deliver(Job {
+                core: self.core.clone(),
+                idx: self.idx,
+                sink: self.sink.clone(),
+                policy: self.policy.clone(),
+                batch,
+                seq,
+            }));
+            // Most deliveries (a buffered file write) finish on the first
+            // poll; only one that waits joins the set in flight.
+            match futures::poll!(&mut fut) {
+                std::task::Poll::Ready(done) => self.finish(done),
+                std::task::Poll::Pending => self.inflight.push(fut),
+            }
+        }
+    }
+
+    /// The published value covering `pos`: the current one, the tail cache,
+    /// or the store. `None` when the worker must wait (a read error, retried
+    /// later) or stop (damaged data).
+    async fn batch_at(&mut self, pos: Seq, head: Seq) -> Option<Arc<Batch>> {
+        if let Some(b) = &self.cur {
+            if b.first <= pos && pos < b.end() {
+                return Some(b.clone());
+            }
+        }
+        match fetch(&self.core, pos, head).await {
+            Ok(b) => {
+                self.read_failures = 0;
+                self.cur = Some(b.clone());
+                Some(b)
+            }
+            Err(e) if e.is_corruption() => {
+                stop_corrupt(&self.core, &self.core.sinks[self.idx], &e);
+                self.stopping = true;
+                None
+            }
+            Err(e) => {
+                self.read_failures += 1;
+                let slot = &self.core.sinks[self.idx];
+                self.core.metrics.read_failed(slot.name.as_str());
+                tracing::error!(sink = %slot.name, seq = pos.0, error = %e, "cannot read the log; retrying");
+                let wait = self.policy.backoff(self.read_failures, rand::random());
+                self.retry_at = Some(tokio::time::Instant::now() + wait);
+                None
+            }
+        }
+    }
+
+    fn finish(&mut self, done: Done) {
+        let seq = done.seq();
+        if seq < self.window.done() {
+            // Finished after a Drop skip passed it: nothing to record.
+            return;
+        }
+        match done {
+            Done::Delivered(_) => self.delivered_since += 1,
+            Done::Dead(e) => self.parked.push(*e),
+        }
+        self.window.finish(seq);
+    }
+
+    /// Under Drop, the completion task moves the floor past what the sink
+    /// is too far behind on; the worker skips it, counted.
+    fn apply_drop_floor(&mut self) {
+        let core = self.core.clone();
+        let slot = &core.sinks[self.idx];
+        let floor = Seq(slot.floor.load(Ordering::Acquire));
+        if floor > self.window.done() {
+            let skipped = floor.0 - self.window.done().0;
+            slot.dropped.fetch_add(skipped, Ordering::Relaxed);
+            self.core.metrics.dropped(slot.name.as_str(), skipped);
+            tracing::warn!(sink = %slot.name, skipped, "sink over its lag limit; skipping (on_full = drop)");
+            self.window.skip_to(floor);
+            self.parked.retain(|e| e.seq >= floor.0);
+        }
+    }
+
+    /// Starts a commit when none runs and something finished past the last
+    /// one.
+    fn maybe_commit(&mut self) {
+        if self.committing.is_some() {
+            return;
+        }
+        let upto = self.window.done();
+        if upto <= self.committed && self.parked.iter().all(|e| Seq(e.seq) >= upto) {
+            return;
+        }
+        let dlq: Vec<DlqEntry> = {
+            let (below, above): (Vec<_>, Vec<_>) =
+                self.parked.drain(..).partition(|e| Seq(e.seq) < upto);
+            self.parked = above;
+            below
+        };
+        let delivered = std::mem::take(&mut self.delivered_since);
+        let oldest_ms = self.oldest_ms.take();
+        self.committing = Some(commit::start(
+            self.sink.clone(),
+            upto,
+            dlq,
+            delivered,
+            oldest_ms,
+        ));
+    }
+
+    async fn on_committed(&mut self, r: CommitResult) {
+        let Some(c) = self.committing.take() else {
+            return;
+        };
+        match r {
+            CommitResult::Ok => match commit::offset(&self.core, self.idx, &c) {
+                Ok(stored) => self.committed = stored,
+                Err(()) => {
+                    // The store is failed: stop where we stand.
+                    self.inflight = FuturesUnordered::new();
+                    self.stopping = true;
+                    self.window = Window::new(self.committed);
+                }
+            },
+            CommitResult::Failed(e) => {
+                let core = self.core.clone();
+                let slot = &core.sinks[self.idx];
+                slot.retries.fetch_add(1, Ordering::Relaxed);
+                self.core.metrics.retried(slot.name.as_str());
+                tracing::warn!(sink = %slot.name, error = %e, "sink commit failed; delivering again everything after the last committed offset");
+                self.reset();
+                let wait = self.policy.backoff(1, rand::random());
+                self.retry_at = Some(tokio::time::Instant::now() + wait);
+            }
+        }
+    }
+
+    /// Back to the last committed offset: what is in flight is dropped and
+    /// everything after the offset is delivered again.
+    fn reset(&mut self) {
+        self.inflight = FuturesUnordered::new();
+        self.window = Window::new(self.committed);
+        self.parked.clear();
+        self.delivered_since = 0;
+        self.oldest_ms = None;
+        self.cur = None;
+        self.slot().breaker.lock().probe_abandoned();
+    }
+
+    /// Cancelled: drop what is in flight, let a running commit finish within
+    /// the grace, and commit what had finished.
+    async fn stop_now(&mut self) {
+        if !self.inflight.is_empty() {
+            self.slot().breaker.lock().probe_abandoned();
+        }
+        self.inflight = FuturesUnordered::new();
+        if let Some(c) = self.committing.as_mut() {
+            match tokio::time::timeout(COMMIT_GRACE, &mut c.fut).await {
+                Ok(r) => self.on_committed(r).await,
+                Err(_) => {
+                    tracing::warn!(sink = %self.slot().name, "sink commit did not finish before shutdown; what it covered stays in the log for replay");
+                    return;
+                }
+            }
+        }
+        self.maybe_commit();
+        if let Some(c) = self.committing.as_mut() {
+            match tokio::time::timeout(COMMIT_GRACE, &mut c.fut).await {
+                Ok(r) => self.on_committed(r).await,
+                Err(_) => {
+                    tracing::warn!(sink = %self.slot().name, "sink commit did not finish before shutdown; what it covered stays in the log for replay");
+                }
+            }
+        }
+    }
+}
+
+/// What woke the worker.
+enum Event {
+    Finished(Done),
+    Committed(CommitResult),
+    Retry,
+    Drain,
+    Wake,
+}
+
+/// The running commit's result (never resolves without one).
+async fn commit_result(c: &mut Option<Committing>) -> CommitResult {
+    match c {
+        Some(c) => (&mut c.fut).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a new record may start: the breaker is closed, or it is open
+/// and nothing is in flight (the record started waits at the gate for the
+/// probe, and is the probe). Paused by an operator: nothing starts. The
+/// token bucket is passed by each attempt itself.
+fn gates_open(slot: &SinkSlot, idle: bool) -> bool {
+    match slot.breaker.lock().state() {
+        crate::engine::BreakerState::Closed => true,
+        crate::engine::BreakerState::Paused => false,
+        _ => idle,
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The published value covering `pos` (`pos < head`): from the tail cache,
+/// or read from the store.
+///
+/// # Errors
+/// [`crate::Error::Corrupted`] naming the range when no value covers `pos`
+/// or the value is damaged; an I/O error when it cannot be read now.
+async fn fetch<T>(core: &Arc<Core<T>>, pos: Seq, head: Seq) -> Result<Arc<Batch>> {
+    if let Some(b) = core.tail.lock().get(pos) {
+        return Ok(b);
+    }
+    let store = core.store.clone();
+    let read = tokio::task::spawn_blocking(move || store.read_at(pos, head))
+        .await
+        .map_err(|e| crate::Error::Storage(format!("read task failed: {e}")))??;
+    Ok(Arc::new(read))
+}
+
+/// Stops the sink for good on data it cannot read: reported in its status,
+/// the log and the metrics; its offset stays where it is.
+fn stop_corrupt<T>(core: &Core<T>, slot: &SinkSlot, e: &crate::Error) {
+    let why = e.to_string();
+    tracing::error!(sink = %slot.name, error = %why, "sink stopped: the log cannot be read here, and nothing is ever skipped; its records stay in the log. Run `outbox check`, then see `outbox salvage` in docs/operations.md");
+    core.metrics.corrupt(slot.name.as_str(), &why);
+    *slot.corrupt.lock() = Some(why);
+}

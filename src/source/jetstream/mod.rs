@@ -1,0 +1,441 @@
+//! The JetStream source: reads a durable pull consumer and appends each
+//! message as one record, acking it to JetStream only when outbox is done
+//! with it.
+//!
+//! Invariants:
+//! - under `ack = "delivered"` (the default) a message is acked only after
+//!   every sink's durable offset has passed its record: its [`JsAck`] is the
+//!   record's ack token, released by the engine's watermark; under
+//!   `accepted`, only after its record is durable in the log;
+//! - a message is appended at most once per idempotency window, keyed by
+//!   stream and stream sequence, so a redelivery (after a crash between
+//!   append and ack, or to another daemon of a fleet) does not become a
+//!   second record: its token joins the first record's;
+//! - its delivery id depends only on the stream (name and creation time)
+//!   and the stream sequence ([`map::StreamId`]), the same on every daemon
+//!   of a fleet;
+//! - while a message waits (for the append, or for the sinks) it gets
+//!   in-progress acks, so `ack_wait` does not run out under a slow sink;
+//! - a message that fails validation, or that the engine refuses for good
+//!   (larger than `max_record_bytes`), is terminated (`Term`), logged and
+//!   counted; one refused because outbox is stopping is handed back (`Nak`);
+//! - nothing is acked on error: a message not acked is redelivered by
+//!   JetStream after `ack_wait`.
+//!
+//! Records enter the log in the order the consumer delivers them as far as
+//! one daemon can tell (groups of ready messages are handed to the engine in
+//! order); redeliveries and a fleet reorder them, as JetStream does.
+//!
+//! Parts: [`config`] (the settings), [`connect`] (connection and consumer
+//! setup), [`ack`] (the ack-token lifecycle), [`map`] (message to record,
+//! pure), [`stats`] (counters).
+
+pub mod ack;
+pub mod config;
+pub mod connect;
+pub mod map;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use self::ack::Acker;
+use self::map::Incoming;
+use crate::engine::Outbox;
+use crate::error::{Error, Result};
+use crate::types::Record;
+
+pub use self::ack::JsAck;
+pub use self::config::{AckMode, JetStreamSourceConfig};
+pub use self::map::{NAMESPACE, Validate};
+pub use self::stats::SourceStats;
+
+/// Messages handed to the engine together, at most.
+const GROUP: usize = 256;
+/// Groups being appended at once, at most.
+const GROUPS_IN_FLIGHT: usize = 8;
+/// Messages pulled per request.
+const PULL_BATCH: usize = 512;
+/// The server's idle heartbeat on a pull; two missed ones end the pull.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Longest wait before setting the consumer up again after a failure.
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+/// A connected JetStream source. See the module docs.
+pub struct JetStreamSource {
+    cfg: JetStreamSourceConfig,
+    conn: connect::Connected,
+    acker: Arc<Acker>,
+    stats: Arc<SourceStats>,
+    progress: tokio::task::JoinHandle<()>,
+}
+
+/// One message, tracked and mapped, ready to append.
+struct Prepared {
+    token: JsAck,
+    key: String,
+    record: Record,
+}
+
+impl JetStreamSource {
+    /// Connects, checks the stream and gets or creates the consumer, and
+    /// starts sending in-progress acks for the messages it will track.
+    ///
+    /// # Errors
+    /// As [`connect::connect`].
+    pub async fn connect(cfg: JetStreamSourceConfig) -> Result<JetStreamSource> {
+        let conn = connect::connect(&cfg).await?;
+        let stats = Arc::new(SourceStats::default());
+        let acker = Acker::new(conn.js.clone(), conn.ack_wait, stats.clone());
+        let progress = tokio::spawn(acker.clone().progress_loop());
+        tracing::info!(url = %cfg.url, stream = %cfg.stream, consumer = %cfg.consumer, ack_wait_ms = conn.ack_wait.as_millis() as u64, "jetstream source connected");
+        Ok(JetStreamSource {
+            cfg,
+            conn,
+            acker,
+            stats,
+            progress,
+        })
+    }
+
+    /// The consumer's `ack_wait` and `max_ack_pending`, as the server has
+    /// them (an existing consumer keeps its own).
+    pub fn consumer_limits(&self) -> (Duration, i64) {
+        (
+            self.conn.ack_wait,
+            self.conn.consumer.cached_info().config.max_ack_pending,
+        )
+    }
+
+    /// The stream read, with its creation time.
+    pub fn stream(&self) -> &map::StreamId {
+        &self.conn.stream
+    }
+
+    /// The acker: give it every released [`JsAck`].
+    pub fn acker(&self) -> Arc<Acker> {
+        self.acker.clone()
+    }
+
+    /// The counters, shared.
+    pub fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
+    }
+
+    /// Reads messages and appends them until `stop` resolves, then waits for
+    /// the appends in flight. The outbox keeps running: shut it down next
+    /// (releasing the tokens of what the sinks finish), then call
+    /// [`JetStreamSource::close`].
+    ///
+    /// A lost connection, an ended pull or a deleted consumer is waited out
+    /// and set up again, logged, for as long as it takes.
+    ///
+    /// # Errors
+    /// The engine's error when an append fails for a reason other than a
+    /// refused record or shutdown (a failed flush: [`Error::Poisoned`]);
+    /// then the source stops and the message is handed back.
+    pub async fn run<T>(&self, outbox: Arc<Outbox<T>>, stop: impl Future<Output = ()>) -> Result<()>
+    where
+        T: From<JsAck> + Send + 'static,
+    {
+        tokio::pin!(stop);
+        let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+        let mut inflight: JoinSet<Result<()>> = JoinSet::new();
+        let mut consumer = self.conn.consumer.clone();
+        let mut backoff = Duration::from_millis(100);
+        let mut result = Ok(());
+        'pull: loop {
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(PULL_BATCH)
+                .heartbeat(HEARTBEAT)
+                .messages()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "jetstream source: cannot start pulling; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = &mut stop => break 'pull,
+                    }
+                    backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+                    consumer = match self.reconsume(consumer).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            result = Err(e);
+                            break 'pull;
+                        }
+                    };
+                    continue 'pull;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    m = messages.next() => m,
+                    _ = &mut stop => break 'pull,
+                    Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                        if let Err(e) = joined(done) {
+                            result = Err(e);
+                            break 'pull;
+                        }
+                        continue;
+                    }
+                };
+                let mut group = Vec::new();
+                match next {
+                    None => {
+                        tracing::warn!("jetstream source: the pull ended; pulling again");
+                        consumer = match self.reconsume(consumer).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                result = Err(e);
+                                break 'pull;
+                            }
+                        };
+                        continue 'pull;
+                    }
+                    Some(Err(e)) => {
+                        let gone = e.kind() == MessagesErrorKind::ConsumerDeleted;
+                        tracing::warn!(error = %e, "jetstream source: pull error");
+                        if gone {
+                            consumer = match self.reconsume(consumer).await {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    result = Err(e);
+                                    break 'pull;
+                                }
+                            };
+                            continue 'pull;
+                        }
+                        continue;
+                    }
+                    Some(Ok(m)) => group.push(m),
+                }
+                backoff = Duration::from_millis(100);
+                // Take what else is ready, so one append carries many.
+                while group.len() < GROUP {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => group.push(m),
+                        Some(Some(Err(e))) => {
+                            tracing::warn!(error = %e, "jetstream source: pull error");
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+                let prepared = self.prepare(group).await;
+                if prepared.is_empty() {
+                    continue;
+                }
+                let permit = tokio::select! {
+                    p = slots.clone().acquire_owned() => p.map_err(|_| Error::ShuttingDown)?,
+                    _ = &mut stop => {
+                        for p in &prepared {
+                            self.acker.nak(&p.token).await;
+                        }
+                        break 'pull;
+                    }
+                };
+                let mut append = Box::pin(append_group(
+                    outbox.clone(),
+                    self.acker.clone(),
+                    self.stats.clone(),
+                    self.cfg.ack,
+                    prepared,
+                ));
+                // Poll once here, so this group reaches the engine before the
+                // next one is read: that keeps the log in delivery order.
+                if let Poll::Ready(r) = futures::poll!(&mut append) {
+                    drop(permit);
+                    if let Err(e) = r {
+                        result = Err(e);
+                        break 'pull;
+                    }
+                    continue;
+                }
+                inflight.spawn(async move {
+                    let r = append.await;
+                    drop(permit);
+                    r
+                });
+            }
+        }
+        while let Some(done) = inflight.join_next().await {
+            if let Err(e) = joined(done) {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// Sets the consumer up again (it may have been deleted, or the
+    /// connection lost), waiting and retrying; after three failures the old
+    /// handle is pulled on again, which retries too.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when the stream was deleted and created again: its
+    /// sequences start over, so the keys and ids of this run no longer
+    /// apply; a restart picks the new stream up.
+    async fn reconsume(
+        &self,
+        old: async_nats::jetstream::consumer::PullConsumer,
+    ) -> Result<async_nats::jetstream::consumer::PullConsumer> {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..3 {
+            match connect::setup_consumer(&self.conn.js, &self.cfg).await {
+                Ok((id, _)) if id != self.conn.stream => {
+                    return Err(Error::Source(format!(
+                        "stream `{}` was deleted and created again while outbox ran; restart outbox to read the new one",
+                        self.cfg.stream
+                    )));
+                }
+                Ok((_, c)) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "jetstream source: cannot set the consumer up; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RESUBSCRIBE_MAX);
+                }
+            }
+        }
+        Ok(old)
+    }
+
+    /// Tracks each message, maps it, terminates the invalid ones.
+    async fn prepare(&self, group: Vec<async_nats::jetstream::Message>) -> Vec<Prepared> {
+        let mut out = Vec::with_capacity(group.len());
+        for msg in group {
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            let seq = match msg.info() {
+                Ok(i) => i.stream_sequence,
+                Err(e) => {
+                    // Not a JetStream delivery: there is nothing to ack and no
+                    // sequence to key it by. A pull consumer never sends one.
+                    tracing::error!(subject = %msg.subject, error = %e, "jetstream source: message without a JetStream reply subject; not appended");
+                    continue;
+                }
+            };
+            // `info()` parsed the reply subject, so it is there.
+            let Some(reply) = msg.reply.clone() else {
+                continue;
+            };
+            let token = self.acker.track(reply, seq);
+            let headers: Vec<(String, String)> = msg
+                .headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .flat_map(|(k, vs)| {
+                    vs.iter()
+                        .map(move |v| (k.to_string(), v.as_str().to_string()))
+                })
+                .collect();
+            let incoming = Incoming {
+                stream_seq: seq,
+                subject: msg.subject.as_str(),
+                headers,
+                payload: &msg.payload,
+            };
+            match map::to_record(incoming, self.cfg.validate) {
+                Ok(record) => out.push(Prepared {
+                    record: record.with_delivery_id(self.conn.stream.delivery_id(seq)),
+                    key: self.conn.stream.idempotency_key(seq),
+                    token,
+                }),
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "jetstream source: invalid message terminated (Term)");
+                    self.acker.term(&token).await;
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops the in-progress acks and any ack still retrying, and flushes
+    /// what the client has buffered (acks included) to the server. Call it
+    /// after the outbox has shut down and its released tokens were acked.
+    pub async fn close(self) {
+        self.acker.stop();
+        let _ = self.progress.await;
+        if let Err(e) = self.conn.client.flush().await {
+            tracing::warn!(error = %e, "jetstream source: final flush failed");
+        }
+    }
+}
+
+fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    r.map_err(|e| Error::Source(format!("append task failed: {e}")))?
+}
+
+/// Appends one group, message by message under each message's idempotency
+/// key, then acts on each outcome.
+async fn append_group<T>(
+    outbox: Arc<Outbox<T>>,
+    acker: Arc<Acker>,
+    stats: Arc<SourceStats>,
+    mode: AckMode,
+    group: Vec<Prepared>,
+) -> Result<()>
+where
+    T: From<JsAck> + Send + 'static,
+{
+    let appends = group.iter().map(|p| {
+        let tokens = match mode {
+            AckMode::Delivered => vec![T::from(p.token.clone())],
+            AckMode::Accepted => Vec::new(),
+        };
+        append_once(&outbox, &p.key, p.record.clone(), tokens)
+    });
+    let results = futures::future::join_all(appends).await;
+    let mut fatal = None;
+    for (p, r) in group.iter().zip(results) {
+        match r {
+            Ok(duplicate) => {
+                if duplicate {
+                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.appended.fetch_add(1, Ordering::Relaxed);
+                }
+                if mode == AckMode::Accepted {
+                    acker.ack(p.token.clone()).await;
+                }
+            }
+            Err(Error::Rejected(why)) => {
+                tracing::warn!(stream_seq = p.token.stream_seq, reason = %why, "jetstream source: record refused; message terminated (Term)");
+                acker.term(&p.token).await;
+            }
+            Err(Error::ShuttingDown) => acker.nak(&p.token).await,
+            Err(e) => {
+                acker.nak(&p.token).await;
+                fatal.get_or_insert(e);
+            }
+        }
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Appends `record` at most once under `key`; `Ok(true)` when `key` was
+/// already in the log (then `tokens` join the first record's).
+async fn append_once<T: Send + 'static>(
+    outbox: &Outbox<T>,
+    key: &str,
+    record: Record,
+    tokens: Vec<T>,
+) -> Result<bool> {
+    outbox
+        .dispatch_once(key, vec![(record, tokens)])
+        .await
+        .map(|d| d.duplicate)
+}
