@@ -159,3 +159,72 @@ fn purge_needs_confirmation_and_removes_only_what_was_chosen() {
     assert_eq!(stdout(&o), "purged 2 records of sink web\n");
     assert_eq!(dlq_seqs(), Vec::<u64>::new());
 }
+
+/// `dlq list --json` with `target` and `extra` flags: the listed seqs and
+/// delivery ids.
+fn listed(target: &[&str], extra: &[&str]) -> Vec<(u64, String)> {
+    let mut args = vec!["dlq", "list", "--sink", "web", "--json"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(extra);
+    let o = run(&args, b"");
+    assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["delivery_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_dlq_larger_than_a_page_is_listed_whole_online_and_offline() {
+    // 2,500 parked records: the admin endpoint answers 1,000 a page, so the
+    // online listing takes three pages and must join them without a gap or
+    // a repeat.
+    const N: u64 = 2_500;
+    let rx = Receiver::start(vec![422]);
+    let t = tempfile::tempdir().unwrap();
+    let cfg = config(t.path(), &rx);
+    // Time to park them all before the drain at EOF gives up.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("drain_timeout_secs = 5", "drain_timeout_secs = 300"),
+    )
+    .unwrap();
+    let data = t.path().join("data");
+    let input: String = (0..N).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    let o = run_daemon(&cfg, input.as_bytes());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(rx.seen().len() as u64, N, "one refused attempt per record");
+
+    let offline = listed(&["--data-dir", data.to_str().unwrap()], &[]);
+    assert_eq!(
+        offline.iter().map(|e| e.0).collect::<Vec<_>>(),
+        (0..N).collect::<Vec<_>>()
+    );
+    let ids: Vec<String> = rx.seen().into_iter().map(|s| s.1).collect();
+    assert_eq!(
+        offline.iter().map(|e| e.1.clone()).collect::<Vec<_>>(),
+        ids,
+        "each entry keeps the delivery id of its refused attempt"
+    );
+
+    let d = cli_common::Daemon::listening(&cfg, &[("OUTBOX_TEST_HOOK", "hook-secret")]);
+    let url = format!("http://{}", d.admin.unwrap());
+    let online = listed(&["--admin", &url], &[]);
+    assert_eq!(
+        online, offline,
+        "the paged listing is the whole DLQ, in order"
+    );
+    // A limit that ends inside the second page.
+    let limited = listed(&["--admin", &url], &["--limit", "1500"]);
+    assert_eq!(limited, offline[..1500].to_vec());
+    let (code_, err) = d.stop();
+    assert_eq!(code_, 0, "{err}");
+}

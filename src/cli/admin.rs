@@ -157,6 +157,12 @@ pub struct DlqRequest {
     pub seqs: Option<Vec<u64>>,
 }
 
+/// Most entries in one page of `GET /v1/dlq`.
+pub const DLQ_PAGE_ENTRIES: usize = 1000;
+/// Record bytes after which a page of `GET /v1/dlq` ends (a page holds at
+/// least one entry).
+pub const DLQ_PAGE_BYTES: usize = 16 << 20;
+
 /// Query string of the DLQ routes. `GET /v1/dlq` takes all of it; the
 /// POST routes take the filter and `dry_run` (their body names the sink
 /// and the seqs). The fields are spelled out rather than flattened from
@@ -183,6 +189,10 @@ pub struct DlqQuery {
     /// As `--limit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// The seq a page of `GET /v1/dlq` starts at: the `next` of the page
+    /// before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
     /// Report what would change and change nothing (POST routes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -262,15 +272,33 @@ async fn dlq_list(
         Ok(f) => f,
         Err(e) => return engine_error(e),
     };
-    match s.outbox.dlq_list(Some(&sink)) {
-        Ok(all) => {
+    // One page: bounded in entries and in record bytes, however large the
+    // DLQ; the client asks again from `next` until it is null.
+    let from = Seq(q.from.unwrap_or(0));
+    let page = tokio::task::block_in_place(|| {
+        s.outbox.dlq_page(
+            &sink,
+            from,
+            |e| filter.matches(e),
+            filter.limit().min(DLQ_PAGE_ENTRIES),
+            DLQ_PAGE_BYTES,
+        )
+    });
+    match page {
+        Ok(page) => {
             let log_id = s.outbox.log_id();
-            let entries: Vec<_> = filter
-                .select(all)
+            // A page cut by `limit` itself is the last one the client wants.
+            let next = page
+                .next
+                .filter(|_| page.entries.len() < filter.limit())
+                .map(|n| n.0);
+            let entries: Vec<_> = page
+                .entries
                 .iter()
                 .map(|e| view::dlq_json(log_id, e))
                 .collect();
-            axum::Json(json!({"sink": sink.as_str(), "entries": entries})).into_response()
+            axum::Json(json!({"sink": sink.as_str(), "entries": entries, "next": next}))
+                .into_response()
         }
         Err(e) => engine_error(e),
     }
@@ -294,8 +322,8 @@ async fn dlq_show(
         Ok(n) => n,
         Err(e) => return engine_error(e),
     };
-    match s.outbox.dlq_list(Some(&sink)) {
-        Ok(all) => match all.into_iter().find(|e| e.seq == seq) {
+    match s.outbox.dlq_get(&sink, Seq(seq)) {
+        Ok(found) => match found {
             Some(e) => axum::Json(entry_json(s.outbox.log_id(), &e)).into_response(),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -375,8 +403,11 @@ async fn dlq_op(
             Err(e) => return engine_error(e),
         }
     }
-    let selected: Vec<Seq> = match s.outbox.dlq_list(Some(&sink)) {
-        Ok(all) => filter.select(all).iter().map(|e| Seq(e.seq)).collect(),
+    let selected = match tokio::task::block_in_place(|| {
+        s.outbox
+            .dlq_select(&sink, |e| filter.matches(e), filter.limit())
+    }) {
+        Ok(seqs) => seqs,
         Err(e) => return engine_error(e),
     };
     let seqs_json: Vec<u64> = selected.iter().map(|s| s.0).collect();

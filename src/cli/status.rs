@@ -141,7 +141,7 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
         .collect();
     for o in &st.orphans {
         let dlq = match SinkName::new(o.name.clone()) {
-            Ok(n) => outbox.dlq_list(Some(&n))?.len(),
+            Ok(n) => outbox.dlq_count(&n),
             Err(_) => 0,
         };
         sinks.push(SinkRow {

@@ -140,8 +140,8 @@ pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
         out.insert("log".into(), Value::Array(log));
     }
     if q.tree.has(TreeSel::Dlq) {
-        let dlq = store.dlq_list(sink.as_ref())?;
-        out.insert("dlq".into(), dlq_values(log_id, &dlq, q));
+        let dlq = dlq_values(log_id, store.dlq_iter(sink.as_ref()), q)?;
+        out.insert("dlq".into(), dlq);
     }
     Ok(Value::Object(out))
 }
@@ -226,8 +226,8 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Va
         out.insert("log".into(), Value::Array(log));
     }
     if q.tree.has(TreeSel::Dlq) {
-        let dlq = outbox.dlq_list(sink.as_ref())?;
-        out.insert("dlq".into(), dlq_values(log_id, &dlq, q));
+        let dlq = dlq_values(log_id, outbox.dlq_iter(sink.as_ref()), q)?;
+        out.insert("dlq".into(), dlq);
     }
     Ok(Value::Object(out))
 }
@@ -239,15 +239,25 @@ fn delivered_by(e: &LogEntry, sink: Option<&SinkName>) -> bool {
     }
 }
 
-fn dlq_values(log_id: uuid::Uuid, dlq: &[DlqEntry], q: &DumpQuery) -> Value {
+/// The DLQ entries at or after `q.from`, at most `q.limit()`, read from
+/// `dlq` as a stream: a large DLQ is never loaded whole.
+fn dlq_values(
+    log_id: uuid::Uuid,
+    dlq: impl Iterator<Item = Result<DlqEntry>>,
+    q: &DumpQuery,
+) -> Result<Value> {
     let from = q.from.unwrap_or(0);
-    Value::Array(
-        dlq.iter()
-            .filter(|e| e.seq >= from)
-            .take(q.limit())
-            .map(|e| dlq_json(log_id, e))
-            .collect(),
-    )
+    let mut out = Vec::new();
+    for e in dlq {
+        if out.len() >= q.limit() {
+            break;
+        }
+        let e = e?;
+        if e.seq >= from {
+            out.push(dlq_json(log_id, &e));
+        }
+    }
+    Ok(Value::Array(out))
 }
 
 /// A payload: UTF-8 as text, anything else as base64.

@@ -634,12 +634,66 @@ impl<T: Send + 'static> Outbox<T> {
         })
     }
 
-    /// DLQ entries of one sink (or all sinks).
+    /// DLQ entries of one sink (or all sinks), collected in memory. For a
+    /// DLQ that may be large, page through it with [`Outbox::dlq_page`].
     ///
     /// # Errors
     /// [`Error::Corrupted`] when an entry does not decode.
     pub fn dlq_list(&self, sink: Option<&SinkName>) -> Result<Vec<DlqEntry>> {
         self.core.store.dlq_list(sink)
+    }
+
+    /// One page of the DLQ of `sink`, from seq `from`: the entries `keep`
+    /// accepts, at most `max_entries` or until their records reach
+    /// `max_bytes`; the page's `next` is where the following page starts.
+    /// Memory stays bounded by a page however large the DLQ.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when an entry does not decode.
+    pub fn dlq_page(
+        &self,
+        sink: &SinkName,
+        from: Seq,
+        keep: impl FnMut(&DlqEntry) -> bool,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<crate::store::DlqPage> {
+        self.core
+            .store
+            .dlq_page(sink, from, keep, max_entries, max_bytes)
+    }
+
+    /// The seqs of the DLQ entries of `sink` that `keep` accepts, at most
+    /// `limit`, streamed from the tree: what a filtered redrive or purge
+    /// selects.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when an entry does not decode.
+    pub fn dlq_select(
+        &self,
+        sink: &SinkName,
+        keep: impl FnMut(&DlqEntry) -> bool,
+        limit: usize,
+    ) -> Result<Vec<Seq>> {
+        self.core.store.dlq_select(sink, keep, limit)
+    }
+
+    /// Streams the DLQ entries of one sink (or all sinks) in key order.
+    pub fn dlq_iter(&self, sink: Option<&SinkName>) -> impl Iterator<Item = Result<DlqEntry>> + '_ {
+        self.core.store.dlq_iter(sink)
+    }
+
+    /// The DLQ entry of `sink` at `seq`, if any.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when the entry does not decode.
+    pub fn dlq_get(&self, sink: &SinkName, seq: Seq) -> Result<Option<DlqEntry>> {
+        self.core.store.dlq_get(sink, seq)
+    }
+
+    /// How many DLQ entries `sink` has (configured or orphaned).
+    pub fn dlq_count(&self, sink: &SinkName) -> usize {
+        self.core.store.dlq_count(sink)
     }
 
     /// Moves DLQ entries of `sink` (those at `seqs`, or all) back into the

@@ -5,7 +5,8 @@
 //!   that appends its record to `log`, so a crash leaves it in exactly one
 //!   of the two;
 //! - a redrive is cut into chunks of at most [`REDRIVE_CHUNK_BYTES`] of
-//!   records (or one record, if larger); each chunk is packed into log values
+//!   records and [`REDRIVE_CHUNK_ENTRIES`] entries (or one record, if
+//!   larger); each chunk is packed into log values
 //!   of bounded size and written, with its DLQ removals, as one transaction.
 //!   Nothing is ever encoded larger than a reader accepts, and memory stays
 //!   bounded by a chunk however large the DLQ;
@@ -20,6 +21,20 @@ use crate::types::{Seq, SinkName};
 
 /// Most record bytes moved by one redrive transaction.
 pub const REDRIVE_CHUNK_BYTES: u64 = 32 << 20;
+
+/// Most entries moved by one redrive transaction: small records are bounded
+/// by their count, since each costs more in a sled transaction and in
+/// memory than its bytes say.
+pub const REDRIVE_CHUNK_ENTRIES: usize = 4096;
+
+/// One page of a DLQ listing: see [`Store::dlq_page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqPage {
+    /// The entries of the page, in seq order.
+    pub entries: Vec<DlqEntry>,
+    /// Where the next page starts; `None` once the DLQ is exhausted.
+    pub next: Option<Seq>,
+}
 
 /// Which DLQ entries of one sink a redrive or purge takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +114,97 @@ impl Store {
         })
     }
 
+    /// Streams the DLQ entries of `sink` at or after seq `from`, in seq
+    /// order: the cursor of a paged listing.
+    pub fn dlq_iter_from<'a>(
+        &'a self,
+        sink: &SinkName,
+        from: Seq,
+    ) -> impl Iterator<Item = Result<DlqEntry>> + 'a {
+        let prefix = codec::dlq_prefix(sink);
+        self.dlq
+            .range(codec::dlq_key(sink, from)..)
+            .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|kv| {
+                let (k, v) = kv.map_err(Error::from_sled)?;
+                codec::decode_dlq(&k, &v)
+            })
+    }
+
+    /// One page of the DLQ of `sink`: the entries at or after `from` that
+    /// `keep` accepts, in seq order, until `max_entries` are taken or their
+    /// records reach `max_bytes` (a page holds at least one entry, however
+    /// large). `next` is where the following page starts, or `None` when
+    /// the scan reached the end.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when an entry does not decode.
+    pub fn dlq_page(
+        &self,
+        sink: &SinkName,
+        from: Seq,
+        mut keep: impl FnMut(&DlqEntry) -> bool,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<DlqPage> {
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for e in self.dlq_iter_from(sink, from) {
+            let e = e?;
+            if entries.len() >= max_entries.max(1) || (!entries.is_empty() && bytes >= max_bytes) {
+                return Ok(DlqPage {
+                    entries,
+                    next: Some(Seq(e.seq)),
+                });
+            }
+            if keep(&e) {
+                bytes += e.record.payload.len();
+                entries.push(e);
+            }
+        }
+        Ok(DlqPage {
+            entries,
+            next: None,
+        })
+    }
+
+    /// The seqs of the DLQ entries of `sink` that `keep` accepts, in order,
+    /// at most `limit` of them: what a redrive or purge selects, held as
+    /// seqs only, never as records.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when an entry does not decode.
+    pub fn dlq_select(
+        &self,
+        sink: &SinkName,
+        mut keep: impl FnMut(&DlqEntry) -> bool,
+        limit: usize,
+    ) -> Result<Vec<Seq>> {
+        let mut out = Vec::new();
+        for e in self.dlq_iter(Some(sink)) {
+            if out.len() >= limit {
+                break;
+            }
+            let e = e?;
+            if keep(&e) {
+                out.push(Seq(e.seq));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The DLQ entry of `sink` at `seq`, if there is one: one point lookup.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when the entry does not decode.
+    pub fn dlq_get(&self, sink: &SinkName, seq: Seq) -> Result<Option<DlqEntry>> {
+        let key = codec::dlq_key(sink, seq);
+        match self.dlq.get(&key).map_err(Error::from_sled)? {
+            Some(v) => codec::decode_dlq(&key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// DLQ entries of one sink, or of every sink, in key order, collected.
     ///
     /// # Errors
@@ -175,7 +281,9 @@ impl Store {
             let (k, v) = kv?;
             let e = codec::decode_dlq(&k, &v)?;
             let size = e.record.size() as u64;
-            if !remove.is_empty() && bytes + size > REDRIVE_CHUNK_BYTES {
+            if !remove.is_empty()
+                && (bytes + size > REDRIVE_CHUNK_BYTES || remove.len() >= REDRIVE_CHUNK_ENTRIES)
+            {
                 break;
             }
             if value_size > 0 && value_size + size > value_bytes as u64 {

@@ -55,7 +55,7 @@ use crate::error::{Error, Result};
 use crate::types::{Seq, SinkName};
 
 pub use chain::{Break, ChainWalk, LogExtent};
-pub use dlq::{REDRIVE_CHUNK_BYTES, RedriveChunk, Selection};
+pub use dlq::{DlqPage, REDRIVE_CHUNK_BYTES, REDRIVE_CHUNK_ENTRIES, RedriveChunk, Selection};
 pub use durability::{Durability, FlushMode, Ticket};
 pub use members::{MembershipPlan, SinkStart, plan_membership};
 pub use open::{StoreOptions, is_locked};

@@ -76,6 +76,24 @@ impl Daemon {
         Self::try_start(args, envs).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `outbox run --config CFG` with ingest and admin listening on
+    /// ephemeral loopback ports.
+    pub fn listening(cfg: &Path, envs: &[(&str, &str)]) -> Daemon {
+        let cfg = cfg.to_str().expect("utf-8 config path");
+        Self::start(
+            &[
+                "run",
+                "--config",
+                cfg,
+                "--ingest-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+            envs,
+        )
+    }
+
     /// As [`Daemon::start`], but a daemon that exits (or stays silent for
     /// 30 s) before it announces its listeners is an `Err` with its exit
     /// code and stderr.

@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use outbox::codec::DlqEntry;
 use outbox::store::Selection;
 use outbox::store::Store;
 use outbox::{Error, Result, Seq, SinkName};
@@ -138,7 +137,11 @@ impl Target {
 
     /// The admin endpoint's query for this target's filter.
     fn query(&self, with_target: bool, dry_run: bool) -> String {
-        let q = DlqQuery {
+        serde_urlencoded::to_string(self.dlq_query(with_target, dry_run)).unwrap_or_default()
+    }
+
+    fn dlq_query(&self, with_target: bool, dry_run: bool) -> DlqQuery {
+        DlqQuery {
             sink: with_target.then(|| self.sink.clone()),
             seqs: (with_target && !self.seqs.is_empty()).then(|| {
                 self.seqs
@@ -151,8 +154,19 @@ impl Target {
             until: self.filter.until.clone(),
             error_match: self.filter.error_match.clone(),
             limit: self.filter.limit,
+            from: None,
             dry_run,
-        };
+        }
+    }
+
+    /// The query of one page of `GET /v1/dlq`, from seq `from`, taking at
+    /// most `remaining` more entries.
+    fn page_query(&self, from: Option<u64>, remaining: usize) -> String {
+        let mut q = self.dlq_query(true, false);
+        q.from = from;
+        if remaining != usize::MAX {
+            q.limit = Some(remaining);
+        }
         serde_urlencoded::to_string(&q).unwrap_or_default()
     }
 }
@@ -166,9 +180,14 @@ pub fn run(cmd: DlqCommand) -> Result<ExitCode> {
     }
 }
 
-/// The entries of `sink` that `filter` selects, from a stopped outbox.
-fn select_offline(store: &Store, sink: &SinkName, filter: &Filter) -> Result<Vec<DlqEntry>> {
-    Ok(filter.select(store.dlq_list(Some(sink))?))
+/// The seqs of the entries of `sink` that `filter` selects, from a stopped
+/// outbox, streamed: seqs are held, records are not.
+fn select_offline(store: &Store, sink: &SinkName, filter: &Filter) -> Result<Vec<u64>> {
+    Ok(store
+        .dlq_select(sink, |e| filter.matches(e), filter.limit())?
+        .into_iter()
+        .map(|s| s.0)
+        .collect())
 }
 
 /// Fails with [`Error::UnknownSink`] unless `sink` has an offset: a typo
@@ -183,39 +202,80 @@ fn known_sink(store: &Store, sink: &SinkName) -> Result<()> {
 fn list(a: Target) -> Result<ExitCode> {
     let sink = a.sink_name()?;
     let filter = a.filter()?;
-    let entries: Vec<Value> = match a.offline() {
+    let mut out = Listing::start(a.json);
+    match a.offline() {
         Some(dir) => {
             let store = super::inspect_existing(dir)?;
             let log_id = store.log_id();
-            select_offline(&store, &sink, &filter)?
-                .iter()
-                .map(|e| dlq_json(log_id, e))
-                .collect()
+            // Streamed: one entry in memory at a time, however large the DLQ.
+            for e in store.dlq_iter(Some(&sink)) {
+                if out.count >= filter.limit() {
+                    break;
+                }
+                let e = e?;
+                if filter.matches(&e) {
+                    out.entry(&dlq_json(log_id, &e));
+                }
+            }
         }
         None => {
-            let v = client::call(
-                &a.admin,
-                reqwest::Method::GET,
-                &format!("/v1/dlq?{}", a.query(true, false)),
-                None,
-            )?;
-            v.get("entries")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
+            // Paged: the endpoint answers at most a page at a time, and says
+            // where the next one starts.
+            let mut from = None;
+            loop {
+                let remaining = filter.limit() - out.count;
+                let v = client::call(
+                    &a.admin,
+                    reqwest::Method::GET,
+                    &format!("/v1/dlq?{}", a.page_query(from, remaining)),
+                    None,
+                )?;
+                for e in v
+                    .get("entries")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    out.entry(e);
+                }
+                match v.get("next").and_then(Value::as_u64) {
+                    Some(n) if out.count < filter.limit() => from = Some(n),
+                    _ => break,
+                }
+            }
         }
-    };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&entries).unwrap_or_default()
-        );
-    } else {
-        println!(
-            "{:>10}  {:<48}  {:<24}  {:>8}  ERROR / PAYLOAD",
-            "SEQ", "DELIVERY ID", "PARKED AT", "ATTEMPTS"
-        );
-        for e in &entries {
+    }
+    out.finish(&sink, filter.is_everything());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a DLQ listing as it is read: a JSON array, or a table.
+struct Listing {
+    json: bool,
+    count: usize,
+}
+
+impl Listing {
+    fn start(json: bool) -> Listing {
+        if json {
+            print!("[");
+        } else {
+            println!(
+                "{:>10}  {:<48}  {:<24}  {:>8}  ERROR / PAYLOAD",
+                "SEQ", "DELIVERY ID", "PARKED AT", "ATTEMPTS"
+            );
+        }
+        Listing { json, count: 0 }
+    }
+
+    fn entry(&mut self, e: &Value) {
+        if self.json {
+            let sep = if self.count == 0 { "\n" } else { ",\n" };
+            print!(
+                "{sep}{}",
+                serde_json::to_string_pretty(e).unwrap_or_default()
+            );
+        } else {
             println!(
                 "{:>10}  {:<48}  {:<24}  {:>8}  {}\n{:>10}  {}",
                 e["seq"],
@@ -230,14 +290,21 @@ fn list(a: Target) -> Result<ExitCode> {
                 payload_text(&e["payload"])
             );
         }
-        eprintln!(
-            "{} entr{} in the DLQ of sink {sink}{}",
-            entries.len(),
-            if entries.len() == 1 { "y" } else { "ies" },
-            if filter.is_everything() { "" } else { " match" }
-        );
+        self.count += 1;
     }
-    Ok(ExitCode::SUCCESS)
+
+    fn finish(self, sink: &SinkName, everything: bool) {
+        if self.json {
+            println!("{}]", if self.count == 0 { "" } else { "\n" });
+        } else {
+            eprintln!(
+                "{} entr{} in the DLQ of sink {sink}{}",
+                self.count,
+                if self.count == 1 { "y" } else { "ies" },
+                if everything { "" } else { " match" }
+            );
+        }
+    }
 }
 
 /// What a change command did (or, in a dry run, would do).
@@ -257,10 +324,7 @@ fn redrive(a: ChangeArgs) -> Result<ExitCode> {
         Some(dir) => {
             let store = super::open_existing(dir)?;
             known_sink(&store, &sink)?;
-            let selected: Vec<u64> = select_offline(&store, &sink, &filter)?
-                .iter()
-                .map(|e| e.seq)
-                .collect();
+            let selected = select_offline(&store, &sink, &filter)?;
             let mut changed = 0;
             if !a.dry_run && !selected.is_empty() {
                 let chosen: Vec<Seq> = selected.iter().map(|s| Seq(*s)).collect();
@@ -324,10 +388,7 @@ fn purge(a: ChangeArgs) -> Result<ExitCode> {
     // What would go: shown before asking, and then exactly that is removed.
     let preview = |dry_run: bool| -> Result<Vec<u64>> {
         match &store {
-            Some(store) => Ok(select_offline(store, &sink, &filter)?
-                .iter()
-                .map(|e| e.seq)
-                .collect()),
+            Some(store) => select_offline(store, &sink, &filter),
             None => Ok(online_change(t, &sink, "purge", "purged", dry_run, None)?.selected),
         }
     };
@@ -381,10 +442,7 @@ fn purge(a: ChangeArgs) -> Result<ExitCode> {
         Some(store) => {
             let selected = match exact {
                 Some(s) => s,
-                None => select_offline(store, &sink, &filter)?
-                    .iter()
-                    .map(|e| e.seq)
-                    .collect(),
+                None => select_offline(store, &sink, &filter)?,
             };
             let seqs: Vec<Seq> = selected.iter().map(|s| Seq(*s)).collect();
             let n = if selected.is_empty() {

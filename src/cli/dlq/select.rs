@@ -146,6 +146,11 @@ impl Filter {
             && self.limit.is_none()
     }
 
+    /// The most entries to take: `--limit`, or no limit.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(usize::MAX)
+    }
+
     /// Whether one entry passes every condition (the limit aside).
     pub fn matches(&self, e: &DlqEntry) -> bool {
         self.seqs.as_ref().is_none_or(|s| s.contains(&e.seq))
@@ -155,7 +160,10 @@ impl Filter {
     }
 
     /// The entries that pass, in input order, at most `limit` of them.
-    /// Stops reading the input once the limit is reached.
+    /// Stops reading the input once the limit is reached. The reference for
+    /// what the streaming selections (`Store::dlq_select`, `dlq_page`)
+    /// take with [`Filter::matches`] and [`Filter::limit`].
+    #[cfg(test)]
     pub fn select<I: IntoIterator<Item = DlqEntry>>(&self, entries: I) -> Vec<DlqEntry> {
         entries
             .into_iter()

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use outbox::codec::DlqEntry;
-use outbox::{Error, Result, SinkName};
+use outbox::{Error, Result, Seq, SinkName};
 use serde_json::{Value, json};
 
 use super::super::client::{self, AdminArgs};
@@ -86,9 +86,7 @@ pub fn run(a: ShowArgs) -> Result<ExitCode> {
         (None, Some(dir)) => {
             let store = super::super::inspect_existing(dir)?;
             let entry = store
-                .dlq_list(Some(&sink))?
-                .into_iter()
-                .find(|e| e.seq == a.seq)
+                .dlq_get(&sink, Seq(a.seq))?
                 .ok_or_else(|| not_found(&sink, a.seq))?;
             entry_json(store.log_id(), &entry)
         }

@@ -1,0 +1,223 @@
+//! Bounded values and bounded memory for large DLQs (issue 9, item 8).
+//!
+//! A redrive once wrote every selected DLQ entry into one log value, which
+//! no reader could decode past 256 MiB. Now a redrive is cut into chunks of
+//! at most `REDRIVE_CHUNK_BYTES`, each packed into values a reader accepts,
+//! and listing streams the tree. These tests park large DLQs through the
+//! real engine on a real sled directory, redrive them, and check that every
+//! record comes back, once, with its delivery id, in order, and that the
+//! process's memory stays far below the size of the DLQ.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
+use outbox::{Outbox, Record, SinkConfig, SinkName};
+use parking_lot::Mutex;
+
+/// What the sink saw of one successful delivery: no payload is kept, so
+/// the test's own memory does not grow with the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Got {
+    seq: u64,
+    id: String,
+    index: u64,
+    len: usize,
+}
+
+/// Refuses every record permanently (so it is parked) until `accept` is
+/// set; then records what it delivered.
+#[derive(Clone, Default)]
+struct Switch {
+    accept: Arc<AtomicBool>,
+    got: Arc<Mutex<Vec<Got>>>,
+    refused: Arc<AtomicU64>,
+}
+
+impl Sink for Switch {
+    fn deliver<'a>(
+        &'a self,
+        record: &'a Record,
+        ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        Box::pin(async move {
+            if !self.accept.load(Ordering::SeqCst) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(DeliveryError::permanent("refused: 422"));
+            }
+            let p = &record.payload;
+            // Every byte after the index repeats its low byte: check them
+            // all, so a torn or mixed-up value cannot pass.
+            let index = u64::from_be_bytes(p[..8].try_into().unwrap());
+            assert!(
+                p[8..].iter().all(|b| *b == index as u8),
+                "payload of record {index} is damaged"
+            );
+            self.got.lock().push(Got {
+                seq: ctx.seq.0,
+                id: ctx.delivery_id.to_string(),
+                index,
+                len: p.len(),
+            });
+            Ok(())
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "switch"
+    }
+}
+
+fn payload(index: u64, len: usize) -> Vec<u8> {
+    let mut p = vec![index as u8; len];
+    p[..8].copy_from_slice(&index.to_be_bytes());
+    p
+}
+
+/// Resident set size of this process, in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib / 1024
+}
+
+/// Samples the RSS every 20 ms until the returned closure is called, which
+/// gives the peak.
+fn watch_rss() -> impl FnOnce() -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(rss_mib()));
+    let t = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                peak.fetch_max(rss_mib(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    move || {
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+        peak.load(Ordering::SeqCst)
+    }
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Parks `n` records of `len` bytes, redrives them all in one call, and
+/// checks what came back. Returns (peak RSS during the redrive and its
+/// delivery, RSS before it), in MiB.
+async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
+    let d = tempfile::tempdir().unwrap();
+    let sink = Switch::default();
+    let cfg = SinkConfig {
+        retry_max: 0,
+        batch_max: 64,
+        ..SinkConfig::default()
+    };
+    let name = SinkName::new("hook".to_string()).unwrap();
+    let (ob, _acks) = Outbox::<()>::builder(d.path())
+        .sink("hook", sink.clone(), cfg)
+        .open()
+        .await
+        .unwrap();
+
+    // Fill: every record is refused and parked.
+    let mut ids = Vec::with_capacity(n as usize);
+    let mut next = 0u64;
+    while next < n {
+        let batch: Vec<(Record, Vec<()>)> = (next..n.min(next + per_call as u64))
+            .map(|i| (Record::new(payload(i, len)), vec![]))
+            .collect();
+        next += batch.len() as u64;
+        for r in ob.dispatch_many(batch).await.unwrap() {
+            ids.push(r.delivery_id.to_string());
+        }
+    }
+    wait_for("every record parked", 600, || {
+        ob.dlq_count(&name) as u64 == n
+    })
+    .await;
+    assert_eq!(sink.refused.load(Ordering::SeqCst), n);
+    assert!(sink.got.lock().is_empty());
+
+    // A page of the listing is bounded however large the DLQ is.
+    let page = ob
+        .dlq_page(&name, outbox::Seq(0), |_| true, 1000, 16 << 20)
+        .unwrap();
+    let page_bytes: usize = page.entries.iter().map(|e| e.record.payload.len()).sum();
+    assert!(
+        page.entries.len() <= 1000 && page_bytes < (16 << 20) + len,
+        "a page holds {} entries, {page_bytes} bytes",
+        page.entries.len()
+    );
+    assert!(
+        page.next.is_some(),
+        "a {n}-entry DLQ takes more than a page"
+    );
+
+    // Redrive everything in one call.
+    sink.accept.store(true, Ordering::SeqCst);
+    let before = rss_mib();
+    let peak = watch_rss();
+    let moved = ob.dlq_redrive(&name, None).await.unwrap();
+    assert_eq!(moved as u64, n, "every entry moved");
+    wait_for("every redriven record delivered", 600, || {
+        sink.got.lock().len() as u64 >= n
+    })
+    .await;
+    let peak = peak();
+    assert_eq!(ob.dlq_count(&name), 0, "the DLQ is empty after the redrive");
+    ob.close(Duration::from_secs(30)).await.unwrap();
+
+    // Each record once, in its original order, with its original delivery
+    // id and every byte intact (the sink checked the bytes).
+    let got = sink.got.lock().clone();
+    assert_eq!(got.len() as u64, n, "no record delivered twice");
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.index, i as u64, "redriven in order");
+        assert_eq!(g.len, len);
+        assert_eq!(g.id, ids[i], "record {i} keeps its delivery id");
+    }
+    assert!(
+        got.windows(2).all(|w| w[0].seq < w[1].seq),
+        "new seqs, increasing"
+    );
+    (peak, before)
+}
+
+/// 10,000 entries of 1 MiB: 10 GiB parked, redriven in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_of_ten_thousand_one_mib_entries_is_chunked_and_bounded() {
+    let (peak, before) = park_and_redrive(10_000, 1 << 20, 4).await;
+    eprintln!("RSS before the redrive {before} MiB, peak during it {peak} MiB");
+    assert!(
+        peak < before + 512,
+        "a redrive of 10 GiB must not hold it in memory: RSS went from {before} to {peak} MiB"
+    );
+}
+
+/// 100,000 small entries, redriven in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_of_a_hundred_thousand_small_entries() {
+    let (peak, before) = park_and_redrive(100_000, 64, 256).await;
+    eprintln!("RSS before the redrive {before} MiB, peak during it {peak} MiB");
+    assert!(peak < before + 256, "RSS went from {before} to {peak} MiB");
+}
