@@ -296,3 +296,103 @@ fn sigterm_right_after_start_drains_and_exits_0() {
         assert!(err.contains("appended 0 records"), "{err}");
     }
 }
+
+/// POSTs `body` with an `Idempotency-Key`.
+fn post_keyed(d: &Daemon, key: &str, body: &[u8]) -> cli_common::Reply {
+    let auth = format!("Bearer {TOKEN}");
+    http(
+        d.ingest.unwrap(),
+        "POST",
+        "/v1/records",
+        &[
+            ("Content-Type", "application/x-ndjson"),
+            ("Authorization", auth.as_str()),
+            ("Idempotency-Key", key),
+        ],
+        body,
+    )
+}
+
+/// The file sink's output lines (one payload each), in order.
+fn output_lines(out: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_retried_post_with_the_same_idempotency_key_appends_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out.ndjson");
+    let cfg = config(
+        t.path(),
+        &format!(
+            "[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"{}\"\n",
+            out.display()
+        ),
+    );
+    let envs = [("OUTBOX_TEST_TOKEN", TOKEN)];
+    let d = Daemon::listening(&cfg, &envs);
+
+    let r = post_keyed(&d, "order-17", b"{\"a\":1}\n{\"b\":2}\n");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"accepted": 2, "first_seq": 0, "last_seq": 1})
+    );
+    assert_eq!(r.header("idempotent-replayed"), None);
+
+    // The same key and body: the original receipt, marked as a replay.
+    let r = post_keyed(&d, "order-17", b"{\"a\":1}\n{\"b\":2}\n");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"accepted": 2, "first_seq": 0, "last_seq": 1})
+    );
+    assert_eq!(r.header("idempotent-replayed"), Some("true"));
+
+    // The same key with another body: 409, nothing appended.
+    let r = post_keyed(&d, "order-17", b"{\"a\":1}\n{\"b\":3}\n");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key reused for a different body"),
+        "{}",
+        r.body
+    );
+    // A bad key: 400 naming the header.
+    let r = post_keyed(&d, "", b"{\"c\":4}\n");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("Idempotency-Key"), "{}", r.body);
+
+    // Another key appends after the first request.
+    let r = post_keyed(&d, "order-18", b"{\"c\":4}\n");
+    assert_eq!(r.json()["first_seq"], 2, "{}", r.body);
+    wait_for("delivery", || output_lines(&out).len() == 3);
+    let (c, err) = d.stop();
+    assert_eq!(c, 0, "{err}");
+
+    // The key is durable with its records: after a restart the replay still
+    // answers with the original seqs and appends nothing.
+    let d = Daemon::listening(&cfg, &envs);
+    let r = post_keyed(&d, "order-17", b"{\"a\":1}\n{\"b\":2}\n");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"accepted": 2, "first_seq": 0, "last_seq": 1})
+    );
+    assert_eq!(r.header("idempotent-replayed"), Some("true"));
+    let (c, err) = d.stop();
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(
+        output_lines(&out),
+        ["{\"a\":1}", "{\"b\":2}", "{\"c\":4}"],
+        "each record delivered once"
+    );
+    let v = dump_json(&t.path().join("data"), &["--tree", "meta"]);
+    assert_eq!(v["meta"]["next_seq"], 3, "{v}");
+}
