@@ -71,6 +71,26 @@ impl Sink for Switch {
     }
 }
 
+/// The engine's default log value size (`OutboxConfig::max_value_bytes`).
+const VALUE_BYTES: usize = 96 << 10;
+
+/// Never finishes a delivery.
+struct Stuck;
+
+impl Sink for Stuck {
+    fn deliver<'a>(
+        &'a self,
+        _record: &'a Record,
+        _ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        Box::pin(std::future::pending())
+    }
+
+    fn kind(&self) -> &'static str {
+        "stuck"
+    }
+}
+
 fn payload(index: u64, len: usize) -> Vec<u8> {
     let mut p = vec![index as u8; len];
     p[..8].copy_from_slice(&index.to_be_bytes());
@@ -133,8 +153,11 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
         ..SinkConfig::default()
     };
     let name = SinkName::new("hook".to_string()).unwrap();
+    // `keep` never finishes a delivery, so truncation keeps the whole log
+    // and the values the redrive wrote can be read back at the end.
     let (ob, _acks) = Outbox::<()>::builder(d.path())
-        .sink("hook", sink.clone(), cfg)
+        .sink("hook", sink.clone(), cfg.clone())
+        .sink("keep", Stuck, cfg)
         .open()
         .await
         .unwrap();
@@ -185,7 +208,43 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
     .await;
     let peak = peak();
     assert_eq!(ob.dlq_count(&name), 0, "the DLQ is empty after the redrive");
-    ob.close(Duration::from_secs(30)).await.unwrap();
+    ob.close(Duration::ZERO).await.unwrap();
+
+    // Every value the redrive wrote decodes and is bounded: whole records,
+    // several only up to the value size, one alone only if it is larger.
+    let log = common::raw_sled(d.path()).open_tree("log").unwrap();
+    let (mut redriven, mut values) = (0u64, 0u64);
+    for kv in log.iter() {
+        let (k, v) = kv.unwrap();
+        let (_, _, entries) = outbox::codec::decode_batch(&k, &v).unwrap();
+        let ours = entries
+            .iter()
+            .filter(|e| e.target.as_deref() == Some("hook"))
+            .count();
+        if ours == 0 {
+            continue;
+        }
+        assert_eq!(
+            ours,
+            entries.len(),
+            "a redrive value holds only redriven records"
+        );
+        let bound = if entries.len() == 1 {
+            len + 1024
+        } else {
+            VALUE_BYTES + 1024
+        };
+        assert!(
+            v.len() <= bound,
+            "a value of {} records is {} bytes (bound {bound})",
+            entries.len(),
+            v.len()
+        );
+        redriven += ours as u64;
+        values += 1;
+    }
+    assert_eq!(redriven, n, "every redriven record is in the log once");
+    eprintln!("{n} records redriven in {values} values");
 
     // Each record once, in its original order, with its original delivery
     // id and every byte intact (the sink checked the bytes).
@@ -203,15 +262,28 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
     (peak, before)
 }
 
-/// 10,000 entries of 1 MiB: 10 GiB parked, redriven in one call.
+/// How many 1 MiB entries the large test parks: 300 (more than the
+/// 256 MiB a single log value may hold, which a redrive in one value used
+/// to write) unless `OUTBOX_BOUNDED_MIB` says
+/// otherwise; the 10,000 is a long run (docs/testing.md).
+fn mib_entries() -> u64 {
+    std::env::var("OUTBOX_BOUNDED_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// Entries of 1 MiB (300 MiB of them by default) parked, redriven in one
+/// call. No bound on memory is asserted here: sled 0.34 keeps every value
+/// larger than its page size in memory whatever its cache capacity (1,000
+/// values of 1 MiB written to a bare sled tree: 1,013 MiB RSS, still 1,012
+/// after removing them), so a DLQ of large records costs its size in RAM.
+/// docs/design.md ("Memory") has the figures; the small-record test below
+/// bounds what outbox itself holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redrive_of_ten_thousand_one_mib_entries_is_chunked_and_bounded() {
-    let (peak, before) = park_and_redrive(10_000, 1 << 20, 4).await;
+async fn redrive_of_one_mib_entries_is_chunked_into_bounded_values() {
+    let (peak, before) = park_and_redrive(mib_entries(), 1 << 20, 4).await;
     eprintln!("RSS before the redrive {before} MiB, peak during it {peak} MiB");
-    assert!(
-        peak < before + 512,
-        "a redrive of 10 GiB must not hold it in memory: RSS went from {before} to {peak} MiB"
-    );
 }
 
 /// 100,000 small entries, redriven in one call.

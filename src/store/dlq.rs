@@ -22,6 +22,10 @@ use crate::types::{Seq, SinkName};
 /// Most record bytes moved by one redrive transaction.
 pub const REDRIVE_CHUNK_BYTES: u64 = 32 << 20;
 
+/// Bytes a log entry takes besides its record and target: origin, origin
+/// log id and lengths, rounded up.
+const ENTRY_FRAMING: usize = 40;
+
 /// Most entries moved by one redrive transaction: small records are bounded
 /// by their count, since each costs more in a sled transaction and in
 /// memory than its bytes say.
@@ -280,7 +284,9 @@ impl Store {
         for kv in which.keys(self, sink, after) {
             let (k, v) = kv?;
             let e = codec::decode_dlq(&k, &v)?;
-            let size = e.record.size() as u64;
+            // What the entry adds to a value: the record, its target and its
+            // origin, plus framing.
+            let size = (e.record.size() + sink.as_str().len() + ENTRY_FRAMING) as u64;
             if !remove.is_empty()
                 && (bytes + size > REDRIVE_CHUNK_BYTES || remove.len() >= REDRIVE_CHUNK_ENTRIES)
             {
