@@ -5,119 +5,18 @@
 
 mod cli_common;
 mod common;
+mod held;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cli_common::{Daemon, code, http, run, stderr, stdout};
 use common::raw_sled;
+use held::{
+    N, check, check_names_one_problem, close, fill, remove_middle_value, remove_offset, run_cfg,
+    values,
+};
 use outbox::codec;
-
-/// Records written by [`fill`]; about 190 fit in one 96 KiB log value, so
-/// the log holds a dozen values or more.
-const N: usize = 2000;
-
-/// A config whose only sink, `h`, is a webhook to a port nothing listens
-/// on (with a minute's backoff), so every record stays pending.
-fn config(t: &Path) -> PathBuf {
-    let text = format!(
-        "data_dir = \"{}\"\ndrain_timeout_secs = 1\n[[sinks]]\nname = \"h\"\nkind = \"webhook\"\nbackoff_base_ms = 60000\nbackoff_max_ms = 60000\n[sinks.webhook]\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"OUTBOX_TEST_HOOK_SECRET\"\nsecret_format = \"raw\"\n",
-        t.join("data").display()
-    );
-    let p = t.join("outbox.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn run_cfg(cfg: &Path, stdin: &[u8]) -> std::process::Output {
-    cli_common::bin()
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .env("OUTBOX_TEST_HOOK_SECRET", "k")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            let _ = c.stdin.take().unwrap().write_all(stdin);
-            c.wait_with_output()
-        })
-        .unwrap()
-}
-
-/// Appends [`N`] records of about 500 bytes through `outbox run`, all
-/// pending for `h`, and stops cleanly. Returns the config and data dir.
-fn fill(t: &Path) -> (PathBuf, PathBuf) {
-    let cfg = config(t);
-    let input: String = (0..N)
-        .map(|i| format!("{{\"i\":{i},\"p\":\"{}\"}}\n", "x".repeat(480)))
-        .collect();
-    let o = run_cfg(&cfg, input.as_bytes());
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains(&format!("appended {N} records"))
-            && stderr(&o).contains(&format!("h={N}")),
-        "{}",
-        stderr(&o)
-    );
-    (cfg, t.join("data"))
-}
-
-/// The `(first seq, count)` of every log value.
-fn values(db: &sled::Db) -> Vec<(u64, u64)> {
-    db.open_tree(codec::tree::LOG)
-        .unwrap()
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv.unwrap();
-            let (first, h) = codec::decode_batch_header(&k, &v).unwrap();
-            (first.0, u64::from(h.count))
-        })
-        .collect()
-}
-
-/// Closes a raw sled handle and waits until its lock is gone.
-fn close(db: sled::Db, data: &Path) {
-    db.flush().unwrap();
-    drop(db);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while outbox::store::is_locked(data) {
-        assert!(Instant::now() < deadline, "sled kept its lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Removes the log value in the middle; returns its seq range.
-fn remove_middle_value(data: &Path) -> (u64, u64) {
-    let db = raw_sled(data);
-    let vals = values(&db);
-    assert!(vals.len() >= 5, "expected several log values: {vals:?}");
-    let (first, count) = vals[vals.len() / 2];
-    db.open_tree(codec::tree::LOG)
-        .unwrap()
-        .remove(codec::log_key(outbox::Seq(first)))
-        .unwrap()
-        .expect("the value was there");
-    close(db, data);
-    (first, first + count)
-}
-
-fn check(data: &Path) -> std::process::Output {
-    run(&["check", "--data-dir", data.to_str().unwrap()], b"")
-}
-
-/// `outbox check` exits 3 with exactly one problem, at key `key`; returns
-/// its report.
-fn check_names_one_problem(data: &Path, key: &str) -> String {
-    let o = check(data);
-    assert_eq!(code(&o), 3, "{}", stdout(&o));
-    let out = stdout(&o);
-    assert!(
-        out.contains(&format!("key {key}:")) && out.contains("1 problem found"),
-        "{out}"
-    );
-    out
-}
 
 #[test]
 fn a_hole_in_the_log_stops_run_and_check_with_exit_3_naming_the_range() {
@@ -148,11 +47,7 @@ fn a_hole_in_the_log_stops_run_and_check_with_exit_3_naming_the_range() {
 fn a_lost_offset_stops_run_with_exit_3_naming_the_sink() {
     let t = tempfile::tempdir().unwrap();
     let (cfg, data) = fill(t.path());
-    let db = raw_sled(&data);
-    let offsets = db.open_tree(codec::tree::OFFSETS).unwrap();
-    assert!(offsets.remove(b"h").unwrap().is_some());
-    drop(offsets);
-    close(db, &data);
+    remove_offset(&data, "h");
 
     let o = run_cfg(&cfg, b"");
     assert_eq!(code(&o), 3, "{}", stderr(&o));

@@ -40,6 +40,7 @@ mod durability;
 mod idem;
 mod members;
 mod open;
+mod salvage;
 mod sync;
 mod verify;
 pub mod witness;
@@ -59,6 +60,7 @@ pub use dlq::{REDRIVE_CHUNK_BYTES, RedriveChunk, Selection};
 pub use durability::{Durability, FlushMode, Ticket};
 pub use members::{MembershipPlan, SinkStart, plan_membership};
 pub use open::{StoreOptions, is_locked};
+pub use salvage::{Loss, Restart, SalvageReport, SeqRanges, salvage};
 pub use verify::Verified;
 
 /// A decoded log value: its first seq, header and entries (none for a hole
