@@ -55,6 +55,10 @@ pub trait MetricsHook: Send + Sync + 'static {
     /// the log, a bad checksum), naming the range in `reason`. It stays
     /// stopped until the store is repaired.
     fn corrupt(&self, _sink: &str, _reason: &str) {}
+    /// A sink's worker passed over `n` seqs of a lost marker: records that
+    /// `outbox salvage` could not recover and wrote off. Never silent: the
+    /// worker also logs the range.
+    fn lost(&self, _sink: &str, _n: u64) {}
 }
 
 /// The default hook: ignores everything.

@@ -88,6 +88,9 @@ pub struct Checker {
     /// A log value whose header did not decode: the head is unknown, so
     /// the checks against it are skipped rather than guessed.
     extent_unknown: bool,
+    /// A log value whose header did not decode, with why: the seqs it takes
+    /// with it end at the next value's key, reported when that arrives.
+    unreadable: Option<(u64, String)>,
 }
 
 fn problem_from(e: Error, tree: &str, key: &[u8]) -> Problem {
@@ -124,9 +127,43 @@ impl Checker {
         });
     }
 
+    /// Reports the value whose header did not decode, up to `end` (the
+    /// next value's key) or, when none follows, open-ended.
+    fn close_unreadable(&mut self, end: Option<u64>) {
+        if let Some((first, reason)) = self.unreadable.take() {
+            let (key, upto) = match end {
+                Some(end) => {
+                    // The value covered up to here: what follows is judged
+                    // against its end, not reported again as a gap.
+                    self.prev = Some((first, end));
+                    self.first.get_or_insert(first);
+                    (
+                        format!("seqs {first}..{end}"),
+                        format!("no seq up to {end}"),
+                    )
+                }
+                None => (
+                    format!("seqs {first}.."),
+                    "nothing after it (it is the last value)".to_string(),
+                ),
+            };
+            self.push(Problem {
+                tree: tree::LOG.into(),
+                key,
+                reason: format!(
+                    "the value at seq {first} cannot be read ({reason}), and with it {upto}"
+                ),
+            });
+        }
+    }
+
     /// One `log` key and value.
     pub fn log(&mut self, k: &[u8], v: &[u8]) {
         self.report.batches += 1;
+        if self.unreadable.is_some() {
+            let next = codec::decode_log_key(k).ok().map(|s| s.0);
+            self.close_unreadable(next);
+        }
         let (first, count) = match codec::decode_batch(k, v) {
             Ok((first, h, _)) => {
                 if h.kind != codec::BatchKind::Records {
@@ -139,13 +176,32 @@ impl Checker {
             Err(e) => {
                 // The header may still say where the batch ends, which keeps
                 // the overlap check going past one bad value.
-                match codec::decode_batch_header(k, v) {
-                    Ok((first, h)) => {
-                        self.log_end = self.log_end.max(first.0 + u64::from(h.count));
+                match (codec::decode_batch_header(k, v), e) {
+                    (Ok((first, h)), Error::Corrupted { reason, .. }) => {
+                        let end = first.0 + u64::from(h.count);
+                        self.log_end = self.log_end.max(end);
+                        self.push(Problem {
+                            tree: tree::LOG.into(),
+                            key: format!("seqs {first}..{end}"),
+                            reason: format!(
+                                "the value at seq {first} cannot be read ({reason}), and with it no seq up to {end}"
+                            ),
+                        });
                     }
-                    Err(_) => self.extent_unknown = true,
+                    (Ok((first, h)), e) => {
+                        self.log_end = self.log_end.max(first.0 + u64::from(h.count));
+                        self.push(problem_from(e, tree::LOG, k));
+                    }
+                    (Err(_), e) => {
+                        self.extent_unknown = true;
+                        match (codec::decode_log_key(k), e) {
+                            (Ok(first), Error::Corrupted { reason, .. }) => {
+                                self.unreadable = Some((first.0, reason));
+                            }
+                            (_, e) => self.push(problem_from(e, tree::LOG, k)),
+                        }
+                    }
                 }
-                self.push(problem_from(e, tree::LOG, k));
                 return;
             }
         };
@@ -171,7 +227,7 @@ impl Checker {
                 // always lost data (sled drops what follows damage).
                 self.push(Problem {
                     tree: tree::LOG.into(),
-                    key: codec::render_key(tree::LOG, k),
+                    key: format!("seqs {pend}..{first}"),
                     reason: format!(
                         "records {pend}..{first} are missing between two batches (the log is contiguous; sled dropped them)"
                     ),
@@ -185,6 +241,7 @@ impl Checker {
 
     /// One `offsets` key and value.
     pub fn offset(&mut self, k: &[u8], v: &[u8]) {
+        self.close_unreadable(None);
         self.report.offsets += 1;
         let name = match codec::decode_offset_key(k) {
             Ok(n) => n,
@@ -198,6 +255,7 @@ impl Checker {
 
     /// One `dlq` key and value.
     pub fn dlq(&mut self, k: &[u8], v: &[u8]) {
+        self.close_unreadable(None);
         self.report.dlq += 1;
         match codec::decode_dlq(k, v) {
             Ok(e) => self.dlq_seqs.push((codec::render_key(tree::DLQ, k), e.seq)),
@@ -207,6 +265,7 @@ impl Checker {
 
     /// One `idem` key and value: a key's record, or its time index entry.
     pub fn idem(&mut self, k: &[u8], v: &[u8]) {
+        self.close_unreadable(None);
         self.report.idem += 1;
         let r = match k.first() {
             Some(b'k') => codec::decode_idem(k, v).map(|_| ()),
@@ -224,6 +283,7 @@ impl Checker {
 
     /// One `meta` key and value.
     pub fn meta(&mut self, k: &[u8], v: &[u8]) {
+        self.close_unreadable(None);
         self.report.meta += 1;
         self.meta_keys.insert(k.to_vec());
         let r: Result<()> = match k {
@@ -254,6 +314,7 @@ impl Checker {
 
     /// The cross-tree checks, then the report.
     pub fn finish(mut self) -> Report {
+        self.close_unreadable(None);
         for key in [
             meta_key::FORMAT_VERSION,
             meta_key::LOG_ID,
@@ -513,7 +574,7 @@ mod tests {
             got,
             vec![
                 ("log".into(), "seq 2".into()),
-                ("log".into(), "seq 10".into()),
+                ("log".into(), "seqs 10..".into()),
                 ("offsets".into(), "`bad`".into()),
                 ("meta".into(), "`mystery`".into()),
             ]
@@ -571,7 +632,7 @@ mod tests {
         let r = c.finish();
         assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
         assert_eq!(r.problems[0].tree, "log");
-        assert_eq!(r.problems[0].key, "seq 5");
+        assert_eq!(r.problems[0].key, "seqs 3..5");
         assert!(
             r.problems[0].reason.contains("records 3..5 are missing"),
             "{}",

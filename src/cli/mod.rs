@@ -2,7 +2,8 @@
 //!
 //! Exit codes (documented in `docs/operations.md`): 0 ok, 1 runtime
 //! failure, 2 usage or configuration error, 3 data directory locked or
-//! corrupt (and `check` finding a problem).
+//! corrupt (and `check` finding a problem), 4 `salvage` made a verified
+//! copy but could not recover everything (what is gone is listed).
 
 mod admin;
 mod auth;
@@ -19,6 +20,7 @@ mod membership;
 mod ndjson;
 mod prometheus;
 mod run;
+mod salvage;
 mod sinks;
 mod status;
 mod stdin;
@@ -85,6 +87,11 @@ pub enum Command {
     /// Rewrite a stopped outbox into a fresh, smaller directory and verify it.
     #[command(after_help = "Example:\n  outbox compact --data-dir ./data --out ./data.compact")]
     Compact(compact::CompactArgs),
+    /// Copy what can still be read of a damaged, stopped outbox into a
+    /// fresh directory; list exactly what could not be recovered (exit 4
+    /// when something could not).
+    #[command(after_help = "Example:\n  outbox salvage --data-dir ./data --out ./data.salvaged")]
+    Salvage(salvage::SalvageArgs),
     /// Manage sink membership: forget an orphan so its backlog can go.
     #[command(
         subcommand,
@@ -155,6 +162,7 @@ pub fn main() -> ExitCode {
                 Command::Dlq(c) => dlq::run(c),
                 Command::Check(a) => check::run(a),
                 Command::Compact(a) => compact::run(a),
+                Command::Salvage(a) => salvage::run(a),
                 Command::Sinks(c) => membership::run(c),
                 Command::Run(_) => Ok(ExitCode::SUCCESS),
             }

@@ -131,6 +131,11 @@ pub fn install() -> Result<PrometheusHandle> {
         Unit::Count,
         "Times the sink's worker could not read the log at its position (I/O errors it retries, and the corruption that stops it)."
     );
+    describe_counter!(
+        "outbox_sink_lost_records_total",
+        Unit::Count,
+        "Seqs the sink's worker passed over in lost markers: records `outbox salvage` could not recover."
+    );
     describe_gauge!(
         "outbox_sink_corrupt",
         Unit::Count,
@@ -177,6 +182,7 @@ const SINK_COUNTERS: &[&str] = &[
     "outbox_sink_acked_records_total",
     "outbox_filtered_total",
     "outbox_log_read_errors_total",
+    "outbox_sink_lost_records_total",
 ];
 
 impl PromHook {
@@ -300,6 +306,9 @@ impl MetricsHook for PromHook {
     fn corrupt(&self, sink: &str, _reason: &str) {
         counter!("outbox_log_read_errors_total", "sink" => sink.to_string()).increment(1);
         gauge!("outbox_sink_corrupt", "sink" => sink.to_string()).set(1.0);
+    }
+    fn lost(&self, sink: &str, n: u64) {
+        counter!("outbox_sink_lost_records_total", "sink" => sink.to_string()).increment(n);
     }
 }
 

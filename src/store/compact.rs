@@ -44,15 +44,7 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
         if out.exists() {
-            let empty = std::fs::read_dir(out)
-                .map(|mut rd| rd.next().is_none())
-                .unwrap_or(false);
-            if !empty {
-                return Err(Error::Config {
-                    param: "--out".into(),
-                    reason: format!("{} exists and is not an empty directory", out.display()),
-                });
-            }
+            ensure_fresh(out)?;
         } else {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -107,6 +99,29 @@ impl Store {
         let _ = std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700));
         set_file_modes(out);
         Ok(())
+    }
+}
+
+/// Refuses an `--out` that exists and is not an empty directory: nothing
+/// is ever written over.
+///
+/// # Errors
+/// [`Error::Config`] naming `--out`.
+pub(super) fn ensure_fresh(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let empty = out.is_dir()
+        && std::fs::read_dir(out)
+            .map(|mut rd| rd.next().is_none())
+            .unwrap_or(false);
+    if empty {
+        Ok(())
+    } else {
+        Err(Error::Config {
+            param: "--out".into(),
+            reason: format!("{} exists and is not an empty directory", out.display()),
+        })
     }
 }
 

@@ -40,6 +40,7 @@ mod durability;
 mod idem;
 mod members;
 mod open;
+mod salvage;
 mod sync;
 mod verify;
 pub mod witness;
@@ -59,6 +60,7 @@ pub use dlq::{DlqPage, REDRIVE_CHUNK_BYTES, REDRIVE_CHUNK_ENTRIES, RedriveChunk,
 pub use durability::{Durability, FlushMode, Ticket};
 pub use members::{MembershipPlan, SinkStart, plan_membership};
 pub use open::{StoreOptions, is_locked};
+pub use salvage::{Loss, Restart, SalvageReport, SeqRanges, salvage};
 pub use verify::Verified;
 
 /// A decoded log value: its first seq, header and entries (none for a hole
@@ -318,9 +320,10 @@ impl Store {
             .transpose()
             .map_err(Error::from_sled)?
         {
-            let (first, h) = codec::decode_batch_header(&k, &v)?;
+            let (first, h) =
+                codec::decode_batch_header(&k, &v).map_err(|e| self.unreadable_value(&k, &v, e))?;
             if first.0 + u64::from(h.count) > seq.0 {
-                return decode(&k, &v);
+                return decode(&k, &v).map_err(|e| self.unreadable_value(&k, &v, e));
             }
         }
         let next = self
@@ -613,6 +616,47 @@ fn decode(k: &[u8], v: &[u8]) -> Result<Batch> {
         header,
         entries,
     })
+}
+
+impl Store {
+    /// Turns the error of a log value that does not decode into one naming
+    /// the seqs it takes with it: those its header counts when the header is
+    /// sound, else every seq up to the next value's key. Other errors, and
+    /// values whose key is not a seq, are returned as they are.
+    pub(crate) fn unreadable_value(&self, key: &[u8], value: &[u8], e: Error) -> Error {
+        let Error::Corrupted { reason, .. } = &e else {
+            return e;
+        };
+        let Ok(first) = codec::decode_log_key(key) else {
+            return e;
+        };
+        let end = match codec::decode_batch_header(key, value) {
+            Ok((f, h)) => Some(Seq(f.0 + u64::from(h.count))),
+            Err(_) => self
+                .log
+                .range(codec::log_key(first.next())..)
+                .keys()
+                .next()
+                .and_then(|k| k.ok())
+                .and_then(|k| codec::decode_log_key(&k).ok()),
+        };
+        match end {
+            Some(end) => Error::Corrupted {
+                tree: codec::tree::LOG,
+                key: format!("seqs {first}..{end}"),
+                reason: format!(
+                    "the value at seq {first} cannot be read ({reason}), and with it no seq up to {end}: records were lost (the store is damaged); see `outbox check` and `outbox salvage`"
+                ),
+            },
+            None => Error::Corrupted {
+                tree: codec::tree::LOG,
+                key: format!("seqs {first}.."),
+                reason: format!(
+                    "the last value, at seq {first}, cannot be read ({reason}), nor where it ends: records were lost (the store is damaged); see `outbox check` and `outbox salvage`"
+                ),
+            },
+        }
+    }
 }
 
 /// The error for seqs no log value covers.

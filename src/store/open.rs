@@ -51,9 +51,23 @@ impl Store {
     /// [`Error::Corrupted`] (what `verify` refuses, or meta that does not
     /// decode), or [`Error::Io`].
     pub fn open(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<(Store, Verified)> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_as(path.as_ref(), opts, None)
+    }
+
+    /// As [`Store::open`], but a directory created by this call takes the
+    /// log id and creation time given (a salvage continues the same log, so
+    /// delivery ids stay what they were); an existing one keeps its own.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub(super) fn open_as(
+        path: &Path,
+        opts: &StoreOptions,
+        identity: Option<(Uuid, u64)>,
+    ) -> Result<(Store, Verified)> {
+        let path = path.to_path_buf();
         guarded(&path, || {
-            let mut store = Self::open_inner(path.clone(), opts, false)?;
+            let mut store = Self::open_inner(path.clone(), opts, false, identity)?;
             let verified = store.verify()?;
             let now = super::witness::Witness {
                 log_id: store.log_id,
@@ -98,10 +112,15 @@ impl Store {
             create: false,
             fsync: false,
         };
-        guarded(&path, || Self::open_inner(path.clone(), &opts, true))
+        guarded(&path, || Self::open_inner(path.clone(), &opts, true, None))
     }
 
-    fn open_inner(path: PathBuf, opts: &StoreOptions, inspect: bool) -> Result<Store> {
+    fn open_inner(
+        path: PathBuf,
+        opts: &StoreOptions,
+        inspect: bool,
+        identity: Option<(Uuid, u64)>,
+    ) -> Result<Store> {
         let existed = path.exists();
         if !existed {
             if !opts.create {
@@ -174,7 +193,7 @@ impl Store {
                         ),
                     )));
                 }
-                let (id, now) = initialise(&path, &db, &meta)?;
+                let (id, now) = initialise(&path, &db, &meta, identity)?;
                 (id, now, FormatVersion::CURRENT)
             }
             Some(v) => {
@@ -236,7 +255,7 @@ impl Store {
 /// Runs an open with sled's panics caught: sled panics on some damage, when
 /// it opens and when it first reads a damaged page, so everything an open
 /// reads runs inside this guard.
-fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(super) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         Err(Error::StoreCorrupt {
             path: path.to_path_buf(),
@@ -250,10 +269,14 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// Writes the meta of a new directory and makes it, and sled's `conf`,
 /// durable. `format_version` is written last: its presence means the rest
-/// is there.
-fn initialise(dir: &Path, db: &sled::Db, meta: &sled::Tree) -> Result<(Uuid, u64)> {
-    let id = Uuid::new_v4();
-    let now = now_ms();
+/// is there. A new log id is minted unless `identity` gives one.
+fn initialise(
+    dir: &Path,
+    db: &sled::Db,
+    meta: &sled::Tree,
+    identity: Option<(Uuid, u64)>,
+) -> Result<(Uuid, u64)> {
+    let (id, now) = identity.unwrap_or_else(|| (Uuid::new_v4(), now_ms()));
     meta.insert(meta_key::LOG_ID, codec::encode_log_id(id)?)
         .map_err(Error::from_sled)?;
     meta.insert(
@@ -307,7 +330,7 @@ fn missing(key: &[u8]) -> Error {
     }
 }
 
-fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
+pub(super) fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
@@ -344,7 +367,7 @@ pub(crate) fn segment_size(path: &Path) -> usize {
 /// steady-state file was 2.4x the target (docs/performance.md).
 pub(crate) const SEGMENT_SIZE: usize = 2 << 20;
 
-fn sled_open_error(path: &Path, e: sled::Error) -> Error {
+pub(super) fn sled_open_error(path: &Path, e: sled::Error) -> Error {
     match e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => Error::Locked {
             path: path.to_path_buf(),

@@ -54,8 +54,10 @@ impl Store {
         let reserved = self.seq_reserved()?;
         let mut walk = ChainWalk::default();
         let mut markers = Vec::new();
-        for h in self.batch_headers() {
-            let (first, header) = h?;
+        for kv in self.log.iter() {
+            let (k, v) = kv.map_err(Error::from_sled)?;
+            let (first, header) = crate::codec::decode_batch_header(&k, &v)
+                .map_err(|e| self.unreadable_value(&k, &v, e))?;
             if header.kind != crate::codec::BatchKind::Records {
                 markers.push((first, Seq(first.0 + u64::from(header.count))));
             }

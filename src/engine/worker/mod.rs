@@ -204,8 +204,14 @@ impl<T: Send + 'static> Worker<T> {
             };
             if batch.header.kind != BatchKind::Records {
                 // A hole or a lost marker: an explicit, durable statement
-                // that these seqs hold no record to deliver.
-                self.window.pass(batch.end().min(head));
+                // that these seqs hold no record to deliver. A lost marker
+                // stands for records that existed: passing it is said aloud.
+                let to = batch.end().min(head);
+                if batch.header.kind == BatchKind::Lost {
+                    tracing::warn!(sink = %slot.name, from = pos.0, to = to.0, "passing over seqs written off by `outbox salvage`: their records were lost to damage and are not delivered");
+                    core.metrics.lost(slot.name.as_str(), to.0 - pos.0);
+                }
+                self.window.pass(to);
                 continue;
             }
             let Some(entry) = batch.entry(pos) else {
