@@ -38,9 +38,9 @@ use harness::Fate;
 use plan::{Kill, Op};
 use proptest::prelude::*;
 
-/// Cases per run. Each case spawns a child per segment (three on average:
-/// about 48 kills and 24 drains per run, 15 to 35 s on 2 shared cores);
-/// keep the whole test well under a minute on 2 cores. `PROPTEST_CASES`
+/// Cases per run. Each case spawns a child per segment (three or four on
+/// average: 50 to 70 kills and 24 drains per run, about 18 s on 2 shared
+/// cores); keep the whole test well under a minute. `PROPTEST_CASES`
 /// overrides.
 const CASES: u32 = 24;
 
