@@ -8,36 +8,18 @@
 
 #[path = "model/harness.rs"]
 mod harness;
+#[path = "model/strategy.rs"]
+mod strategy;
 
-use std::sync::Once;
-
-use harness::{Fate, Op, Options, PANIC_MSG};
+use harness::{Fate, Op, Options};
 use proptest::prelude::*;
 
 /// Cases per run. Each case opens a sled directory a few times; keep the
 /// whole test well under a minute on 2 cores. `PROPTEST_CASES` overrides.
 const CASES: u32 = 24;
 
-fn quiet_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if msg != PANIC_MSG {
-                default(info);
-            }
-        }));
-    });
-}
-
 fn check(ops: &[Op]) -> harness::Stats {
-    quiet_panics();
+    harness::quiet_panics();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -49,19 +31,9 @@ fn check(ops: &[Op]) -> harness::Stats {
     }
 }
 
-fn fate() -> impl Strategy<Value = Fate> {
-    prop_oneof![
-        8 => Just(Fate::Ok),
-        2 => (1u8..=harness::RETRY_MAX as u8).prop_map(Fate::Transient),
-        2 => Just(Fate::Permanent),
-        1 => Just(Fate::Exhaust),
-        1 => Just(Fate::Panic),
-    ]
-}
-
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => proptest::collection::vec([fate(), fate()], 1..6).prop_map(Op::Dispatch),
+        8 => proptest::collection::vec([strategy::fate(), strategy::fate()], 1..6).prop_map(Op::Dispatch),
         2 => (0u8..15).prop_map(Op::Sleep),
         1 => Just(Op::Settle),
         3 => Just(Op::Kill),

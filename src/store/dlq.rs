@@ -243,7 +243,7 @@ impl Store {
             }
             // Lower the witness's count first: it must never exceed what is
             // durable.
-            self.note_dlq_removed(keys.len());
+            self.note_dlq_removed(keys.len())?;
             let mut batch = sled::Batch::default();
             for k in &keys {
                 batch.remove(k.as_ref());
@@ -330,7 +330,7 @@ impl Store {
             next = b.end();
             batches.push(b);
         }
-        self.note_dlq_removed(remove.len());
+        self.note_dlq_removed(remove.len())?;
         let r = (&self.log, &self.dlq).transaction(|(log, dlq)| {
             for (k, v) in &encoded {
                 log.insert(&k[..], v.as_slice())?;
@@ -391,5 +391,72 @@ impl Store {
             self.flush()?;
         }
         Ok((start.0..next.0).map(Seq).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Record;
+    use crate::store::{StoreOptions, witness};
+
+    fn parked(seq: u64) -> DlqEntry {
+        DlqEntry {
+            sink: "a".into(),
+            seq,
+            origin: seq,
+            origin_log: None,
+            record: Record::new(format!("r{seq}").into_bytes()),
+            error: "no".into(),
+            attempts: 1,
+            failed_at_ms: 0,
+            history: Vec::new(),
+        }
+    }
+
+    fn witnessed_dlq(store: &Store) -> u64 {
+        witness::read(store.path()).unwrap().unwrap().dlq
+    }
+
+    /// sled may write a removal to its file at any moment, so the witness
+    /// file must not claim the removed entries even before the next flush:
+    /// a SIGKILL then would leave a store its next open refuses as damaged
+    /// (found by `tests/model_crash.rs`).
+    #[test]
+    fn purge_and_redrive_lower_the_witness_file_before_they_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(d.path().join("data"), &StoreOptions::default()).unwrap();
+        let a = SinkName::new("a").unwrap();
+        store
+            .commit_offset(&a, Seq(4), &[parked(0), parked(1), parked(2), parked(3)])
+            .unwrap();
+        store.flush().unwrap();
+        let before = store.written();
+        store.write_witness(&before).unwrap();
+        assert_eq!(witnessed_dlq(&store), 4);
+
+        assert_eq!(
+            store.dlq_purge(&a, &Selection::Seqs(vec![Seq(1)])).unwrap(),
+            1
+        );
+        assert_eq!(witnessed_dlq(&store), 3, "lowered before any flush");
+        let chunk = store
+            .redrive_chunk(
+                &a,
+                &Selection::Seqs(vec![Seq(0), Seq(3)]),
+                None,
+                Seq(4),
+                1 << 20,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(chunk.moved, 2);
+        assert_eq!(witnessed_dlq(&store), 1, "lowered before any flush");
+        assert_eq!(store.dlq_count(&a), 1);
+
+        // A flusher that read `written` before the removals, and writes its
+        // witness after a flush that may already hold them, writes 1, not 4.
+        store.write_witness(&before).unwrap();
+        assert_eq!(witnessed_dlq(&store), 1);
     }
 }

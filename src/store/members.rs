@@ -173,16 +173,20 @@ impl Store {
         let offset = self.offset(sink)?.map(|o| Seq(o.next)).unwrap_or_default();
         {
             let _g = self.offset_lock.lock();
-            let mut w = self.written.lock();
-            w.offsets.remove(sink.as_str());
-            let snapshot = w.clone();
-            drop(w);
-            self.write_witness(&snapshot).map_err(|e| {
-                Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("forgetting `{sink}`: could not update the witness file: {e}"),
-                ))
-            })?;
+            let mut f = self.witness_file.lock();
+            self.written.lock().offsets.remove(sink.as_str());
+            // The file as it is, less the offset: what was written since it
+            // is not durable yet, so it must not go into the file.
+            if let Some(mut w) = f.on_disk.clone() {
+                w.offsets.remove(sink.as_str());
+                self.write_witness_file(&w).map_err(|e| {
+                    Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("forgetting `{sink}`: could not update the witness file: {e}"),
+                    ))
+                })?;
+                f.on_disk = Some(w);
+            }
         }
         members.remove(i);
         self.set_members(&members)?;

@@ -88,6 +88,23 @@ impl Batch {
     }
 }
 
+/// The witness file's side of [`Store`].
+#[derive(Debug, Default)]
+struct WitnessFile {
+    /// What the file says, if the store wrote or read it.
+    on_disk: Option<witness::Witness>,
+    /// DLQ entries noted as removed since the open.
+    dlq_removed: u64,
+}
+
+/// What had been written to sled when a flush started, to be recorded in
+/// the witness file once that flush returns ([`Store::write_witness`]).
+#[derive(Debug, Clone)]
+pub(crate) struct WitnessSnapshot {
+    witness: witness::Witness,
+    dlq_removed: u64,
+}
+
 /// The store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
     db: sled::Db,
@@ -108,6 +125,9 @@ pub struct Store {
     /// flusher snapshots it before a flush and records it in the witness
     /// file after (see [`witness`]).
     written: Mutex<witness::Witness>,
+    /// The witness file as last written, and the DLQ removals noted so far.
+    /// Its lock serialises every write of the file.
+    witness_file: Mutex<WitnessFile>,
     /// fsync of sled's files after each flush, when the store is opened
     /// with `fsync` (the `full` policy).
     files: Option<Mutex<sync::FileSync>>,
@@ -563,22 +583,66 @@ impl Store {
     }
 
     /// What has been written so far, for the witness.
-    pub(crate) fn written(&self) -> witness::Witness {
-        self.written.lock().clone()
+    pub(crate) fn written(&self) -> WitnessSnapshot {
+        let f = self.witness_file.lock();
+        WitnessSnapshot {
+            witness: self.written.lock().clone(),
+            dlq_removed: f.dlq_removed,
+        }
     }
 
-    /// Notes that `n` DLQ entries are being removed (before the removal is
-    /// durable, so the witness stays a lower bound).
-    pub(crate) fn note_dlq_removed(&self, n: usize) {
-        let mut w = self.written.lock();
-        w.dlq = w.dlq.saturating_sub(n as u64);
+    /// Notes that `n` DLQ entries are about to be removed, and first lowers
+    /// the witness file's DLQ count by `n`, durably: once the removal is in
+    /// sled, sled may write it to its file at any moment (its own flush runs
+    /// every 500 ms), and a crash before the flusher's next witness would
+    /// leave a file claiming more entries than the store holds, which the
+    /// next open refuses as damage.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the witness cannot be written; the store is
+    /// poisoned then, and the caller removes nothing.
+    pub(crate) fn note_dlq_removed(&self, n: usize) -> Result<()> {
+        let mut f = self.witness_file.lock();
+        f.dlq_removed += n as u64;
+        {
+            let mut w = self.written.lock();
+            w.dlq = w.dlq.saturating_sub(n as u64);
+        }
+        let Some(mut lower) = f.on_disk.clone().filter(|w| w.dlq > 0) else {
+            return Ok(());
+        };
+        lower.dlq = lower.dlq.saturating_sub(n as u64);
+        if let Err(e) = self.write_witness_file(&lower) {
+            self.poison(&format!("witness file: {e}"));
+            return Err(Error::Io(e));
+        }
+        f.on_disk = Some(lower);
+        Ok(())
     }
 
-    /// Records `w` in the witness file (after a flush that covers it).
+    /// Records `s` in the witness file (after a flush that covers it), less
+    /// the DLQ entries noted as removed since `s` was taken (that flush may
+    /// have written their removal too) and the offsets of sinks forgotten
+    /// since.
     ///
     /// # Errors
     /// The I/O error of writing the file.
-    pub(crate) fn write_witness(&self, w: &witness::Witness) -> std::io::Result<()> {
+    pub(crate) fn write_witness(&self, s: &WitnessSnapshot) -> std::io::Result<()> {
+        let mut f = self.witness_file.lock();
+        let mut w = s.witness.clone();
+        let removed = f.dlq_removed.saturating_sub(s.dlq_removed);
+        w.dlq = w.dlq.saturating_sub(removed);
+        // Nor a sink forgotten since.
+        let members = self.written.lock();
+        w.offsets
+            .retain(|sink, _| members.offsets.contains_key(sink));
+        drop(members);
+        self.write_witness_file(&w)?;
+        f.on_disk = Some(w);
+        Ok(())
+    }
+
+    fn write_witness_file(&self, w: &witness::Witness) -> std::io::Result<()> {
         #[cfg(feature = "failpoints")]
         fail::fail_point!("store::witness", |m| Err(std::io::Error::other(
             m.unwrap_or_else(|| "injected witness failure".into())

@@ -79,12 +79,20 @@ impl Store {
                     .collect(),
                 dlq: verified.dlq,
             };
-            if super::witness::read(&path)?.as_ref() != Some(&now) {
+            let old = super::witness::read(&path)?;
+            let on_disk = if old.as_ref() == Some(&now) {
+                old
+            } else {
                 // Best effort: a read-only directory is still readable.
-                if let Err(e) = store.write_witness(&now) {
-                    tracing::debug!(error = %e, "could not write the witness file");
+                match store.write_witness_file(&now) {
+                    Ok(()) => Some(now.clone()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not write the witness file");
+                        old
+                    }
                 }
-            }
+            };
+            store.witness_file.get_mut().on_disk = on_disk;
             *store.written.get_mut() = now;
             if opts.fsync {
                 let files = super::sync::FileSync::open(&path).map_err(|e| {
@@ -246,6 +254,7 @@ impl Store {
                 log_id,
                 ..Default::default()
             }),
+            witness_file: Mutex::new(super::WitnessFile::default()),
             files: None,
             inspect,
         })

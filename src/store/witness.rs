@@ -21,7 +21,9 @@
 //! Format, text: `outbox-witness 1`, then `log_id <32 hex>`, `next_seq <n>`,
 //! `dlq <n>` (entries in the DLQ tree) and one `offset <sink> <n>` line per
 //! sink. The DLQ count goes down only through purge and redrive, which lower
-//! it before their removal is flushed, so it too stays a lower bound.
+//! it in the file, durably, before they remove anything from sled (sled may
+//! write a removal to disk at any moment, long before the next witness), so
+//! it too stays a lower bound across a crash.
 
 use std::collections::BTreeMap;
 use std::io::Write;

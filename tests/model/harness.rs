@@ -57,7 +57,8 @@ pub enum Fate {
 }
 
 impl Fate {
-    fn code(self) -> char {
+    /// Its letter in a payload (`r<id>:<a><b>`).
+    pub fn code(self) -> char {
         match self {
             Fate::Ok => 'o',
             Fate::Transient(n) => char::from(b'0' + n.clamp(1, RETRY_MAX as u8)),
@@ -67,7 +68,8 @@ impl Fate {
         }
     }
 
-    fn from_code(c: u8) -> Option<Fate> {
+    /// The fate a payload letter stands for.
+    pub fn from_code(c: u8) -> Option<Fate> {
         match c {
             b'o' => Some(Fate::Ok),
             b'1'..=b'9' => Some(Fate::Transient(c - b'0')),
@@ -189,12 +191,32 @@ pub fn parse_payload(p: &[u8]) -> Option<(u64, [Fate; 2])> {
     ))
 }
 
-fn payload(id: u64, fates: [Fate; 2]) -> Vec<u8> {
+/// The payload of record `id`: its fate at each sink travels with it.
+pub fn payload(id: u64, fates: [Fate; 2]) -> Vec<u8> {
     format!("r{id}:{}{}", fates[0].code(), fates[1].code()).into_bytes()
 }
 
 /// The panic message of [`Fate::Panic`]; the proptest silences it.
 pub const PANIC_MSG: &str = "model sink panics on purpose";
+
+/// Installs a panic hook that prints every panic but [`Fate::Panic`]'s.
+pub fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if msg != PANIC_MSG {
+                default(info);
+            }
+        }));
+    });
+}
 
 struct ModelSink {
     idx: usize,
@@ -341,7 +363,8 @@ struct Harness {
     stats: Stats,
 }
 
-fn sink_cfg() -> SinkConfig {
+/// Every model sink's configuration: quick retries, small batches.
+pub fn sink_cfg() -> SinkConfig {
     SinkConfig {
         retry_max: RETRY_MAX,
         backoff_base: Duration::from_millis(1),
@@ -351,7 +374,8 @@ fn sink_cfg() -> SinkConfig {
     }
 }
 
-fn engine_cfg() -> OutboxConfig {
+/// The engine's configuration: frequent truncation, small log values.
+pub fn engine_cfg() -> OutboxConfig {
     OutboxConfig {
         truncate_every: Duration::from_millis(5),
         cache_bytes: 1 << 20,
@@ -362,7 +386,8 @@ fn engine_cfg() -> OutboxConfig {
     }
 }
 
-fn name(s: usize) -> SinkName {
+/// The name of sink `s`.
+pub fn name(s: usize) -> SinkName {
     SinkName::new(SINKS[s]).expect("valid sink name")
 }
 
