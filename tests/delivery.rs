@@ -311,7 +311,7 @@ async fn an_operator_pause_holds_every_record_until_resume() {
         .open()
         .await
         .unwrap();
-    ob.pause_sink(&name("web")).unwrap();
+    ob.pause_sink(&name("web")).await.unwrap();
     ob.dispatch_many(
         (0..3u32)
             .map(|i| (rec(&format!("r{i}")), vec![i]))
@@ -324,10 +324,10 @@ async fn an_operator_pause_holds_every_record_until_resume() {
     let st = ob.status().unwrap();
     assert_eq!((st.sinks[0].state.as_str(), st.sinks[0].lag), ("paused", 3));
     assert!(matches!(
-        ob.pause_sink(&name("nope")),
+        ob.pause_sink(&name("nope")).await,
         Err(outbox::Error::UnknownSink(_))
     ));
-    ob.resume_sink(&name("web")).unwrap();
+    ob.resume_sink(&name("web")).await.unwrap();
     let mut got = acks_n(&mut acks, 3).await;
     got.sort();
     assert_eq!(got, vec![0, 1, 2]);

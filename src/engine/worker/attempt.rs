@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use super::super::Core;
-use crate::codec::{Attempt, DlqEntry, HISTORY_MAX};
+use crate::codec::{Attempt, DlqEntry, HISTORY_MAX, RetryState};
 use crate::engine::{BreakerState, Health, Permit};
 use crate::error::panic_message;
 use crate::retry::{Decision, RetryPolicy};
@@ -56,6 +56,8 @@ pub(super) struct Job<T> {
     pub policy: Arc<RetryPolicy>,
     pub batch: Arc<Batch>,
     pub seq: Seq,
+    /// Where an earlier run left this record's retries.
+    pub resume: Option<RetryState>,
 }
 
 /// Delivers the record, retrying as the policy says, and returns how it
@@ -68,6 +70,7 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
         policy,
         batch,
         seq,
+        resume,
     } = job;
     let Some(slot) = core.sinks.get(idx) else {
         return Done::Delivered(seq);
@@ -79,6 +82,15 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
     let mut attempts = 0u32;
     let mut counted = 0u32;
     let mut history: Vec<Attempt> = Vec::new();
+    if let Some(r) = resume {
+        // Capped, so a clock stepped back cannot hold a record for longer
+        // than any wait the policy could have chosen.
+        let wait =
+            Duration::from_millis(r.next_at_ms.saturating_sub(now_ms())).min(policy.longest_wait());
+        tracing::info!(sink = %slot.name, seq = seq.0, attempts = r.attempts, counted = r.counted, ?wait, "resuming the retries of an earlier run");
+        (attempts, counted, history) = (r.attempts, r.counted, r.history);
+        tokio::time::sleep(wait).await;
+    }
     loop {
         let probe = pass_gates(&core, idx).await;
         attempts += 1;
@@ -136,7 +148,15 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
                 slot.retries.fetch_add(1, Ordering::Relaxed);
                 core.metrics.retried(slot.name.as_str());
                 tracing::debug!(sink = %slot.name, seq = seq.0, attempts, ?wait, error = %error, "retrying");
-                tokio::time::sleep(wait).await;
+                let until = tokio::time::Instant::now() + wait;
+                let state = RetryState {
+                    attempts,
+                    counted,
+                    next_at_ms: now_ms().saturating_add(wait.as_millis() as u64),
+                    history: history.clone(),
+                };
+                keep(&core, idx, seq, &state).await;
+                tokio::time::sleep_until(until).await;
             }
             Decision::DeadLetter => {
                 tracing::warn!(sink = %slot.name, seq = seq.0, attempts, error = %error, "parking record in the DLQ");
@@ -153,6 +173,25 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
                 }));
             }
         }
+    }
+}
+
+/// Stores where the record's retries stand and waits until that is
+/// durable, so a restart (or a crash) during the wait resumes with the same
+/// count and the same due time. A failed write is logged: the store is
+/// failed then, and the worker stops at its next commit.
+async fn keep<T>(core: &Core<T>, idx: usize, seq: Seq, state: &RetryState) {
+    let Some(slot) = core.sinks.get(idx) else {
+        return;
+    };
+    if let Err(e) = core.store.retry_put(&slot.name, seq, state) {
+        tracing::error!(sink = %slot.name, seq = seq.0, error = %e, "cannot store the retry state; a restart would count this record's attempts from 0");
+        return;
+    }
+    slot.retry_dirty.store(true, Ordering::Release);
+    let ticket = core.durability.request();
+    if let Err(e) = core.durability.wait(ticket).await {
+        tracing::error!(sink = %slot.name, seq = seq.0, error = %e, "the retry state did not become durable");
     }
 }
 
