@@ -8,6 +8,9 @@
 //! - an attempt counts toward `retry_max` (or the retry schedule) only when
 //!   it was made with the breaker closed: while the endpoint is judged down
 //!   a record waits in the log, it is not parked for the endpoint's fault;
+//! - while the sink is paused by an operator nothing is parked: an attempt
+//!   that was out when the pause landed and failed (even permanently) waits
+//!   for the resume and is made again, without counting;
 //! - a panic in the sink is caught and is a transient failure of that
 //!   attempt; the last attempts' outcomes go with a parked record;
 //! - dropping the future (the worker is cancelled, or resets after a failed
@@ -135,8 +138,19 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
             permanent: !error.is_transient(),
             error: error.to_string(),
         });
-        let open = slot.breaker.lock().state() != BreakerState::Closed;
-        if open && error.is_transient() {
+        let state = slot.breaker.lock().state();
+        if state == BreakerState::Paused {
+            // Paused while this attempt was out: nothing is parked for the
+            // sink while it is paused. The record waits at the gate and is
+            // tried again after the resume; this attempt does not count.
+            if !probe {
+                counted = counted.saturating_sub(1);
+            }
+            slot.retries.fetch_add(1, Ordering::Relaxed);
+            core.metrics.retried(slot.name.as_str());
+            continue;
+        }
+        if state != BreakerState::Closed && error.is_transient() {
             // The endpoint is judged down: the record waits at the gate for
             // the next probe instead of spending its retries.
             slot.retries.fetch_add(1, Ordering::Relaxed);
