@@ -1,7 +1,7 @@
 //! Webhook operations through the real binary, against a receiver on
 //! 127.0.0.1: a retry schedule that resumes after the daemon is killed
 //! (SIGKILL, no chance to save anything), and an operator's pause that
-//! holds across a restart until it is resumed.
+//! holds across a kill and a restart until it is resumed.
 
 mod cli_common;
 
@@ -94,6 +94,10 @@ fn a_retry_schedule_resumes_after_sigkill_with_the_same_count_and_due_time() {
     std::thread::sleep(Duration::from_millis(300));
     drop(d); // SIGKILL
     assert_eq!(rx.seen().len(), 2);
+    let data = t.path().join("data");
+    // `check` reads the stored retry state, and finds it sound.
+    let o = run(&["check", "--data-dir", data.to_str().unwrap()], b"");
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
 
     let d = start(&cfg);
     std::thread::sleep(Duration::from_millis(1_000));
@@ -128,7 +132,7 @@ fn a_retry_schedule_resumes_after_sigkill_with_the_same_count_and_due_time() {
 }
 
 #[test]
-fn a_pause_holds_across_a_restart_until_resumed() {
+fn a_pause_holds_across_a_kill_and_a_restart_until_resumed() {
     let rx = Receiver::start(vec![200]);
     let t = tempfile::tempdir().unwrap();
     let cfg = config(t.path(), &rx, "");
@@ -179,9 +183,10 @@ fn a_pause_holds_across_a_restart_until_resumed() {
         "{}",
         stdout(&o)
     );
-    let (c, err) = d.stop();
-    assert_eq!(c, 0, "{err}");
+    let err = d.stderr();
     assert!(err.contains("sink paused by an operator"), "{err}");
+    // Killed: the pause was durable when the command answered.
+    drop(d); // SIGKILL
 
     // Stopped: the pause is in the data directory.
     let data = t.path().join("data");
@@ -251,6 +256,14 @@ fn a_pause_holds_across_a_restart_until_resumed() {
         (code(&o), stdout(&o).trim()),
         (0, "paused sink web"),
         "{}",
+        stderr(&o)
+    );
+    let o = run(&["check", "--data-dir", dir], b"");
+    assert_eq!(
+        code(&o),
+        0,
+        "check reads the pause: {}{}",
+        stdout(&o),
         stderr(&o)
     );
     let o = run(&["status", "--data-dir", dir, "--json"], b"");

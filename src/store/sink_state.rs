@@ -132,6 +132,20 @@ impl Store {
         }
     }
 
+    /// Raw iteration over the tree for `check`: every key and value,
+    /// undecoded (none when the tree was never created).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when sled cannot list its trees.
+    pub fn raw_sink_state(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + use<>> {
+        let t = self.sink_state_read()?;
+        Ok(t.into_iter()
+            .flat_map(|t| t.iter())
+            .map(|kv| kv.map_err(Error::from_sled)))
+    }
+
     /// Removes every state of `sink` (it is being forgotten). Not durable
     /// until the next flush.
     ///
