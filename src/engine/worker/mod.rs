@@ -384,6 +384,15 @@ impl<T: Send + 'static> Worker<T> {
         self.oldest_ms = None;
         self.cur = None;
         self.slot().breaker.lock().probe_abandoned();
+        // The records delivered again keep the retry counts stored for them
+        // (a small read; a failed sink commit is rare).
+        let slot = &self.core.sinks[self.idx];
+        match self.core.store.retry_states(&slot.name, self.committed) {
+            Ok(states) => self.resumed = states,
+            Err(e) => {
+                tracing::warn!(sink = %slot.name, error = %e, "cannot read the stored retry states; those records start their retries again");
+            }
+        }
     }
 
     /// Cancelled: drop what is in flight, let a running commit finish within
