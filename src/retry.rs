@@ -79,6 +79,16 @@ impl RetryPolicy {
         }
     }
 
+    /// The longest wait [`Self::decide`] can ask for: the longest schedule
+    /// entry (or `max`), or `retry_after_max`.
+    pub fn longest_wait(&self) -> Duration {
+        let own = match &self.schedule {
+            Some(s) => s.iter().copied().max().unwrap_or_default(),
+            None => self.max.max(self.base),
+        };
+        own.max(self.retry_after_max)
+    }
+
     /// The delay before retry number `retry` (1 for the first) when the
     /// receiver asked for none: the schedule's entry, or [`Self::backoff`].
     /// Past the schedule's end (which [`Self::decide`] never asks for) the
@@ -137,6 +147,27 @@ mod tests {
         assert_eq!(p.backoff(3, 1.0), Duration::from_millis(400));
         assert_eq!(p.backoff(10, 1.0), Duration::from_secs(1));
         assert_eq!(p.backoff(u32::MAX, 0.5), Duration::from_millis(750));
+    }
+
+    #[test]
+    fn the_longest_wait_bounds_every_decision() {
+        let e = DeliveryError::transient("503");
+        for p in [policy(), scheduled()] {
+            let longest = p.longest_wait();
+            for n in 1..=p.retries() {
+                for jitter in [0.0, 0.5, 0.999] {
+                    if let Decision::Retry(d) = p.decide(n, &e, jitter) {
+                        assert!(d <= longest, "{d:?} > {longest:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(scheduled().longest_wait(), Duration::from_secs(7200));
+        assert_eq!(
+            policy().longest_wait(),
+            Duration::from_secs(10),
+            "retry_after_max"
+        );
     }
 
     #[test]

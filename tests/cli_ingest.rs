@@ -52,16 +52,8 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
         ),
     );
     let data = t.path().join("data");
-    let d = Daemon::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ingest-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
+    let d = Daemon::with_config(
+        &cfg,
         &[
             ("OUTBOX_TEST_TOKEN", TOKEN),
             ("OUTBOX_TEST_HOOK_SECRET", "not-a-real-secret"),

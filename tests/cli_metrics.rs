@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cli_common::{Daemon, Receiver, http};
+use cli_common::{Daemon, Receiver, http, prom_value as value};
 use serde_json::Value;
 
 fn repo(path: &str) -> String {
@@ -25,17 +25,6 @@ fn repo(path: &str) -> String {
 fn names(text: &str) -> BTreeSet<String> {
     let re = regex::Regex::new(r"\boutbox_[a-z_]+[a-z]").unwrap();
     re.find_iter(text).map(|m| m.as_str().to_string()).collect()
-}
-
-/// The value of one series in Prometheus text.
-fn value(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -62,18 +51,7 @@ fn metrics_carry_the_alerting_signals_the_dashboard_and_alerts_use() {
         ),
     )
     .unwrap();
-    let d = Daemon::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ingest-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &[("OUTBOX_TEST_HOOK", "hook-secret")],
-    );
+    let d = Daemon::with_config(&cfg, &[("OUTBOX_TEST_HOOK", "hook-secret")]);
     let admin = d.admin.unwrap();
     let scrape = || {
         let r = http(admin, "GET", "/metrics", &[], b"");
@@ -118,6 +96,16 @@ fn metrics_carry_the_alerting_signals_the_dashboard_and_alerts_use() {
         0.0
     );
     assert_eq!(value(&m, "outbox_lag_records{sink=\"web\"}"), 1.0);
+    // Per-sink acking: out passed its record, web has not.
+    assert_eq!(
+        value(&m, "outbox_sink_acked_records_total{sink=\"out\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "outbox_sink_acked_records_total{sink=\"web\"}"),
+        0.0
+    );
+    assert_eq!(value(&m, "outbox_acked_total"), 0.0, "web holds the ack");
     // ... and it keeps growing with nothing else happening.
     std::thread::sleep(Duration::from_millis(1_000));
     let later = value(&scrape(), "outbox_oldest_pending_age_seconds{sink=\"web\"}");

@@ -351,18 +351,7 @@ fn online_triage_through_the_admin_endpoint() {
     let rx = receiver(fixed.clone());
     let t = tempfile::tempdir().unwrap();
     let cfg = config(t.path(), &rx);
-    let d = Daemon::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ingest-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &[("OUTBOX_TEST_HOOK", "hook-secret")],
-    );
+    let d = Daemon::with_config(&cfg, &[("OUTBOX_TEST_HOOK", "hook-secret")]);
     let admin = d.admin.unwrap();
     let url = format!("http://{admin}");
     let target = ["--admin", url.as_str()];

@@ -84,6 +84,11 @@ fn unordered(n: usize) -> SinkConfig {
     }
 }
 
+/// Records `r0`, `r1`, ... with their index as the token.
+fn numbered(n: u32) -> Vec<(Record, Vec<u32>)> {
+    (0..n).map(|i| (rec(&format!("r{i}")), vec![i])).collect()
+}
+
 async fn committed(ob: &Outbox<u32>) -> u64 {
     ob.status().unwrap().sinks[0].committed
 }
@@ -98,13 +103,7 @@ async fn unordered_delivery_does_not_wait_for_a_slow_record_but_the_offset_does(
         .open()
         .await
         .unwrap();
-    ob.dispatch_many(
-        (0..4u32)
-            .map(|i| (rec(&format!("r{i}")), vec![i]))
-            .collect(),
-    )
-    .await
-    .unwrap();
+    ob.dispatch_many(numbered(4)).await.unwrap();
     eventually("r1..r3 delivered around r0", || sink.payloads().len() == 3).await;
     assert_eq!(sink.payloads(), ["r1", "r2", "r3"]);
     // The watermark is contiguous: r0 is in flight, so nothing is committed
@@ -311,23 +310,17 @@ async fn an_operator_pause_holds_every_record_until_resume() {
         .open()
         .await
         .unwrap();
-    ob.pause_sink(&name("web")).unwrap();
-    ob.dispatch_many(
-        (0..3u32)
-            .map(|i| (rec(&format!("r{i}")), vec![i]))
-            .collect(),
-    )
-    .await
-    .unwrap();
+    ob.pause_sink(&name("web")).await.unwrap();
+    ob.dispatch_many(numbered(3)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(sink.started.lock().is_empty());
     let st = ob.status().unwrap();
     assert_eq!((st.sinks[0].state.as_str(), st.sinks[0].lag), ("paused", 3));
     assert!(matches!(
-        ob.pause_sink(&name("nope")),
+        ob.pause_sink(&name("nope")).await,
         Err(outbox::Error::UnknownSink(_))
     ));
-    ob.resume_sink(&name("web")).unwrap();
+    ob.resume_sink(&name("web")).await.unwrap();
     let mut got = acks_n(&mut acks, 3).await;
     got.sort();
     assert_eq!(got, vec![0, 1, 2]);
@@ -468,5 +461,148 @@ async fn a_given_delivery_id_is_kept_through_delivery_and_redrive() {
     let done = sink.done.lock().clone();
     assert_eq!(done[0].1, given.to_string());
     assert!(done[0].0 > r.seq.0, "a new seq, the same id");
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Fails every attempt permanently, each once `gate` opens.
+#[derive(Clone)]
+struct Refusing {
+    gate: watch::Receiver<bool>,
+    attempts: Arc<Mutex<u32>>,
+}
+
+impl Sink for Refusing {
+    fn deliver<'a>(
+        &'a self,
+        _record: &'a Record,
+        _ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        *self.attempts.lock() += 1;
+        let mut gate = self.gate.clone();
+        Box::pin(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Err(DeliveryError::permanent("refusing: 400"))
+        })
+    }
+    fn kind(&self) -> &'static str {
+        "refusing"
+    }
+}
+
+#[tokio::test]
+async fn a_pause_parks_nothing_even_an_attempt_that_was_out_when_it_landed() {
+    let d = dir();
+    let (open, gate) = watch::channel(false);
+    let sink = Refusing {
+        gate,
+        attempts: Arc::default(),
+    };
+    let (ob, _acks) = Outbox::<u32>::builder(d.path())
+        .sink("web", sink.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let r = ob.dispatch(rec("r0"), vec![0]).await.unwrap();
+    eventually("the attempt is out", || *sink.attempts.lock() == 1).await;
+    assert!(ob.pause_sink(&name("web")).await.unwrap() > 0);
+    open.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = ob.status().unwrap();
+    assert_eq!(
+        (st.sinks[0].state.as_str(), st.sinks[0].lag, st.sinks[0].dlq),
+        ("paused", 1, 0),
+        "refused while paused: not parked"
+    );
+    assert_eq!(*sink.attempts.lock(), 1);
+    assert!(ob.resume_sink(&name("web")).await.unwrap());
+    assert!(
+        !ob.resume_sink(&name("web")).await.unwrap(),
+        "not paused now"
+    );
+    eventually("parked after the resume", || {
+        ob.status().unwrap().sinks[0].dlq == 1
+    })
+    .await;
+    let dlq = ob.dlq_list(None).unwrap();
+    assert_eq!((dlq[0].seq, dlq[0].attempts), (r.seq.0, 2));
+    assert_eq!(*sink.attempts.lock(), 2);
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Records what the engine reports per sink.
+#[derive(Default)]
+struct Signals {
+    acked: Mutex<HashMap<String, u64>>,
+    oldest: Mutex<Vec<(String, Option<std::time::SystemTime>)>>,
+}
+
+impl outbox::MetricsHook for Signals {
+    fn sink_acked(&self, sink: &str, n: u64) {
+        *self.acked.lock().entry(sink.to_string()).or_default() += n;
+    }
+    fn oldest_pending(&self, sink: &str, at: Option<std::time::SystemTime>) {
+        self.oldest.lock().push((sink.to_string(), at));
+    }
+}
+
+impl Signals {
+    fn acked(&self, sink: &str) -> u64 {
+        self.acked.lock().get(sink).copied().unwrap_or(0)
+    }
+    fn last_oldest(&self, sink: &str) -> Option<Option<std::time::SystemTime>> {
+        self.oldest
+            .lock()
+            .iter()
+            .rev()
+            .find(|(s, _)| s == sink)
+            .map(|(_, at)| *at)
+    }
+}
+
+#[tokio::test]
+async fn the_engine_reports_each_sink_s_acked_count_and_oldest_pending_record() {
+    let d = dir();
+    let signals = Arc::new(Signals::default());
+    let (a, b) = (Steered::default(), Steered::default());
+    let (ob, mut acks) = Outbox::<u32>::builder(d.path())
+        .sink("a", a.clone(), fast())
+        .sink("b", b.clone(), fast())
+        .metrics(signals.clone())
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(signals.last_oldest("a"), Some(None), "reported at open");
+    assert_eq!(signals.last_oldest("b"), Some(None));
+    ob.pause_sink(&name("b")).await.unwrap();
+    let before = std::time::SystemTime::now() - Duration::from_millis(1);
+    ob.dispatch_many(numbered(3)).await.unwrap();
+    let after = std::time::SystemTime::now();
+    eventually("a passes all three", || signals.acked("a") == 3).await;
+    eventually("a caught up", || signals.last_oldest("a") == Some(None)).await;
+    assert_eq!(signals.acked("b"), 0);
+    let held = signals
+        .last_oldest("b")
+        .flatten()
+        .expect("b has a pending record");
+    assert!(
+        before <= held && held <= after,
+        "{before:?} <= {held:?} <= {after:?}"
+    );
+    let st = ob.status().unwrap();
+    let ms = held
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(st.sinks[1].oldest_pending_ms, Some(ms));
+    assert_eq!(st.sinks[0].oldest_pending_ms, None);
+    assert!(st.sinks[1].paused_at_ms.is_some());
+
+    ob.resume_sink(&name("b")).await.unwrap();
+    let mut got = acks_n(&mut acks, 3).await;
+    got.sort();
+    assert_eq!(got, vec![0, 1, 2]);
+    eventually("b passes all three", || signals.acked("b") == 3).await;
+    assert_eq!(signals.last_oldest("b"), Some(None));
+    assert_eq!(b.payloads(), ["r0", "r1", "r2"]);
     ob.close(Duration::from_secs(5)).await.unwrap();
 }

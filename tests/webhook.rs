@@ -814,3 +814,70 @@ async fn github_scheme_signs_the_body_in_hex() {
     assert_eq!(h.id(), "msg_g", "the id is still sent, for deduplication");
     assert_eq!(header(&h.headers, "webhook-signature"), "");
 }
+
+#[tokio::test]
+async fn a_retry_schedule_resumes_where_it_was_after_a_restart_and_parks_at_the_same_attempt() {
+    let ms = Duration::from_millis;
+    // Attempt 1: 503 -> the schedule's 500 ms. Attempt 2: 503 with
+    // Retry-After: 60, capped by retry_after_max at 3 s instead of the
+    // schedule's 10 s. The outbox restarts during that wait. Attempt 3: 503
+    // -> 1 s. Attempt 4: 503, and the schedule (3 retries) is spent: DLQ.
+    let rx = Receiver::start(
+        vec![Reply::Status(503), retry_after(503, "60")],
+        Reply::Status(503),
+    )
+    .await;
+    let d = dir();
+    let cfg = SinkConfig {
+        retry_schedule: Some(vec![ms(500), ms(10_000), ms(1_000)]),
+        retry_after_max: ms(3_000),
+        ..fast()
+    };
+    let (ob, _acks) = open_hook(d.path(), sink_for(&rx), cfg.clone()).await;
+    let r = ob.dispatch(rec(r#"{"n":1}"#), vec![1]).await.unwrap();
+    rx.wait_hits(2).await;
+    // The state is stored, and durable, before the wait begins.
+    tokio::time::sleep(ms(200)).await;
+    ob.close(Duration::ZERO).await.unwrap();
+    assert_eq!(rx.hits().len(), 2);
+
+    let (ob, _acks) = open_hook(d.path(), sink_for(&rx), cfg).await;
+    tokio::time::sleep(ms(500)).await;
+    assert_eq!(rx.hits().len(), 2, "no attempt right after the reopen");
+    rx.wait_hits(4).await;
+    eventually("the record is parked", || {
+        ob.status().unwrap().sinks[0].dlq == 1
+    })
+    .await;
+    tokio::time::sleep(ms(1_500)).await;
+    let hits = rx.hits();
+    assert_eq!(
+        hits.len(),
+        4,
+        "exactly the schedule's attempts, across the restart"
+    );
+    let gap = |i: usize| hits[i].at - hits[i - 1].at;
+    assert!(gap(1) >= ms(480) && gap(1) < ms(1_500), "{:?}", gap(1));
+    assert!(
+        gap(2) >= ms(2_950) && gap(2) < ms(4_000),
+        "Retry-After (capped at 3 s) kept across the restart: {:?}",
+        gap(2)
+    );
+    assert!(gap(3) >= ms(980) && gap(3) < ms(2_000), "{:?}", gap(3));
+    let id = r.delivery_id.to_string();
+    assert!(hits.iter().all(|h| h.id() == id));
+
+    let dlq = ob.dlq_list(None).unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!((dlq[0].seq, dlq[0].attempts), (r.seq.0, 4));
+    assert_eq!(dlq[0].history.len(), 4, "{:?}", dlq[0].history);
+    assert!(dlq[0].history.iter().all(|a| a.error.contains("503")));
+    let st = ob.status().unwrap();
+    assert_eq!((st.sinks[0].lag, st.sinks[0].dead_lettered), (0, 1));
+    ob.close(Duration::from_secs(5)).await.unwrap();
+
+    // The state went with the record: nothing is left to resume.
+    let db = raw_sled(d.path());
+    let states = db.open_tree("sink_state").unwrap();
+    assert_eq!(states.scan_prefix(b"r").count(), 0);
+}

@@ -69,8 +69,10 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             idem(key, &seal(tree::IDEM, key, value), true);
+            sink_state(key, value, v2);
+            sink_state(key, &seal(tree::SINK_STATE, key, value), true);
             // Rendering a key for an error message never panics either.
-            for t in ["log", "offsets", "dlq", "meta", "idem"] {
+            for t in ["log", "offsets", "dlq", "meta", "idem", "sink_state"] {
                 let _ = codec::render_key(t, key);
             }
         }
@@ -156,13 +158,31 @@ fn idem(key: &[u8], value: &[u8], v2: bool) {
     }
 }
 
+/// A retry state and a pause: the same bytes through both decoders.
+fn sink_state(key: &[u8], value: &[u8], v2: bool) {
+    if let Ok(v) = ok(codec::decode_retry(key, value)) {
+        if v2 {
+            assert_eq!(codec::encode_retry(key, &v).expect("re-encodes"), value);
+        }
+    }
+    if let Ok(v) = ok(codec::decode_pause(key, value)) {
+        if v2 {
+            assert_eq!(codec::encode_pause(key, &v).expect("re-encodes"), value);
+        }
+    }
+    let prefix = key.get(..key.len().saturating_sub(8)).unwrap_or_default();
+    if let Ok(seq) = ok(codec::decode_retry_seq(prefix, key)) {
+        assert_eq!(&key[prefix.len()..], seq.to_be_bytes());
+    }
+}
+
 /// Every decode error must be `Corrupted`, naming a known tree.
 fn ok<T>(r: outbox::Result<T>) -> outbox::Result<T> {
     if let Err(e) = &r {
         match e {
             Error::Corrupted { tree, .. } => {
                 assert!(
-                    ["log", "offsets", "dlq", "meta", "idem"].contains(tree),
+                    ["log", "offsets", "dlq", "meta", "idem", "sink_state"].contains(tree),
                     "{e}"
                 );
                 assert_eq!(e.exit_code(), 3);

@@ -17,7 +17,11 @@
 //!   `{..,"purged":N}`, with `"dry_run":true` and a count of 0 in a dry run;
 //! - `POST /v1/sinks/forget` with `{"sink":NAME}`: forgets an orphan (409 if
 //!   the sink is configured, 404 if it is not an orphan); answers
-//!   `{"forgotten":NAME,"offset":N}`.
+//!   `{"forgotten":NAME,"offset":N}`;
+//! - `POST /v1/sinks/pause`, `POST /v1/sinks/resume` with `{"sink":NAME}`:
+//!   pauses or resumes a configured sink, durably (404 for an unknown
+//!   sink); answer `{"sink","paused":bool,"paused_at_ms":N|null,
+//!   "changed":bool}` (`changed` is false when it already was so).
 //!
 //! Every route but `/healthz` requires the bearer token when one is set.
 
@@ -64,6 +68,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/dlq/redrive", post(redrive))
         .route("/v1/dlq/purge", post(purge))
         .route("/v1/sinks/forget", post(forget))
+        .route("/v1/sinks/pause", post(pause))
+        .route("/v1/sinks/resume", post(resume))
         .with_state(state)
 }
 
@@ -438,29 +444,32 @@ async fn dlq_op(
     }
 }
 
-/// Body of `POST /v1/sinks/forget`.
+/// Body of `POST /v1/sinks/forget`, `/v1/sinks/pause` and
+/// `/v1/sinks/resume`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ForgetRequest {
-    /// The orphan to forget.
+pub struct SinkRequest {
+    /// The sink (for forget: the orphan).
     pub sink: String,
 }
 
-async fn forget(
-    State(s): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    body: Result<axum::Json<ForgetRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    if !allowed(&s, &headers) {
-        return unauthorized();
+type SinkBody = Result<axum::Json<SinkRequest>, axum::extract::rejection::JsonRejection>;
+
+/// The sink a `/v1/sinks/*` request names, once its token is checked; the
+/// answer to send instead when it cannot be had.
+fn sink_of(s: &AdminState, headers: &HeaderMap, body: SinkBody) -> Result<SinkName, Box<Response>> {
+    if !allowed(s, headers) {
+        return Err(Box::new(unauthorized()));
     }
-    let axum::Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let sink = match SinkName::new(req.sink) {
+    let axum::Json(req) =
+        body.map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.body_text())))?;
+    SinkName::new(req.sink).map_err(|e| Box::new(engine_error(e)))
+}
+
+async fn forget(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: SinkBody) -> Response {
+    let sink = match sink_of(&s, &headers, body) {
         Ok(n) => n,
-        Err(e) => return engine_error(e),
+        Err(r) => return *r,
     };
     match s.outbox.forget_orphan(&sink).await {
         Ok(offset) => {
@@ -468,4 +477,43 @@ async fn forget(
         }
         Err(e) => engine_error(e),
     }
+}
+
+/// Pauses (`pause`) or resumes a sink.
+async fn pause_or_resume(
+    s: &AdminState,
+    headers: &HeaderMap,
+    body: SinkBody,
+    pause: bool,
+) -> Response {
+    let sink = match sink_of(s, headers, body) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let before = s.outbox.status().ok().and_then(|st| {
+        st.sinks
+            .into_iter()
+            .find(|k| k.name == sink.as_str())
+            .map(|k| k.paused_at_ms)
+    });
+    let result = if pause {
+        s.outbox.pause_sink(&sink).await.map(Some)
+    } else {
+        s.outbox.resume_sink(&sink).await.map(|_| None)
+    };
+    match result {
+        Ok(now) => {
+            let changed = before.is_some_and(|b| b.is_some() != now.is_some());
+            axum::Json(super::pause::answer(&sink, now, changed)).into_response()
+        }
+        Err(e) => engine_error(e),
+    }
+}
+
+async fn pause(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: SinkBody) -> Response {
+    pause_or_resume(&s, &headers, body, true).await
+}
+
+async fn resume(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: SinkBody) -> Response {
+    pause_or_resume(&s, &headers, body, false).await
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::Args;
 use outbox::codec::{self, FormatVersion, meta_key, tree};
 use outbox::store::Store;
-use outbox::{Error, Result};
+use outbox::{Error, Result, SinkName};
 use serde::Serialize;
 
 /// Exit code when problems are found.
@@ -34,7 +34,7 @@ pub struct CheckArgs {
 /// One problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// `log`, `offsets`, `dlq`, `meta` or `sled`.
+    /// `log`, `offsets`, `dlq`, `meta`, `idem`, `sink_state` or `sled`.
     pub tree: String,
     /// The key, rendered (a seq, a sink name, `sink/seq N`, or hex).
     pub key: String,
@@ -281,6 +281,35 @@ impl Checker {
         }
     }
 
+    /// One `sink_state` key and value: a retry state or a pause.
+    pub fn sink_state(&mut self, k: &[u8], v: &[u8]) {
+        let name_and_seq = |rest: &[u8]| {
+            let (&len, rest) = rest.split_first()?;
+            let name = rest.get(..usize::from(len))?;
+            let name = SinkName::new(std::str::from_utf8(name).ok()?).ok()?;
+            let prefix = codec::retry_prefix(&name);
+            codec::decode_retry_seq(&prefix, k).ok()
+        };
+        let r = match k.split_first() {
+            Some((b'r', rest)) if name_and_seq(rest).is_some() => {
+                codec::decode_retry(k, v).map(|_| ())
+            }
+            Some((b'p', name))
+                if std::str::from_utf8(name).is_ok_and(|n| SinkName::new(n).is_ok()) =>
+            {
+                codec::decode_pause(k, v).map(|_| ())
+            }
+            _ => Err(Error::Corrupted {
+                tree: tree::SINK_STATE,
+                key: codec::render_key(tree::SINK_STATE, k),
+                reason: "neither a retry state (r<len><sink><seq>) nor a pause (p<sink>)".into(),
+            }),
+        };
+        if let Err(e) = r {
+            self.push(problem_from(e, tree::SINK_STATE, k));
+        }
+    }
+
     /// One `meta` key and value.
     pub fn meta(&mut self, k: &[u8], v: &[u8]) {
         self.close_unreadable(None);
@@ -401,6 +430,20 @@ pub fn check_store(store: &Store) -> Report {
                 }
             }
         }
+    }
+    match store.raw_sink_state() {
+        Ok(iter) => {
+            for kv in iter {
+                match kv {
+                    Ok((k, v)) => c.sink_state(&k, &v),
+                    Err(e) => {
+                        c.unreadable(tree::SINK_STATE, &e);
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => c.unreadable(tree::SINK_STATE, &e),
     }
     let mut report = c.finish();
     // What an open refuses that the value-by-value pass cannot see: less
@@ -548,6 +591,35 @@ mod tests {
             (r.batches, r.records, r.offsets, r.dlq, r.meta, r.head),
             (2, 5, 1, 1, 4, 5)
         );
+    }
+
+    #[test]
+    fn sink_state_values_are_checked_and_a_bad_one_is_named() {
+        let mut c = Checker::new();
+        let web = SinkName::new("web").unwrap();
+        let rk = codec::retry_key(&web, Seq(7));
+        let state = codec::RetryState {
+            attempts: 2,
+            counted: 2,
+            next_at_ms: 9,
+            history: Vec::new(),
+        };
+        let rv = codec::encode_retry(&rk, &state).unwrap();
+        c.sink_state(&rk, &rv);
+        let pk = codec::pause_key(&web);
+        let pv = codec::encode_pause(&pk, &codec::PauseState { at_ms: 1 }).unwrap();
+        c.sink_state(&pk, &pv);
+        assert_eq!(c.report.problems, vec![]);
+        let mut bad = rv.clone();
+        bad[2] ^= 4;
+        c.sink_state(&rk, &bad);
+        c.sink_state(b"x", b"");
+        c.sink_state(&rk[..rk.len() - 1], &rv);
+        let p = &c.report.problems;
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p.iter().all(|p| p.tree == tree::SINK_STATE), "{p:?}");
+        assert!(p[0].reason.contains("checksum mismatch"), "{p:?}");
+        assert!(p[1].reason.contains("neither a retry state"), "{p:?}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `outbox sinks forget NAME`: forgets an orphaned sink, offline or through
-//! a running daemon's admin endpoint (`POST /v1/sinks/forget`).
+//! a running daemon's admin endpoint (`POST /v1/sinks/forget`). The
+//! `pause` and `resume` subcommands are in [`super::pause`].
 //!
 //! An orphan (a sink with an offset that is no longer configured) keeps its
 //! backlog, so a typo in the configuration never deletes records. Forgetting
@@ -22,12 +23,18 @@ use super::client::{self, AdminArgs};
 #[derive(Subcommand, Debug)]
 pub enum SinksCommand {
     /// Forget an orphaned sink: its backlog no longer holds back truncation.
-    Forget(ForgetArgs),
+    Forget(SinkArgs),
+    /// Pause a sink: nothing is delivered or parked, its records stay in the
+    /// log, until it is resumed (kept across restarts).
+    Pause(SinkArgs),
+    /// Resume a paused sink: deliveries start at once.
+    Resume(SinkArgs),
 }
 
+/// The arguments of every `outbox sinks` subcommand.
 #[derive(Args, Debug)]
-pub struct ForgetArgs {
-    /// The sink to forget.
+pub struct SinkArgs {
+    /// The sink.
     #[arg(value_name = "NAME")]
     pub sink: String,
     /// The data directory (of a stopped outbox).
@@ -43,10 +50,12 @@ pub struct ForgetArgs {
 pub fn run(c: SinksCommand) -> Result<ExitCode> {
     match c {
         SinksCommand::Forget(a) => forget(a),
+        SinksCommand::Pause(a) => super::pause::run(a, true),
+        SinksCommand::Resume(a) => super::pause::run(a, false),
     }
 }
 
-fn forget(a: ForgetArgs) -> Result<ExitCode> {
+fn forget(a: SinkArgs) -> Result<ExitCode> {
     let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::Config {
         param: "NAME".into(),
         reason: e.to_string(),
@@ -56,6 +65,7 @@ fn forget(a: ForgetArgs) -> Result<ExitCode> {
             let store = super::open_existing(dir)?;
             let head = store.extent()?.end.0;
             let offset = store.forget(&sink)?.0;
+            store.sink_state_forget(&sink)?;
             (offset, Some(head.saturating_sub(offset)))
         }
         _ => {

@@ -18,6 +18,7 @@ mod jetstream;
 mod logging;
 mod membership;
 mod ndjson;
+mod pause;
 mod prometheus;
 mod run;
 mod salvage;
@@ -92,10 +93,11 @@ pub enum Command {
     /// when something could not).
     #[command(after_help = "Example:\n  outbox salvage --data-dir ./data --out ./data.salvaged")]
     Salvage(salvage::SalvageArgs),
-    /// Manage sink membership: forget an orphan so its backlog can go.
+    /// Manage sinks: pause or resume one, forget an orphan so its backlog
+    /// can go.
     #[command(
         subcommand,
-        after_help = "Example:\n  outbox sinks forget old-hook --data-dir ./data\n  outbox sinks forget old-hook --admin http://127.0.0.1:9090"
+        after_help = "Example:\n  outbox sinks pause hook --admin http://127.0.0.1:9090\n  outbox sinks resume hook --admin http://127.0.0.1:9090\n  outbox sinks forget old-hook --data-dir ./data"
     )]
     Sinks(membership::SinksCommand),
 }

@@ -15,14 +15,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use outbox::metrics::BreakerState;
-use outbox::{Error, MetricsHook, Outbox, Result, Seq};
+use outbox::{Error, MetricsHook, Outbox, Result};
 use parking_lot::Mutex;
 
 /// Latency buckets, in seconds: 0.5 ms to 60 s.
@@ -217,18 +217,8 @@ impl PromHook {
         for s in &status.sinks {
             gauge!("outbox_lag_records", "sink" => s.name.clone()).set(s.lag as f64);
             gauge!("outbox_dlq_entries", "sink" => s.name.clone()).set(s.dlq as f64);
-            let reported = self.oldest.lock().get(&s.name).copied();
-            let oldest = match reported {
-                Some(at) => at,
-                // Not reported by the engine: the record at the committed
-                // offset is the oldest one the sink has not passed.
-                None if s.lag == 0 => None,
-                None => outbox
-                    .read_log(Seq(s.committed), 1)
-                    .ok()
-                    .and_then(|r| r.first().map(|r| r.appended_at_ms))
-                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-            };
+            // The engine reports it at open and whenever it changes.
+            let oldest = self.oldest.lock().get(&s.name).copied().flatten();
             gauge!("outbox_oldest_pending_age_seconds", "sink" => s.name.clone())
                 .set(age_seconds(oldest, now));
         }
@@ -316,6 +306,7 @@ impl MetricsHook for PromHook {
 mod tests {
     use super::*;
     use metrics_exporter_prometheus::PrometheusBuilder;
+    use std::time::UNIX_EPOCH;
 
     /// Renders what `f` records through a fresh hook, with a local
     /// recorder (the global one is the daemon's).

@@ -61,6 +61,14 @@ pub struct SinkRow {
     /// Why the sink is not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Paused by an operator since then (ms since the Unix epoch): the
+    /// pause holds across restarts until `outbox sinks resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at_ms: Option<u64>,
+    /// When the oldest record it has not passed was appended (ms since the
+    /// Unix epoch); online only, absent when it has caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_ms: Option<u64>,
 }
 
 /// Reads the view from a stopped outbox, and verifies it as an open would.
@@ -84,18 +92,26 @@ pub fn offline(store: &Store) -> Result<StatusView> {
                 .iter()
                 .find(|m| m.name == name.as_str())
                 .is_none_or(|m| m.orphaned_at_ms.is_some());
-            SinkRow {
+            let paused_at_ms = store.paused(&name)?.map(|p| p.at_ms);
+            let state = match (orphaned, paused_at_ms) {
+                (true, _) => "orphan",
+                (false, Some(_)) => "paused",
+                (false, None) => "ok",
+            };
+            Ok(SinkRow {
                 orphaned,
-                state: if orphaned { "orphan" } else { "ok" }.to_string(),
+                state: state.to_string(),
                 error: None,
+                paused_at_ms,
+                oldest_pending_ms: None,
                 dlq: store.dlq_count(&name),
                 sink: name.to_string(),
                 committed: o.next,
                 head,
                 lag: head.saturating_sub(o.next),
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     for m in &members {
         if !sinks.iter().any(|s| s.sink == m.name) {
             sinks.push(SinkRow {
@@ -107,6 +123,8 @@ pub fn offline(store: &Store) -> Result<StatusView> {
                 orphaned: m.orphaned_at_ms.is_some(),
                 state: "corrupt".into(),
                 error: Some("its committed offset is missing".into()),
+                paused_at_ms: None,
+                oldest_pending_ms: None,
             });
         }
     }
@@ -137,6 +155,8 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
             orphaned: false,
             state: s.state.clone(),
             error: s.error.clone(),
+            paused_at_ms: s.paused_at_ms,
+            oldest_pending_ms: s.oldest_pending_ms,
         })
         .collect();
     for o in &st.orphans {
@@ -153,6 +173,8 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
             orphaned: true,
             state: "orphan".into(),
             error: None,
+            paused_at_ms: None,
+            oldest_pending_ms: None,
         });
     }
     let problem = sinks.iter().find(|s| s.state == "corrupt").map(|s| {
@@ -200,11 +222,25 @@ pub fn table(v: &StatusView) -> String {
         if let Some(e) = &s.error {
             out += &format!("sink {}: {e}\n", s.sink);
         }
+        if let Some(at) = s.paused_at_ms {
+            out += &format!(
+                "sink {}: paused by an operator since {} (`outbox sinks resume {}`)\n",
+                s.sink,
+                rfc3339(at),
+                s.sink
+            );
+        }
     }
     if let Some(p) = &v.problem {
         out += &format!("problem: {p}\n");
     }
     out
+}
+
+/// A time in ms since the Unix epoch, as RFC 3339 in UTC to the second.
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 pub fn run(args: StatusArgs) -> Result<ExitCode> {
@@ -257,8 +293,10 @@ mod tests {
                     lag: 3,
                     dlq: 1,
                     orphaned: false,
-                    state: "ok".into(),
+                    state: "paused".into(),
                     error: None,
+                    paused_at_ms: Some(1_700_000_000_000),
+                    oldest_pending_ms: None,
                 },
                 SinkRow {
                     sink: "old-sink".into(),
@@ -269,17 +307,23 @@ mod tests {
                     orphaned: true,
                     state: "orphan".into(),
                     error: None,
+                    paused_at_ms: None,
+                    oldest_pending_ms: None,
                 },
             ],
             problem: None,
         };
         let t = table(&v);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 5);
         assert_eq!(lines[0], "log abc  head 10");
         let cols: Vec<&str> = lines[2].split_whitespace().collect();
-        assert_eq!(cols, ["out", "7", "10", "3", "1", "ok", "no"]);
+        assert_eq!(cols, ["out", "7", "10", "3", "1", "paused", "no"]);
         let cols: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(cols, ["old-sink", "2", "10", "8", "0", "orphan", "yes"]);
+        assert_eq!(
+            lines[4],
+            "sink out: paused by an operator since 2023-11-14T22:13:20Z (`outbox sinks resume out`)"
+        );
     }
 }

@@ -19,6 +19,7 @@
 mod dlq;
 mod log;
 mod meta;
+mod sink_state;
 
 use serde::Serialize;
 
@@ -36,6 +37,10 @@ pub use meta::{
     IdemValue, Member, OffsetValue, decode_idem, decode_log_id, decode_members, decode_meta_u64,
     decode_offset, decode_offset_key, decode_sink_list, encode_idem, encode_log_id, encode_members,
     encode_meta_u64, encode_offset,
+};
+pub use sink_state::{
+    PauseState, RetryState, decode_pause, decode_retry, decode_retry_seq, encode_pause,
+    encode_retry, pause_key, retry_key, retry_prefix,
 };
 
 /// The largest value bincode may decode, a guard against hostile lengths;
@@ -95,6 +100,9 @@ pub mod tree {
     pub const META: &str = "meta";
     /// Idempotency keys of recent dispatches.
     pub const IDEM: &str = "idem";
+    /// Per-sink delivery state besides the offset: retries in progress and
+    /// operator pauses.
+    pub const SINK_STATE: &str = "sink_state";
 }
 
 /// Keys of the `meta` tree.

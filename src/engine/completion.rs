@@ -72,6 +72,13 @@ pub(crate) async fn run<T: Send + 'static>(
                     }
                     if end.is_some() {
                         skip_drop_sinks(&core);
+                        // A sink that had caught up has a pending record
+                        // again.
+                        for slot in &core.sinks {
+                            if slot.oldest.lock().is_none() {
+                                super::pending::oldest(&core, slot, false);
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -95,8 +102,10 @@ pub(crate) async fn run<T: Send + 'static>(
                     continue;
                 }
                 if let Some(slot) = core.sinks.get(sink) {
-                    slot.committed.fetch_max(offset.0, Ordering::AcqRel);
+                    let before = slot.committed.fetch_max(offset.0, Ordering::AcqRel);
                     core.metrics.lag(slot.name.as_str(), core.lag(slot));
+                    super::pending::acked(&core, slot, Seq(before), offset);
+                    super::pending::oldest(&core, slot, false);
                 }
                 release(acks.commit(sink, offset.0));
                 core.room.notify_waiters();

@@ -24,6 +24,7 @@ mod completion;
 mod holes;
 mod msg;
 mod open;
+mod pending;
 mod rate_limit;
 mod tail;
 mod truncate;
@@ -80,6 +81,14 @@ pub(crate) struct SinkSlot {
     /// Notified when the breaker closes or is resumed, for waiting
     /// deliveries and the worker.
     pub gate_changed: Notify,
+    /// When an operator paused the sink (durably), ms since the Unix epoch.
+    pub paused_at_ms: Mutex<Option<u64>>,
+    /// Retry states may be stored for this sink: the next offset commit
+    /// removes those it passes.
+    pub retry_dirty: AtomicBool,
+    /// The log value of the oldest pending record, as last reported
+    /// (`None`: caught up).
+    pub oldest: Mutex<Option<crate::store::RecordsAt>>,
 }
 
 impl SinkSlot {
@@ -206,7 +215,9 @@ impl<T> Core<T> {
 pub struct SinkStatus {
     /// The sink.
     pub name: String,
-    /// `ok`, or `corrupt` once its worker stopped on data it cannot read.
+    /// `ok`; `open` or `half_open` (its breaker); `paused` (by an
+    /// operator); or `corrupt` once its worker stopped on data it cannot
+    /// read.
     pub state: String,
     /// Why the sink is not `ok`: for `corrupt`, the range and the reason.
     pub error: Option<String>,
@@ -228,6 +239,11 @@ pub struct SinkStatus {
     pub filtered: u64,
     /// The sink's filter, as configured, if it has one.
     pub filter: Option<String>,
+    /// When an operator paused it (ms since the Unix epoch), while paused.
+    pub paused_at_ms: Option<u64>,
+    /// When the oldest record it has not passed was appended (ms since the
+    /// Unix epoch); `None` when it has caught up.
+    pub oldest_pending_ms: Option<u64>,
 }
 
 /// An orphaned sink, as [`Outbox::status`] reports it.
@@ -494,35 +510,67 @@ impl<T: Send + 'static> Outbox<T> {
         }
     }
 
-    /// Pauses sink `sink` by hand: no delivery starts (in-flight ones
-    /// finish), its records stay in the log and its lag grows; no probe
-    /// resumes it, only [`Outbox::resume_sink`]. Not kept across a restart.
+    /// Pauses sink `sink` by hand: no delivery starts (one already sent
+    /// finishes), nothing is parked in the DLQ for the pause, its records
+    /// stay in the log and its lag grows; no probe resumes it, only
+    /// [`Outbox::resume_sink`]. The pause is durable when this returns and
+    /// kept across restarts. Returns when it was paused (ms since the Unix
+    /// epoch): now, or the time of an earlier pause that still holds.
     ///
     /// # Errors
-    /// [`Error::UnknownSink`] when it is not configured.
-    pub fn pause_sink(&self, sink: &SinkName) -> Result<()> {
+    /// [`Error::UnknownSink`] when it is not configured;
+    /// [`Error::ShuttingDown`] once shutdown has begun; storage errors.
+    pub async fn pause_sink(&self, sink: &SinkName) -> Result<u64> {
         let slot = self.slot(sink)?;
+        if let Some(at) = *slot.paused_at_ms.lock() {
+            return Ok(at);
+        }
+        let at = crate::store::now_ms();
+        self.set_pause(sink, Some(crate::codec::PauseState { at_ms: at }))
+            .await?;
+        *slot.paused_at_ms.lock() = Some(at);
         slot.breaker.lock().pause();
         self.core
             .metrics
             .breaker(sink.as_str(), BreakerState::Paused);
-        tracing::warn!(sink = %sink, "sink paused by an operator");
-        Ok(())
+        slot.gate_changed.notify_waiters();
+        tracing::warn!(sink = %sink, lag = self.core.lag(slot), "sink paused by an operator: nothing is delivered until it is resumed; its records stay in the log");
+        Ok(at)
     }
 
-    /// Resumes a sink paused with [`Outbox::pause_sink`]: its breaker
-    /// closes with empty counts and deliveries start at once.
+    /// Resumes a sink paused with [`Outbox::pause_sink`]: the pause is
+    /// removed durably, its breaker closes with empty counts and deliveries
+    /// start at once. Returns whether it was paused.
     ///
     /// # Errors
-    /// [`Error::UnknownSink`] when it is not configured.
-    pub fn resume_sink(&self, sink: &SinkName) -> Result<()> {
+    /// As [`Outbox::pause_sink`].
+    pub async fn resume_sink(&self, sink: &SinkName) -> Result<bool> {
         let slot = self.slot(sink)?;
+        let Some(since) = *slot.paused_at_ms.lock() else {
+            return Ok(false);
+        };
+        self.set_pause(sink, None).await?;
+        *slot.paused_at_ms.lock() = None;
         slot.breaker.lock().resume();
         let state = slot.breaker.lock().state();
         self.core.metrics.breaker(sink.as_str(), state);
         slot.gate_changed.notify_waiters();
-        tracing::info!(sink = %sink, state = state.as_str(), "sink resumed by an operator");
-        Ok(())
+        let paused_ms = crate::store::now_ms().saturating_sub(since);
+        tracing::info!(sink = %sink, state = state.as_str(), paused_ms, lag = self.core.lag(slot), "sink resumed by an operator");
+        Ok(true)
+    }
+
+    /// Writes a pause (or its removal) and waits until it is durable.
+    async fn set_pause(&self, sink: &SinkName, p: Option<crate::codec::PauseState>) -> Result<()> {
+        if self.core.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let store = self.core.store.clone();
+        let name = sink.clone();
+        tokio::task::spawn_blocking(move || store.set_paused(&name, p))
+            .await
+            .map_err(|e| Error::Storage(format!("pause task failed: {e}")))??;
+        self.core.durability.sync().await
     }
 
     fn slot(&self, sink: &SinkName) -> Result<&SinkSlot> {
@@ -559,6 +607,8 @@ impl<T: Send + 'static> Outbox<T> {
                     retries: s.retries.load(Ordering::Relaxed),
                     filtered: s.filtered.load(Ordering::Relaxed),
                     filter: s.cfg.filter.as_ref().map(|f| f.to_string()),
+                    paused_at_ms: *s.paused_at_ms.lock(),
+                    oldest_pending_ms: s.oldest.lock().map(|r| r.appended_at_ms),
                 }
             })
             .collect();
@@ -764,9 +814,13 @@ impl<T: Send + 'static> Outbox<T> {
         }
         let store = self.core.store.clone();
         let name = sink.clone();
-        let offset = tokio::task::spawn_blocking(move || store.forget(&name))
-            .await
-            .map_err(|e| Error::Storage(format!("forget task failed: {e}")))??;
+        let offset = tokio::task::spawn_blocking(move || {
+            let o = store.forget(&name)?;
+            store.sink_state_forget(&name)?;
+            Ok::<_, Error>(o)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("forget task failed: {e}")))??;
         self.core.orphans.lock().retain(|o| &o.name != sink);
         tracing::warn!(sink = %sink, offset = offset.0, "orphaned sink forgotten; its backlog no longer holds back truncation");
         Ok(offset)

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::appender::Cursor;
 use super::{ByteIndex, Core, Holes, Orphan, Outbox, SinkSlot, TailCache, Tasks};
 use crate::ack::AckTracker;
-use crate::codec::BatchKind;
+use crate::codec::{BatchKind, PauseState};
 use crate::config::{BreakerConfig, OutboxConfig, SinkConfig, Start, SyncPolicy};
 use crate::engine::{Breaker, TokenBucket};
 use crate::error::{Error, Result};
@@ -137,6 +137,7 @@ impl<T: Send + 'static> OutboxBuilder<T> {
             orphans,
             bytes,
             holes,
+            paused,
         } = opened;
         let store = Arc::new(store);
         let mode = FlushMode {
@@ -152,7 +153,20 @@ impl<T: Send + 'static> OutboxBuilder<T> {
         let (head, _) = watch::channel(next);
         let mut sinks_owned = Vec::with_capacity(named.len());
         let mut slots = Vec::with_capacity(named.len());
-        for ((name, sink, scfg), off) in named.into_iter().zip(offsets.iter()) {
+        for (((name, sink, scfg), off), pause) in named.into_iter().zip(offsets.iter()).zip(paused)
+        {
+            let mut breaker = Breaker::new(scfg.breaker.clone().unwrap_or(
+                // No triggers: it never trips, but can be paused by hand.
+                BreakerConfig {
+                    consecutive_failures: None,
+                    failure_ratio: None,
+                    probe_interval: BreakerConfig::DEFAULT_PROBE_INTERVAL,
+                },
+            ));
+            if let Some(p) = pause {
+                breaker.pause();
+                tracing::warn!(sink = %name, paused_at_ms = p.at_ms, "sink paused by an operator (kept from an earlier run): nothing is delivered until `outbox sinks resume`");
+            }
             slots.push(SinkSlot {
                 committed: AtomicU64::new(off.0),
                 floor: AtomicU64::new(0),
@@ -162,14 +176,10 @@ impl<T: Send + 'static> OutboxBuilder<T> {
                 retries: AtomicU64::new(0),
                 corrupt: Mutex::new(None),
                 filtered: AtomicU64::new(0),
-                breaker: Mutex::new(Breaker::new(scfg.breaker.clone().unwrap_or(
-                    // No triggers: it never trips, but can be paused by hand.
-                    BreakerConfig {
-                        consecutive_failures: None,
-                        failure_ratio: None,
-                        probe_interval: BreakerConfig::DEFAULT_PROBE_INTERVAL,
-                    },
-                ))),
+                breaker: Mutex::new(breaker),
+                paused_at_ms: Mutex::new(pause.map(|p| p.at_ms)),
+                retry_dirty: AtomicBool::new(false),
+                oldest: Mutex::new(None),
                 bucket: scfg
                     .rate_limit
                     .map(|r| Mutex::new(TokenBucket::new(r, std::time::Instant::now()))),
@@ -199,6 +209,11 @@ impl<T: Send + 'static> OutboxBuilder<T> {
             orphans: Mutex::new(orphans),
             holes: Mutex::new(holes),
         });
+        for slot in &core.sinks {
+            let state = slot.breaker.lock().state();
+            core.metrics.breaker(slot.name.as_str(), state);
+            super::pending::oldest(&core, slot, true);
+        }
         let acks = AckTracker::new(offsets.iter().map(|s| s.0).collect());
         let appender = tokio::spawn(super::appender::run(
             core.clone(),
@@ -241,6 +256,8 @@ struct OpenedStore {
     orphans: Vec<Orphan>,
     bytes: Option<ByteIndex>,
     holes: Holes,
+    /// Each configured sink's pause, in order.
+    paused: Vec<Option<PauseState>>,
 }
 
 fn open_store(
@@ -288,6 +305,7 @@ fn open_store(
     }
     for name in &plan.expired {
         let o = store.forget(name)?;
+        store.sink_state_forget(name)?;
         tracing::warn!(sink = %name, offset = o.0, "orphaned sink forgotten: its orphan_retention has passed; its backlog is no longer kept");
     }
     for (name, o, since) in &plan.orphans {
@@ -308,7 +326,12 @@ fn open_store(
         None
     };
     let reserved = store.seq_reserved()?.max(next);
+    let paused = sinks
+        .iter()
+        .map(|(name, _)| store.paused(name))
+        .collect::<Result<Vec<_>>>()?;
     Ok(OpenedStore {
+        paused,
         store,
         next,
         reserved,

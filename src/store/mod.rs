@@ -1,4 +1,4 @@
-//! The sled store: one `sled::Db` in a data directory, five trees.
+//! The sled store: one `sled::Db` in a data directory, six trees.
 //!
 //! | tree      | key                                   | value                                   |
 //! |-----------|---------------------------------------|-----------------------------------------|
@@ -7,6 +7,7 @@
 //! | `dlq`     | name length (u8), name, BE u64 seq    | version, bincode `DlqEntry`, CRC32C     |
 //! | `meta`    | `format_version`, `log_id`, `created_at_ms`, `seq_floor`, `seq_reserved`, `members` | see [`crate::codec`] |
 //! | `idem`    | an idempotency key (bytes)            | version, bincode `IdemValue`, CRC32C    |
+//! | `sink_state` | `r`, name length, name, BE u64 seq; `p`, name | version, bincode `RetryState` / `PauseState`, CRC32C |
 //!
 //! Invariants:
 //! - the log is a chain: the value keyed `k` with count `n` covers seqs
@@ -41,6 +42,8 @@ mod idem;
 mod members;
 mod open;
 mod salvage;
+mod pending;
+mod sink_state;
 mod sync;
 mod verify;
 pub mod witness;
@@ -61,6 +64,7 @@ pub use durability::{Durability, FlushMode, Ticket};
 pub use members::{MembershipPlan, SinkStart, plan_membership};
 pub use open::{StoreOptions, is_locked};
 pub use salvage::{Loss, Restart, SalvageReport, SeqRanges, salvage};
+pub use pending::RecordsAt;
 pub use verify::Verified;
 
 /// A decoded log value: its first seq, header and entries (none for a hole

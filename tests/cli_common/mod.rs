@@ -161,6 +161,23 @@ impl Daemon {
         Ok(d)
     }
 
+    /// `outbox run --config CFG` with ingest and admin listeners on
+    /// 127.0.0.1.
+    pub fn with_config(cfg: &Path, envs: &[(&str, &str)]) -> Daemon {
+        Self::start(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--ingest-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+            envs,
+        )
+    }
+
     pub fn stderr(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
@@ -201,6 +218,17 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one series (`name{labels}`) in Prometheus text.
+pub fn prom_value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// One HTTP/1.1 exchange over a fresh connection.
@@ -296,6 +324,8 @@ fn dechunk(mut s: &str) -> String {
 pub struct Receiver {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<(u16, String, String)>>>,
+    /// When each request in `seen` arrived, in the same order.
+    pub at: Arc<Mutex<Vec<Instant>>>,
     pub plan: Arc<Mutex<Vec<u16>>>,
 }
 
@@ -320,6 +350,8 @@ impl Receiver {
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
+        let at = Arc::new(Mutex::new(Vec::new()));
+        let at2 = at.clone();
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(mut conn) = conn else { break };
@@ -347,7 +379,9 @@ impl Receiver {
                 }
                 let mut body = vec![0u8; len];
                 let _ = r.read_exact(&mut body);
+                let arrived = Instant::now();
                 let status = answer(&id, &body);
+                at2.lock().unwrap().push(arrived);
                 seen2.lock().unwrap().push((
                     status,
                     id,
@@ -364,6 +398,7 @@ impl Receiver {
         Receiver {
             addr,
             seen,
+            at,
             plan: Arc::new(Mutex::new(Vec::new())),
         }
     }

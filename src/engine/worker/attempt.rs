@@ -8,6 +8,9 @@
 //! - an attempt counts toward `retry_max` (or the retry schedule) only when
 //!   it was made with the breaker closed: while the endpoint is judged down
 //!   a record waits in the log, it is not parked for the endpoint's fault;
+//! - while the sink is paused by an operator nothing is parked: an attempt
+//!   that was out when the pause landed and failed (even permanently) waits
+//!   for the resume and is made again, without counting;
 //! - a panic in the sink is caught and is a transient failure of that
 //!   attempt; the last attempts' outcomes go with a parked record;
 //! - dropping the future (the worker is cancelled, or resets after a failed
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use super::super::Core;
-use crate::codec::{Attempt, DlqEntry, HISTORY_MAX};
+use crate::codec::{Attempt, DlqEntry, HISTORY_MAX, RetryState};
 use crate::engine::{BreakerState, Health, Permit};
 use crate::error::panic_message;
 use crate::retry::{Decision, RetryPolicy};
@@ -56,6 +59,8 @@ pub(super) struct Job<T> {
     pub policy: Arc<RetryPolicy>,
     pub batch: Arc<Batch>,
     pub seq: Seq,
+    /// Where an earlier run left this record's retries.
+    pub resume: Option<RetryState>,
 }
 
 /// Delivers the record, retrying as the policy says, and returns how it
@@ -68,6 +73,7 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
         policy,
         batch,
         seq,
+        resume,
     } = job;
     let Some(slot) = core.sinks.get(idx) else {
         return Done::Delivered(seq);
@@ -79,6 +85,15 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
     let mut attempts = 0u32;
     let mut counted = 0u32;
     let mut history: Vec<Attempt> = Vec::new();
+    if let Some(r) = resume {
+        // Capped, so a clock stepped back cannot hold a record for longer
+        // than any wait the policy could have chosen.
+        let wait =
+            Duration::from_millis(r.next_at_ms.saturating_sub(now_ms())).min(policy.longest_wait());
+        tracing::info!(sink = %slot.name, seq = seq.0, attempts = r.attempts, counted = r.counted, ?wait, "resuming the retries of an earlier run");
+        (attempts, counted, history) = (r.attempts, r.counted, r.history);
+        tokio::time::sleep(wait).await;
+    }
     loop {
         let probe = pass_gates(&core, idx).await;
         attempts += 1;
@@ -123,8 +138,19 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
             permanent: !error.is_transient(),
             error: error.to_string(),
         });
-        let open = slot.breaker.lock().state() != BreakerState::Closed;
-        if open && error.is_transient() {
+        let state = slot.breaker.lock().state();
+        if state == BreakerState::Paused {
+            // Paused while this attempt was out: nothing is parked for the
+            // sink while it is paused. The record waits at the gate and is
+            // tried again after the resume; this attempt does not count.
+            if !probe {
+                counted = counted.saturating_sub(1);
+            }
+            slot.retries.fetch_add(1, Ordering::Relaxed);
+            core.metrics.retried(slot.name.as_str());
+            continue;
+        }
+        if state != BreakerState::Closed && error.is_transient() {
             // The endpoint is judged down: the record waits at the gate for
             // the next probe instead of spending its retries.
             slot.retries.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +162,15 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
                 slot.retries.fetch_add(1, Ordering::Relaxed);
                 core.metrics.retried(slot.name.as_str());
                 tracing::debug!(sink = %slot.name, seq = seq.0, attempts, ?wait, error = %error, "retrying");
-                tokio::time::sleep(wait).await;
+                let until = tokio::time::Instant::now() + wait;
+                let state = RetryState {
+                    attempts,
+                    counted,
+                    next_at_ms: now_ms().saturating_add(wait.as_millis() as u64),
+                    history: history.clone(),
+                };
+                keep(&core, idx, seq, &state).await;
+                tokio::time::sleep_until(until).await;
             }
             Decision::DeadLetter => {
                 tracing::warn!(sink = %slot.name, seq = seq.0, attempts, error = %error, "parking record in the DLQ");
@@ -153,6 +187,25 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
                 }));
             }
         }
+    }
+}
+
+/// Stores where the record's retries stand and waits until that is
+/// durable, so a restart (or a crash) during the wait resumes with the same
+/// count and the same due time. A failed write is logged: the store is
+/// failed then, and the worker stops at its next commit.
+async fn keep<T>(core: &Core<T>, idx: usize, seq: Seq, state: &RetryState) {
+    let Some(slot) = core.sinks.get(idx) else {
+        return;
+    };
+    if let Err(e) = core.store.retry_put(&slot.name, seq, state) {
+        tracing::error!(sink = %slot.name, seq = seq.0, error = %e, "cannot store the retry state; a restart would count this record's attempts from 0");
+        return;
+    }
+    slot.retry_dirty.store(true, Ordering::Release);
+    let ticket = core.durability.request();
+    if let Err(e) = core.durability.wait(ticket).await {
+        tracing::error!(sink = %slot.name, seq = seq.0, error = %e, "the retry state did not become durable");
     }
 }
 

@@ -86,6 +86,18 @@ pub(super) fn offset<T>(core: &Arc<Core<T>>, idx: usize, c: &Committing) -> Resu
     };
     match core.store.commit_offset(&slot.name, c.upto, &c.dlq) {
         Ok(stored) => {
+            if slot.retry_dirty.swap(false, Ordering::AcqRel) {
+                // Not in the offset's transaction: a state left below the
+                // offset by a crash here is stale and never read.
+                match core.store.retry_clear_below(&slot.name, stored) {
+                    Ok(remain) if remain => slot.retry_dirty.store(true, Ordering::Release),
+                    Ok(_) => {}
+                    Err(e) => {
+                        slot.retry_dirty.store(true, Ordering::Release);
+                        tracing::warn!(sink = %slot.name, error = %e, "could not remove passed retry states; they are stale and ignored");
+                    }
+                }
+            }
             let ticket = core.durability.request();
             let _ = core.done_tx.send(Completion::Committed {
                 ticket,

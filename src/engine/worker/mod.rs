@@ -28,6 +28,7 @@
 mod attempt;
 mod commit;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -40,7 +41,7 @@ use self::attempt::{Done, Job};
 use self::commit::{CommitResult, Committing};
 use super::window::Window;
 use super::{Core, SinkSlot};
-use crate::codec::{BatchKind, DlqEntry};
+use crate::codec::{BatchKind, DlqEntry, RetryState};
 use crate::error::Result;
 use crate::filter::Filter;
 use crate::retry::RetryPolicy;
@@ -72,7 +73,9 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>, idx: usize, sink:
         None => None,
     };
     let start = Seq(slot.committed.load(Ordering::Acquire));
+    let resumed = load_retries(&core, slot, start).await;
     let mut w = Worker {
+        resumed,
         policy: Arc::new(RetryPolicy::from(&slot.cfg)),
         limit: slot.cfg.in_flight().max(1),
         window_max: (slot.cfg.batch_max as u64)
@@ -98,6 +101,9 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>, idx: usize, sink:
 }
 
 struct Worker<T: Send + 'static> {
+    /// Retry states kept by an earlier run, by seq: each record resumes
+    /// its retries where they stood.
+    resumed: BTreeMap<Seq, RetryState>,
     core: Arc<Core<T>>,
     idx: usize,
     sink: Arc<dyn Sink>,
@@ -248,6 +254,7 @@ impl<T: Send + 'static> Worker<T> {
                 policy: self.policy.clone(),
                 batch,
                 seq,
+                resume: self.resumed.remove(&seq),
             }));
             // Most deliveries (a buffered file write) finish on the first
             // poll; only one that waits joins the set in flight.
@@ -383,6 +390,15 @@ impl<T: Send + 'static> Worker<T> {
         self.oldest_ms = None;
         self.cur = None;
         self.slot().breaker.lock().probe_abandoned();
+        // The records delivered again keep the retry counts stored for them
+        // (a small read; a failed sink commit is rare).
+        let slot = &self.core.sinks[self.idx];
+        match self.core.store.retry_states(&slot.name, self.committed) {
+            Ok(states) => self.resumed = states,
+            Err(e) => {
+                tracing::warn!(sink = %slot.name, error = %e, "cannot read the stored retry states; those records start their retries again");
+            }
+        }
     }
 
     /// Cancelled: drop what is in flight, let a running commit finish within
@@ -427,6 +443,39 @@ async fn commit_result(c: &mut Option<Committing>) -> CommitResult {
     match c {
         Some(c) => (&mut c.fut).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The retry states an earlier run kept for this sink from `start` (its
+/// offset) on; those below it are stale and removed. A read error is
+/// logged and the records retry from the start (as without the state).
+async fn load_retries<T>(
+    core: &Arc<Core<T>>,
+    slot: &SinkSlot,
+    start: Seq,
+) -> BTreeMap<Seq, RetryState> {
+    let store = core.store.clone();
+    let name = slot.name.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let states = store.retry_states(&name, start)?;
+        store.retry_clear_below(&name, start)?;
+        Ok::<_, crate::Error>(states)
+    })
+    .await
+    .map_err(|e| crate::Error::Storage(format!("retry state task failed: {e}")))
+    .and_then(|r| r);
+    match loaded {
+        Ok(states) => {
+            if !states.is_empty() {
+                slot.retry_dirty.store(true, Ordering::Release);
+                tracing::info!(sink = %slot.name, records = states.len(), "resuming retries where the last run left them");
+            }
+            states
+        }
+        Err(e) => {
+            tracing::error!(sink = %slot.name, error = %e, "cannot read the stored retry states; those records start their retries again");
+            BTreeMap::new()
+        }
     }
 }
 
