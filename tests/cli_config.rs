@@ -185,15 +185,35 @@ burst = 100
             out.display()
         ),
     );
-    // Every record passes the filter, so the output is the same whether or
-    // not the engine applies it yet.
-    let input = "{\"severity\":\"high\",\"n\":1}\n{\"severity\":\"critical\",\"n\":2}\n";
+    // The filter is enforced: `low` passes the sink without a delivery.
+    let pass = "{\"severity\":\"high\",\"n\":1}\n{\"severity\":\"critical\",\"n\":2}\n";
+    let input = format!("{pass}{{\"severity\":\"low\",\"n\":3}}\n");
     let o = run(
         &["run", "--config", cfg.to_str().unwrap()],
         input.as_bytes(),
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), input);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), pass);
+
+    // `status` shows the filter, through the admin endpoint and its table.
+    let d = cli_common::Daemon::listening(&cfg, &[]);
+    let url = format!("http://{}", d.admin.unwrap());
+    let o = run(&["status", "--admin", &url, "--json"], b"");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let filter = v["sinks"][0]["filter"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(filter.contains("/severity"), "{v}");
+    let o = run(&["status", "--admin", &url], b"");
+    assert!(
+        stdout(&o).contains(&format!("sink out: filter {filter}")),
+        "{}",
+        stdout(&o)
+    );
+    let (c, err) = d.stop();
+    assert_eq!(c, 0, "{err}");
 }
 
 #[test]

@@ -129,13 +129,16 @@ fn a_value_only_a_worker_finds_bad_marks_the_sink_corrupt_while_the_daemon_runs(
     let range = format!("seqs {first}..{}", first + count);
 
     // `h` again, now a file sink: it resumes at its offset (0), delivers
-    // every record before the bad value, and stops there.
+    // every record before the bad value, and stops there. Its first record
+    // has a durable retry time from the webhook's minute of backoff; a
+    // resumed wait is capped by the new settings' longest wait, backoff
+    // and Retry-After alike (10 ms).
     let out = t.path().join("out.ndjson");
     let cfg = t.path().join("file.toml");
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"{}\"\ndrain_timeout_secs = 1\n[[sinks]]\nname = \"h\"\nkind = \"file\"\npath = \"{}\"\n",
+            "data_dir = \"{}\"\ndrain_timeout_secs = 1\n[[sinks]]\nname = \"h\"\nkind = \"file\"\npath = \"{}\"\nbackoff_base_ms = 1\nbackoff_max_ms = 10\nretry_after_max_ms = 10\n",
             data.display(),
             out.display()
         ),
@@ -160,7 +163,11 @@ fn a_value_only_a_worker_finds_bad_marks_the_sink_corrupt_while_the_daemon_runs(
         if s["sinks"][0]["state"] == "corrupt" {
             break s;
         }
-        assert!(Instant::now() < deadline, "never corrupt: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "never corrupt: {s}\n{}",
+            d.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let sink = &status["sinks"][0];

@@ -73,10 +73,12 @@ fn deliver_to_file(t: &Path, data: &Path) -> (Vec<u64>, String) {
         "file.toml",
         data,
         &format!(
-            "[[sinks]]\nname = \"h\"\nkind = \"file\"\npath = \"{}\"\n",
+            "[[sinks]]\nname = \"h\"\nkind = \"file\"\npath = \"{}\"\nbackoff_base_ms = 1\nbackoff_max_ms = 10\nretry_after_max_ms = 10\n",
             out.display()
         ),
     );
+    // The salvage kept the webhook's retry state of the first record (a
+    // minute of backoff); the file sink's settings cap the resumed wait.
     let o = run_cfg(&cfg, b"");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("all sinks drained"), "{}", stderr(&o));
@@ -223,11 +225,29 @@ fn an_undamaged_store_is_copied_whole_with_exit_0() {
     let t = tempfile::tempdir().unwrap();
     let (data, _rx) = parked_and_held(t.path(), 50);
     let new = t.path().join("new");
+    // An operator's pause is part of what a salvage keeps.
+    let o = run(
+        &["sinks", "pause", "p", "--data-dir", data.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
 
     let o = salvage(&data, &new);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("not recovered: nothing\n"), "{out}");
+    let o = run(
+        &["status", "--data-dir", new.to_str().unwrap(), "--json"],
+        b"",
+    );
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = st["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sink"] == "p")
+        .unwrap();
+    assert_eq!(p["state"], "paused", "{st}");
     assert!(
         out.contains("copied: 50 records in ")
             && out.contains(", 2 offsets, 2 members, 50 DLQ entries"),

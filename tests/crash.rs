@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, FileSink, Sink};
-use outbox::{Outbox, Record, SinkConfig};
+use outbox::{Outbox, Record, SinkConfig, SyncPolicy};
 use rand::Rng;
 
 /// Kills per run; `OUTBOX_CRASH_KILLS` overrides it for a long run.
@@ -87,9 +87,14 @@ async fn crash_child() {
         .parse()
         .unwrap();
     let drain = std::env::var("OUTBOX_CRASH_DRAIN").is_ok();
+    let sync = match std::env::var("OUTBOX_CRASH_SYNC").as_deref() {
+        Ok("always") => SyncPolicy::Always,
+        _ => SyncPolicy::Full,
+    };
     let a = FileSink::open(dir.join("a.ndjson")).await.unwrap();
     let b = FileSink::open(dir.join("b.ndjson")).await.unwrap();
     let opened = Outbox::<u64>::builder(dir.join("data"))
+        .sync(sync)
         .sink("a", a, sink_cfg())
         .sink("b", Flaky(b), sink_cfg())
         .open()
@@ -169,7 +174,7 @@ fn output(path: &Path, torn_tail_ok: bool) -> BTreeMap<u64, u64> {
     out
 }
 
-fn spawn_child(dir: &Path, start: u64, drain: bool) -> std::process::Child {
+fn spawn_child(dir: &Path, start: u64, drain: bool, sync: &str) -> std::process::Child {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args([
         "crash_child",
@@ -180,6 +185,7 @@ fn spawn_child(dir: &Path, start: u64, drain: bool) -> std::process::Child {
     ])
     .env("OUTBOX_CRASH_DIR", dir)
     .env("OUTBOX_CRASH_START", start.to_string())
+    .env("OUTBOX_CRASH_SYNC", sync)
     .env("RUST_LOG", "warn")
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
@@ -191,13 +197,24 @@ fn spawn_child(dir: &Path, start: u64, drain: bool) -> std::process::Child {
 
 #[test]
 fn crash_loop_never_acks_early_and_loses_no_receipted_record() {
+    crash_loop("full");
+}
+
+/// `always` promises the same across a process crash (not a power cut):
+/// sled's flush has handed every receipted byte to the kernel.
+#[test]
+fn crash_loop_under_sync_always_loses_no_receipted_record() {
+    crash_loop("always");
+}
+
+fn crash_loop(sync: &str) {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let mut rng = rand::rng();
     let mut kills = 0;
     let mut checked_acks = 0;
     for round in 0..kill_count() as u64 {
-        let mut child = spawn_child(dir, round * 1_000_000, false);
+        let mut child = spawn_child(dir, round * 1_000_000, false, sync);
         std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
         if let Ok(Some(st)) = child.try_wait() {
             let out = child.wait_with_output().unwrap();
@@ -224,7 +241,7 @@ fn crash_loop_never_acks_early_and_loses_no_receipted_record() {
         checked_acks = acked.len();
     }
     // A clean drain; then every receipted record is in both outputs.
-    let child = spawn_child(dir, u64::MAX / 2, true);
+    let child = spawn_child(dir, u64::MAX / 2, true, sync);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "drain run failed: {stderr}");
@@ -247,7 +264,7 @@ fn crash_loop_never_acks_early_and_loses_no_receipted_record() {
     );
     let dups: u64 = a.values().chain(b.values()).map(|n| n - 1).sum();
     println!(
-        "crash-lib: kills={kills} receipted={} acked={} (checked after kills: {checked_acks}) lost=0 duplicates={dups}",
+        "crash-lib ({sync}): kills={kills} receipted={} acked={} (checked after kills: {checked_acks}) lost=0 duplicates={dups}",
         receipted.len(),
         acked.len()
     );

@@ -72,6 +72,9 @@ pub fn losses(r: &SalvageReport) -> Vec<String> {
     for (key, why) in &r.idem_lost {
         out.push(format!("idem: key {key}: {why}"));
     }
+    for (key, why) in &r.sink_state_lost {
+        out.push(format!("sink_state: key {key}: {why}"));
+    }
     for m in &r.meta {
         out.push(format!("meta: {m}"));
     }
@@ -101,14 +104,15 @@ pub fn render(src: &Path, out: &Path, r: &SalvageReport) -> String {
         }
     }
     s += &format!(
-        "copied: {} records in {} log values ({} seqs of earlier holes and lost markers), {} offsets, {} members, {} DLQ entries with their history, {} idempotency entries\n",
+        "copied: {} records in {} log values ({} seqs of earlier holes and lost markers), {} offsets, {} members, {} DLQ entries with their history, {} idempotency entries, {} sink states\n",
         r.records,
         r.values,
         r.marker_seqs,
         r.offsets.len(),
         r.members,
         r.dlq,
-        r.idem
+        r.idem,
+        r.sink_state
     );
     let marked: u64 = r.lost.iter().map(|l| l.to.0 - l.from.0).sum();
     if marked > 0 {

@@ -69,6 +69,10 @@ pub struct SinkRow {
     /// Unix epoch); online only, absent when it has caught up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_pending_ms: Option<u64>,
+    /// The sink's header filter as configured (online only): a record it
+    /// does not match passes this sink without a delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// Reads the view from a stopped outbox, and verifies it as an open would.
@@ -104,6 +108,7 @@ pub fn offline(store: &Store) -> Result<StatusView> {
                 error: None,
                 paused_at_ms,
                 oldest_pending_ms: None,
+                filter: None,
                 dlq: store.dlq_count(&name),
                 sink: name.to_string(),
                 committed: o.next,
@@ -125,6 +130,7 @@ pub fn offline(store: &Store) -> Result<StatusView> {
                 error: Some("its committed offset is missing".into()),
                 paused_at_ms: None,
                 oldest_pending_ms: None,
+                filter: None,
             });
         }
     }
@@ -157,6 +163,7 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
             error: s.error.clone(),
             paused_at_ms: s.paused_at_ms,
             oldest_pending_ms: s.oldest_pending_ms,
+            filter: s.filter.clone(),
         })
         .collect();
     for o in &st.orphans {
@@ -175,6 +182,7 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
             error: None,
             paused_at_ms: None,
             oldest_pending_ms: None,
+            filter: None,
         });
     }
     let problem = sinks.iter().find(|s| s.state == "corrupt").map(|s| {
@@ -221,6 +229,9 @@ pub fn table(v: &StatusView) -> String {
     for s in &v.sinks {
         if let Some(e) = &s.error {
             out += &format!("sink {}: {e}\n", s.sink);
+        }
+        if let Some(f) = &s.filter {
+            out += &format!("sink {}: filter {f}\n", s.sink);
         }
         if let Some(at) = s.paused_at_ms {
             out += &format!(
@@ -297,6 +308,7 @@ mod tests {
                     error: None,
                     paused_at_ms: Some(1_700_000_000_000),
                     oldest_pending_ms: None,
+                    filter: Some("event-type = [\"alert.*\"]".into()),
                 },
                 SinkRow {
                     sink: "old-sink".into(),
@@ -309,20 +321,22 @@ mod tests {
                     error: None,
                     paused_at_ms: None,
                     oldest_pending_ms: None,
+                    filter: None,
                 },
             ],
             problem: None,
         };
         let t = table(&v);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 5);
+        assert_eq!(lines.len(), 6);
         assert_eq!(lines[0], "log abc  head 10");
         let cols: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(cols, ["out", "7", "10", "3", "1", "paused", "no"]);
         let cols: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(cols, ["old-sink", "2", "10", "8", "0", "orphan", "yes"]);
+        assert_eq!(lines[4], "sink out: filter event-type = [\"alert.*\"]");
         assert_eq!(
-            lines[4],
+            lines[5],
             "sink out: paused by an operator since 2023-11-14T22:13:20Z (`outbox sinks resume out`)"
         );
     }

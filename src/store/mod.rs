@@ -41,8 +41,8 @@ mod durability;
 mod idem;
 mod members;
 mod open;
-mod salvage;
 mod pending;
+mod salvage;
 mod sink_state;
 mod sync;
 mod verify;
@@ -63,8 +63,8 @@ pub use dlq::{DlqPage, REDRIVE_CHUNK_BYTES, REDRIVE_CHUNK_ENTRIES, RedriveChunk,
 pub use durability::{Durability, FlushMode, Ticket};
 pub use members::{MembershipPlan, SinkStart, plan_membership};
 pub use open::{StoreOptions, is_locked};
-pub use salvage::{Loss, Restart, SalvageReport, SeqRanges, salvage};
 pub use pending::RecordsAt;
+pub use salvage::{Loss, Restart, SalvageReport, SeqRanges, salvage};
 pub use verify::Verified;
 
 /// A decoded log value: its first seq, header and entries (none for a hole

@@ -57,12 +57,20 @@ impl Sink for JournalSink {
             let last = ctx.attempt > RETRY_MAX;
             let outcome = match fate {
                 Fate::Ok => Outcome::Ok,
+                // The failures are counted per process, but the engine's
+                // attempt count is durable: a record that failed before a
+                // crash and fails again after it can run out of retries, and
+                // is then parked like any other.
                 Fate::Transient(n) => {
                     let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
                     let f = f.entry(origin).or_default();
                     if *f < u32::from(n) {
                         *f += 1;
-                        Outcome::Retry
+                        if last {
+                            Outcome::Terminal
+                        } else {
+                            Outcome::Retry
+                        }
                     } else {
                         Outcome::Ok
                     }

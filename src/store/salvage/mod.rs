@@ -92,6 +92,11 @@ pub struct SalvageReport {
     pub idem: u64,
     /// Idempotency entries that could not be read: `(key, why)`.
     pub idem_lost: Vec<(String, String)>,
+    /// Sink states copied: retry counts and times, operator pauses.
+    pub sink_state: u64,
+    /// Sink states that could not be read: `(key, why)`. A lost retry state
+    /// restarts that record's count; a lost pause resumes the sink.
+    pub sink_state_lost: Vec<(String, String)>,
     /// Meta values that could not be read, and what was used instead.
     pub meta: Vec<String>,
     /// Trees sled could not read to the end: `(tree, why)`.
@@ -109,6 +114,7 @@ impl SalvageReport {
             && self.dlq_unreadable.is_empty()
             && self.dlq_missing == 0
             && self.idem_lost.is_empty()
+            && self.sink_state_lost.is_empty()
             && self.meta.is_empty()
             && self.trees.is_empty())
     }
@@ -123,6 +129,7 @@ struct Source {
     dlq: sled::Tree,
     meta: sled::Tree,
     idem: sled::Tree,
+    sink_state: sled::Tree,
 }
 
 impl Source {
@@ -136,6 +143,7 @@ impl Source {
                 dlq: t(tree::DLQ)?,
                 meta: t(tree::META)?,
                 idem: t(tree::IDEM)?,
+                sink_state: t(tree::SINK_STATE)?,
                 _db: db,
             })
         })
@@ -667,6 +675,39 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
     }
     r.idem = idem;
     r.idem_lost = idem_lost;
+
+    // Sink states: retry counts and times, and operator pauses, so a
+    // salvage neither restarts a retry schedule nor resumes a paused sink.
+    let states = new
+        .db
+        .open_tree(tree::SINK_STATE)
+        .map_err(Error::from_sled)?;
+    let mut copied = 0u64;
+    let mut state_lost = Vec::new();
+    if let Some(why) = each(tree::SINK_STATE, &src.sink_state, |k, v| {
+        let ok = match k.first() {
+            Some(b'r') => codec::decode_retry(k, v).map(|_| ()),
+            Some(b'p') => codec::decode_pause(k, v).map(|_| ()),
+            _ => Err(Error::Corrupted {
+                tree: tree::SINK_STATE,
+                key: codec::render_key(tree::SINK_STATE, k),
+                reason: "neither a retry state nor a pause".into(),
+            }),
+        };
+        match ok {
+            Ok(()) => {
+                let res = states.insert(k, v).map(|_| ());
+                new.write_result(res)?;
+                copied += 1;
+            }
+            Err(e) => state_lost.push((codec::render_key(tree::SINK_STATE, k), reason(&e))),
+        }
+        Ok(())
+    })? {
+        r.trees.push((tree::SINK_STATE.into(), why));
+    }
+    r.sink_state = copied;
+    r.sink_state_lost = state_lost;
 
     // Meta: the floor, and a reservation no lower than the damaged store's.
     let floor = if first == end {
