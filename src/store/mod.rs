@@ -31,7 +31,7 @@
 //! `sync_file_range`, which survives a process kill (the data is in the page
 //! cache) but not a power loss. A store opened with `fsync` (the `full`
 //! policy) adds `fdatasync` of sled's file, and `fsync` of new blob files and
-//! of directories whose entries changed ([`sync`]). The byte layout is in
+//! of directories whose entries changed (`store::sync`). The byte layout is in
 //! `docs/design.md`.
 
 mod chain;
@@ -554,7 +554,7 @@ impl Store {
     }
 
     /// Makes every write so far durable at the store's level: sled's flush,
-    /// then (when opened with `fsync`) the fsyncs of [`sync`].
+    /// then (when opened with `fsync`) the fsyncs of `store::sync`.
     ///
     /// # Errors
     /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] when the

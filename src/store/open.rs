@@ -26,7 +26,7 @@ pub struct StoreOptions {
     /// inspection commands set it to false so a typo is an error, not a new
     /// empty outbox.
     pub create: bool,
-    /// After each flush, fsync sled's files ([`super::sync`]), so that what
+    /// After each flush, fsync sled's files (`store::sync`), so that what
     /// is flushed survives a power loss. Default true; the engine sets it
     /// from its sync policy.
     pub fsync: bool,
