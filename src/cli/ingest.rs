@@ -97,7 +97,7 @@ fn line_error(e: &LineError) -> Response {
 ///
 /// # Errors
 /// A 400 naming the header when it is empty, too long or not visible ASCII.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -105,10 +105,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
         Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
             Ok(Some(k.to_string()))
         }
-        _ => Err(error(
+        _ => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "Idempotency-Key must be 1 to 255 visible ASCII characters; nothing was appended",
-        )),
+        ))),
     }
 }
 
@@ -154,7 +154,7 @@ async fn records(
     }
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let items: Vec<(Record, Vec<AckToken>)> = lines
         .into_iter()
