@@ -193,6 +193,10 @@ struct Seen {
     bits: Vec<Vec<AtomicU64>>,
     distinct: AtomicU64,
     requests: AtomicU64,
+    /// Requests being answered now, and the most at once: how many
+    /// deliveries the sink really kept in flight.
+    open: AtomicU64,
+    max_open: AtomicU64,
     /// Distinct deliveries after which `done` is stamped.
     target: u64,
     start: Instant,
@@ -223,6 +227,8 @@ impl Seen {
 async fn hook(State(s): State<Arc<Seen>>, Path(k): Path<usize>, body: Bytes) -> StatusCode {
     let now = s.start.elapsed().as_micros() as u64;
     s.requests.fetch_add(1, Ordering::Relaxed);
+    let open = s.open.fetch_add(1, Ordering::Relaxed) + 1;
+    s.max_open.fetch_max(open, Ordering::Relaxed);
     let _ = s
         .first_us
         .compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed);
@@ -230,6 +236,7 @@ async fn hook(State(s): State<Arc<Seen>>, Path(k): Path<usize>, body: Bytes) -> 
         tokio::time::sleep(s.delay).await;
     }
     s.mark(k, &body);
+    s.open.fetch_sub(1, Ordering::Relaxed);
     StatusCode::OK
 }
 
@@ -251,6 +258,8 @@ impl Receiver {
                 .collect(),
             distinct: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            max_open: AtomicU64::new(0),
             target: n * paths as u64,
             start: Instant::now(),
             first_us: AtomicU64::new(0),
@@ -320,6 +329,7 @@ pub(crate) fn webhook_run(rt: &Runtime, n: u64, extra: &str, delay: Duration) ->
     let took = r.window().unwrap_or_else(|| start.elapsed());
     let mut v = timed(n, took, problem);
     v["requests"] = json!(r.requests());
+    v["max_concurrent_requests"] = json!(r.seen.max_open.load(Ordering::Relaxed));
     v["spawn_to_exit_s"] = json!(start.elapsed().as_secs_f64());
     v
 }

@@ -297,8 +297,23 @@ pub(crate) fn rss_in_child(backlog: u64) -> Value {
 /// One process's part of the RSS measure: `fill` builds a backlog of
 /// `backlog` records in `dir` and exits; `replay` opens it, as a daemon
 /// restarted with that backlog does, and delivers all of it.
+///
+/// `OUTBOX_BENCH_TRIM_MS=N` (an experiment knob; a recorded run sets none)
+/// calls `malloc_trim` every N ms from a thread of its own, as the binary
+/// does every second, to tell memory held free by glibc from memory in use.
 pub(crate) async fn rss(mode: &str, dir: &Path, backlog: u64) -> Value {
     let started = Instant::now();
+    if let Some(ms) = std::env::var("OUTBOX_BENCH_TRIM_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(ms));
+                outbox::trim_glibc_malloc();
+            }
+        });
+    }
     if mode == "fill" {
         fill_pending(dir, backlog).await;
     } else {
