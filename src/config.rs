@@ -26,8 +26,9 @@ pub enum SyncPolicy {
     /// Group commit, power-safe (the default): concurrent dispatches share
     /// one sled flush, followed by an `fdatasync` of sled's file (and an
     /// `fsync` of new blob files and changed directories); nothing is
-    /// receipted or acked before it returns. Measured at a few percent of
-    /// `Always`'s throughput (docs/performance.md).
+    /// receipted or acked before it returns. Measured at 0.79 × `Always`'s
+    /// throughput in-process with 1,024 records in flight, and 0.84 × through
+    /// the binary (docs/performance.md).
     #[default]
     Full,
     /// Group commit without the fsync: survives a process crash, not a

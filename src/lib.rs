@@ -49,5 +49,5 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use metrics::{MetricsHook, NoopMetrics};
-pub use tuning::tune_glibc_malloc;
+pub use tuning::{trim_glibc_malloc, tune_glibc_malloc};
 pub use types::{DeliveryId, Receipt, Record, Seq, SinkName};

@@ -181,6 +181,7 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
     }
     let (outbox, acks) = builder.open().await?;
     let outbox = Arc::new(outbox);
+    let trimmer = spawn_trimmer();
     // Only the JetStream source dispatches with tokens; without it the
     // receiver is dropped and released tokens (there are none) go nowhere.
     let ack_pump = source
@@ -291,6 +292,7 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
     if let Some(t) = js_metrics {
         t.abort();
     }
+    trimmer.abort();
     for line in jetstream::summary(source.as_ref().map(|s| s.stats()).as_deref(), &js_sinks) {
         eprintln!("{line}");
     }
@@ -342,6 +344,25 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
 /// `max_ack_pending` above the smallest `block` sink's lag limit lets
 /// messages wait inside blocked appends instead of in JetStream (see
 /// docs/configuration.md, "Sizing max_ack_pending"). Legal, so a warning.
+/// How often free heap memory is handed back to the kernel.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Every [`TRIM_EVERY`], `malloc_trim` on a blocking thread: glibc keeps
+/// freed memory in its thread arenas, and with ten webhook sinks and a dead
+/// receiver that was 178 MiB of a 300 MiB RSS (docs/performance.md). Each
+/// pass costs a walk of the free lists and, later, one page fault per
+/// trimmed page that is used again.
+fn spawn_trimmer() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(TRIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let _ = tokio::task::spawn_blocking(outbox::trim_glibc_malloc).await;
+        }
+    })
+}
+
 fn warn_on_sizing(src: &JetStreamSource, sinks: &[config::SinkPlan]) {
     let (_, max_ack_pending) = src.consumer_limits();
     let smallest = sinks
