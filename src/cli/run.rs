@@ -341,9 +341,6 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
     })
 }
 
-/// `max_ack_pending` above the smallest `block` sink's lag limit lets
-/// messages wait inside blocked appends instead of in JetStream (see
-/// docs/configuration.md, "Sizing max_ack_pending"). Legal, so a warning.
 /// How often free heap memory is handed back to the kernel.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -363,6 +360,9 @@ fn spawn_trimmer() -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// `max_ack_pending` above the smallest `block` sink's lag limit lets
+/// messages wait inside blocked appends instead of in JetStream (see
+/// docs/configuration.md, "Sizing max_ack_pending"). Legal, so a warning.
 fn warn_on_sizing(src: &JetStreamSource, sinks: &[config::SinkPlan]) {
     let (_, max_ack_pending) = src.consumer_limits();
     let smallest = sinks
