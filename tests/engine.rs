@@ -818,3 +818,46 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
     ob.close(Duration::from_secs(5)).await.unwrap();
     assert!(b.delivered().is_empty());
 }
+
+/// After shutdown, the DLQ commands answer `ShuttingDown` at once: a purge
+/// once waited forever on the flusher thread that had exited.
+#[tokio::test]
+async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
+    let d = dir();
+    let perm = TestSink::new(Behaviour::AlwaysPermanent);
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .sink("hook", perm.clone(), fast())
+        .open()
+        .await
+        .unwrap();
+    let r = ob.dispatch(rec("parked"), vec![]).await.unwrap();
+    eventually("parked", || {
+        ob.dlq_list(None).map(|l| l.len() == 1).unwrap_or(false)
+    })
+    .await;
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    let purge = tokio::time::timeout(Duration::from_secs(5), ob.dlq_purge(&name("hook"), None))
+        .await
+        .expect("purge after shutdown returns instead of hanging");
+    assert!(
+        matches!(purge, Err(outbox::Error::ShuttingDown)),
+        "{purge:?}"
+    );
+    let redrive = tokio::time::timeout(Duration::from_secs(5), ob.dlq_redrive(&name("hook"), None))
+        .await
+        .expect("redrive after shutdown returns");
+    assert!(
+        matches!(redrive, Err(outbox::Error::ShuttingDown)),
+        "{redrive:?}"
+    );
+    abandon(ob, d.path()).await;
+    let (ob, _) = Outbox::<()>::builder(d.path())
+        .sink("hook", TestSink::new(Behaviour::Ok), fast())
+        .open()
+        .await
+        .unwrap();
+    let dl = ob.dlq_list(None).unwrap();
+    assert_eq!(dl.len(), 1, "the entry is still parked");
+    assert_eq!(dl[0].origin, r.seq.0);
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}

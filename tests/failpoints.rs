@@ -972,3 +972,41 @@ async fn a_failed_file_fsync_is_cut_back_and_redelivered_once() {
     file_commit_fails_at("sink::file::fsync", "injected file fsync failure").await;
     file_sink_recovers_at("sink::file::fsync").await;
 }
+
+/// A flusher thread that cannot be started fails the open with a clear
+/// error at once (it once was discarded, and every dispatch then waited
+/// forever); nothing is left locked, and the next open works.
+#[tokio::test]
+async fn a_flusher_that_cannot_start_fails_the_open_instead_of_hanging() {
+    let _fs = scenario();
+    let d = tempfile::tempdir().unwrap();
+    let sink = TestSink::new(Behaviour::Ok);
+    fail::cfg(
+        "store::flusher_spawn",
+        "return(Resource temporarily unavailable)",
+    )
+    .unwrap();
+    let opened = tokio::time::timeout(
+        Duration::from_secs(10),
+        open(d.path(), OutboxConfig::default(), &[("s", &sink)]),
+    )
+    .await
+    .expect("the open returns instead of hanging");
+    match opened {
+        Err(Error::Io(e)) => assert!(
+            e.to_string()
+                .contains("cannot start the flusher thread: Resource temporarily unavailable"),
+            "{e}"
+        ),
+        Err(e) => panic!("expected an I/O error naming the flusher, got {e}"),
+        Ok(_) => panic!("the open succeeded without a flusher"),
+    }
+    fail::remove("store::flusher_spawn");
+    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("s", &sink)])
+        .await
+        .expect("the next open works");
+    let r = ob.dispatch(rec("after"), vec![1]).await.unwrap();
+    assert_eq!(acks_n(&mut acks, 1).await, vec![1]);
+    assert_eq!(sink.delivered_ids(), vec![r.delivery_id.to_string()]);
+    ob.close(Duration::from_secs(5)).await.unwrap();
+}

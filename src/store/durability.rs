@@ -83,6 +83,13 @@ impl Durability {
             done,
         });
         let thread_inner = inner.clone();
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store::flusher_spawn", |m| Err(Error::Io(
+            std::io::Error::other(format!(
+                "cannot start the flusher thread: {}",
+                m.unwrap_or_else(|| "injected spawn failure".into())
+            ))
+        )));
         let thread = std::thread::Builder::new()
             .name("outbox-flush".into())
             .spawn(move || {
