@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::{Completion, Core};
+use super::core::Core;
+use super::msg::Completion;
 use crate::ack::AckTracker;
 use crate::config::OnFull;
 use crate::types::Seq;

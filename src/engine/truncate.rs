@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::Core;
+use super::core::Core;
 use crate::types::Seq;
 
 /// How often the log's size is reported to the metrics hook.

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use super::super::Core;
 use crate::codec::{Attempt, DlqEntry, HISTORY_MAX, RetryState};
-use crate::engine::{BreakerState, Health, Permit};
+use crate::engine::breaker::{BreakerState, Health, Permit};
+use crate::engine::core::Core;
 use crate::error::panic_message;
 use crate::retry::{Decision, RetryPolicy};
 use crate::sink::{DeliveryContext, DeliveryError, DeliveryResult, Sink};

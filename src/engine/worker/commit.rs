@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::super::{Completion, Core};
 use crate::codec::DlqEntry;
+use crate::engine::core::Core;
+use crate::engine::msg::Completion;
 use crate::error::panic_message;
 use crate::sink::Sink;
 use crate::store::now_ms;

@@ -39,8 +39,8 @@ use futures::stream::FuturesUnordered;
 
 use self::attempt::{Done, Job};
 use self::commit::{CommitResult, Committing};
+use super::core::{Core, SinkSlot};
 use super::window::Window;
-use super::{Core, SinkSlot};
 use crate::codec::{BatchKind, DlqEntry, RetryState};
 use crate::error::Result;
 use crate::filter::Filter;
@@ -485,8 +485,8 @@ async fn load_retries<T>(
 /// token bucket is passed by each attempt itself.
 fn gates_open(slot: &SinkSlot, idle: bool) -> bool {
     match slot.breaker.lock().state() {
-        crate::engine::BreakerState::Closed => true,
-        crate::engine::BreakerState::Paused => false,
+        super::breaker::BreakerState::Closed => true,
+        super::breaker::BreakerState::Paused => false,
         _ => idle,
     }
 }
