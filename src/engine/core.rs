@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::backpressure::LagLimit;
 use super::breaker::{Breaker, BreakerState};
 use super::holes::Holes;
 use super::msg::{AppendReq, Completion};
@@ -132,15 +133,12 @@ impl<T> Core<T> {
             if s.cfg.on_full != OnFull::Block {
                 return false;
             }
-            let committed = s.committed.load(Ordering::Acquire);
-            let lag = self.lag(s);
-            if s.cfg.max_lag_records.is_some_and(|m| lag >= m) {
-                return true;
-            }
-            match (&self.bytes, s.cfg.max_lag_bytes) {
-                (Some(idx), Some(m)) => lag > 0 && idx.lock().bytes_from(Seq(committed)) >= m,
-                _ => false,
-            }
+            let committed = Seq(s.committed.load(Ordering::Acquire));
+            LagLimit::of(&s.cfg).is_full(self.lag(s), || {
+                self.bytes
+                    .as_ref()
+                    .map(|idx| idx.lock().bytes_from(committed))
+            })
         })
     }
 

@@ -19,6 +19,7 @@
 //! - a sink's stored offset never decreases.
 
 mod appender;
+mod backpressure;
 mod breaker;
 mod completion;
 mod core;
