@@ -6,7 +6,8 @@
 
 /// Raises glibc's mmap threshold to 32 MiB.
 ///
-/// sled allocates one in-memory buffer per log segment (4 MiB). Above
+/// sled allocates one in-memory buffer per log segment (2 MiB, as the
+/// store configures it). Above
 /// glibc's default threshold each one is a fresh `mmap`, so every byte
 /// written first takes a page fault, and is `munmap`ed after; measured at
 /// about 130k extra page faults per million records. From the heap the

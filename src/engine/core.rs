@@ -33,7 +33,8 @@ pub(crate) struct SinkSlot {
     pub cfg: SinkConfig,
     /// The durable committed offset.
     pub committed: AtomicU64,
-    /// For Drop sinks: the worker skips everything below this.
+    /// The Drop floor: for a Drop sink over its lag limit, the worker skips
+    /// everything below this.
     pub floor: AtomicU64,
     pub delivered: AtomicU64,
     pub dropped: AtomicU64,
@@ -160,7 +161,7 @@ impl<T> Core<T> {
     }
 
     /// The lowest offset of the orphans, which truncation must not pass.
-    pub fn orphan_floor(&self) -> Option<Seq> {
+    pub fn lowest_orphan_offset(&self) -> Option<Seq> {
         self.orphans.lock().iter().map(|o| o.offset).min()
     }
 }

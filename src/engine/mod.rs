@@ -1,4 +1,5 @@
-//! The engine: the seed's `Dispatcher`, made durable.
+//! The engine: a dispatcher with one worker per sink and ack tokens, made
+//! durable.
 //!
 //! Pipeline, with the task that owns each step:
 //! 1. `dispatch*` checks limits and hands records to the **appender**, which
