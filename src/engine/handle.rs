@@ -244,7 +244,7 @@ impl<T: Send + 'static> Outbox<T> {
     }
 
     /// Pauses sink `sink` by hand: no delivery starts (one already sent
-    /// finishes), nothing is parked in the DLQ for the pause, its records
+    /// finishes), nothing is dead-lettered for the pause, its records
     /// stay in the log and its lag grows; no probe resumes it, only
     /// [`Outbox::resume_sink`]. The pause is durable when this returns and
     /// kept across restarts. Returns when it was paused (ms since the Unix

@@ -30,7 +30,7 @@ pub struct SinkStatus {
     pub delivered: u64,
     /// Skipped under Drop by this process.
     pub dropped: u64,
-    /// Parked in the DLQ by this process.
+    /// Dead-lettered (moved to the DLQ) by this process.
     pub dead_lettered: u64,
     /// Retries made by this process.
     pub retries: u64,

@@ -4,12 +4,12 @@
 //!
 //! Invariants:
 //! - records are started in seq order; under `ordering = strict` one at a
-//!   time, so each is delivered, parked or passed over before the next is
+//!   time, so each is delivered, dead-lettered or passed over before the next is
 //!   attempted; under `none`, up to `max_in_flight` at once, and a retried
 //!   record does not hold up the others;
 //! - the offset committed is the contiguous watermark ([`Window`]): every
 //!   seq below it is delivered (and the sink's commit covering it has
-//!   returned), parked, passed over or dropped; DLQ entries go in the same
+//!   returned), dead-lettered, passed over or dropped; DLQ entries go in the same
 //!   sled transaction as the offset that passes them;
 //! - sink commits are grouped: one runs while deliveries go on, and the
 //!   next covers everything that finished meanwhile (the file sink's fsync
@@ -84,7 +84,7 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>, idx: usize, sink:
         committed: start,
         cur: None,
         inflight: FuturesUnordered::new(),
-        parked: Vec::new(),
+        dead_lettered: Vec::new(),
         delivered_since: 0,
         oldest_ms: None,
         committing: None,
@@ -116,8 +116,8 @@ struct Worker<T: Send + 'static> {
     /// The value holding `window.next()`, when fetched.
     cur: Option<Arc<Batch>>,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
-    /// Records parked and not yet committed.
-    parked: Vec<DlqEntry>,
+    /// Records dead-lettered and not yet committed.
+    dead_lettered: Vec<DlqEntry>,
     /// Deliveries finished since the last sink commit began.
     delivered_since: u64,
     /// Append time of the oldest record delivered since the last commit.
@@ -156,7 +156,7 @@ impl<T: Send + 'static> Worker<T> {
                 done: self.window.done(),
                 committed: self.committed,
                 head,
-                parked: !self.parked.is_empty(),
+                dead_lettered: !self.dead_lettered.is_empty(),
             };
             if self.stopping && progress.settled() {
                 return;
@@ -296,7 +296,7 @@ impl<T: Send + 'static> Worker<T> {
         }
         match done {
             Done::Delivered(_) => self.delivered_since += 1,
-            Done::Dead(e) => self.parked.push(*e),
+            Done::DeadLettered(e) => self.dead_lettered.push(*e),
         }
         self.window.finish(seq);
     }
@@ -312,7 +312,7 @@ impl<T: Send + 'static> Worker<T> {
             self.core.metrics.dropped(slot.name.as_str(), skipped);
             tracing::warn!(sink = %slot.name, skipped, "sink over its lag limit; skipping (on_full = drop)");
             self.window.skip_to(floor);
-            self.parked.retain(|e| e.seq >= floor.0);
+            self.dead_lettered.retain(|e| e.seq >= floor.0);
         }
     }
 
@@ -323,13 +323,15 @@ impl<T: Send + 'static> Worker<T> {
             return;
         }
         let upto = self.window.done();
-        if upto <= self.committed && self.parked.iter().all(|e| Seq(e.seq) >= upto) {
+        if upto <= self.committed && self.dead_lettered.iter().all(|e| Seq(e.seq) >= upto) {
             return;
         }
         let dlq: Vec<DlqEntry> = {
-            let (below, above): (Vec<_>, Vec<_>) =
-                self.parked.drain(..).partition(|e| Seq(e.seq) < upto);
-            self.parked = above;
+            let (below, above): (Vec<_>, Vec<_>) = self
+                .dead_lettered
+                .drain(..)
+                .partition(|e| Seq(e.seq) < upto);
+            self.dead_lettered = above;
             below
         };
         let delivered = std::mem::take(&mut self.delivered_since);
@@ -375,7 +377,7 @@ impl<T: Send + 'static> Worker<T> {
     fn reset(&mut self) {
         self.inflight = FuturesUnordered::new();
         self.window = Window::new(self.committed);
-        self.parked.clear();
+        self.dead_lettered.clear();
         self.delivered_since = 0;
         self.oldest_ms = None;
         self.cur = None;

@@ -10,7 +10,7 @@
 //!   aimed at another sink and one the sink's filter rejects are passed
 //!   over; every other record is delivered;
 //! - a worker returns on a drain only once nothing is in flight, running,
-//!   parked or finished past its committed offset, and the head is reached.
+//!   dead-lettered or finished past its committed offset, and the head is reached.
 
 use crate::codec::BatchKind;
 use crate::config::SinkConfig;
@@ -126,8 +126,8 @@ pub(super) struct Progress {
     pub committed: Seq,
     /// The published head.
     pub head: Seq,
-    /// Records parked for the DLQ and not yet committed.
-    pub parked: bool,
+    /// Records dead-lettered and not yet committed.
+    pub dead_lettered: bool,
 }
 
 impl Progress {
@@ -137,10 +137,10 @@ impl Progress {
         self.idle && !self.committing && self.done == self.committed
     }
 
-    /// Settled, with nothing parked and every published record started: a
+    /// Settled, with nothing dead-lettered and every published record started: a
     /// draining worker may return.
     pub fn caught_up(&self) -> bool {
-        self.settled() && self.next >= self.head && !self.parked
+        self.settled() && self.next >= self.head && !self.dead_lettered
     }
 }
 
@@ -313,7 +313,7 @@ mod tests {
             done: Seq(10),
             committed: Seq(10),
             head: Seq(10),
-            parked: false,
+            dead_lettered: false,
         };
         assert!(done.settled() && done.caught_up());
         let behind = Progress {
@@ -321,11 +321,11 @@ mod tests {
             ..done
         };
         assert!(behind.settled() && !behind.caught_up());
-        let parked = Progress {
-            parked: true,
+        let dead_lettered = Progress {
+            dead_lettered: true,
             ..done
         };
-        assert!(parked.settled() && !parked.caught_up());
+        assert!(dead_lettered.settled() && !dead_lettered.caught_up());
         for busy in [
             Progress {
                 idle: false,
