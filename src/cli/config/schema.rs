@@ -1,6 +1,6 @@
 //! The configuration file as written: one serde type per table, each
-//! `deny_unknown_fields`, every key optional. Nothing here checks a value;
-//! [`super::resolve`](mod@super::resolve) does.
+//! `deny_unknown_fields`, every key optional. Nothing here checks a value:
+//! resolution (`resolve.rs`) does.
 
 use std::path::{Path, PathBuf};
 
