@@ -5,7 +5,7 @@
 //!   call after which every tracked sink's offset is above `s`;
 //! - offsets only move forward: a commit below the current offset is ignored;
 //! - with no sinks tracked, the watermark is unbounded and a token is
-//!   released as soon as it is registered (the seed's no-worker rule).
+//!   released as soon as it is registered (no sink holds the record back).
 //!
 //! The caller feeds it only *durable* offsets, which is what makes "a token is
 //! never released before the offset commits that pass its record are durable"

@@ -94,7 +94,7 @@ pub enum Start {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Ordering {
     /// One delivery at a time, in seq order: a record is attempted only
-    /// once every earlier one is delivered, parked or passed over, so a
+    /// once every earlier one is delivered, dead-lettered or passed over, so a
     /// retried record holds up the ones behind it. The default, and what
     /// the file and stdout sinks want.
     #[default]

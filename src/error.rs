@@ -134,7 +134,9 @@ impl Error {
         matches!(self, Error::Io(_) | Error::Storage(_))
     }
 
-    pub(crate) fn config(param: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An [`Error::Config`] naming the parameter `param` and the reason it
+    /// is rejected.
+    pub fn config(param: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Config {
             param: param.into(),
             reason: reason.into(),

@@ -24,7 +24,7 @@ pub trait MetricsHook: Send + Sync + 'static {
     fn delivered(&self, _sink: &str, _n: u64, _latency: Duration) {}
     /// A sink retried a delivery.
     fn retried(&self, _sink: &str) {}
-    /// A sink parked `n` records in the DLQ.
+    /// A sink dead-lettered `n` records (moved them to the DLQ).
     fn dlq(&self, _sink: &str, _n: u64) {}
     /// A Drop sink skipped `n` records.
     fn dropped(&self, _sink: &str, _n: u64) {}
@@ -37,7 +37,7 @@ pub trait MetricsHook: Send + Sync + 'static {
     /// Records and bytes in the log after a truncation or append.
     fn log_size(&self, _records: u64, _bytes: u64) {}
     /// A sink's *durable* committed offset moved past `n` more records
-    /// (delivered, parked, skipped, filtered out or passed over): that
+    /// (delivered, dead-lettered, skipped, filtered out or passed over): that
     /// sink's share of what [`MetricsHook::acked`] counts globally.
     fn sink_acked(&self, _sink: &str, _n: u64) {}
     /// The oldest record `sink` has not yet passed was appended at

@@ -23,7 +23,7 @@ use crate::sink::DeliveryError;
 pub enum Decision {
     /// Wait this long, then try again.
     Retry(Duration),
-    /// Park the record in the DLQ.
+    /// Dead-letter the record: move it to the DLQ.
     DeadLetter,
 }
 

@@ -1,16 +1,25 @@
-//! Process-wide settings an embedder may apply at startup.
+//! Process-wide allocator settings, opt-in: an embedder may apply them at
+//! startup.
 //!
-//! These are not applied by the library itself: the allocator belongs to
-//! the process. The `outbox` binary and the benchmark harness call
-//! [`tune_glibc_malloc`] first thing.
+//! The library never calls them itself: the allocator belongs to the
+//! process, and these change it for every thread and every library in it,
+//! not only for outbox. The `outbox` binary and the benchmark harness call
+//! [`tune_glibc_malloc`] first thing, and the binary calls
+//! [`trim_glibc_malloc`] once a second.
 
 /// Raises glibc's mmap threshold to 32 MiB.
 ///
-/// sled allocates one in-memory buffer per log segment (4 MiB). Above
+/// sled allocates one in-memory buffer per log segment (2 MiB, as the
+/// store configures it). Above
 /// glibc's default threshold each one is a fresh `mmap`, so every byte
 /// written first takes a page fault, and is `munmap`ed after; measured at
 /// about 130k extra page faults per million records. From the heap the
 /// buffers are reused. No-op on other platforms and C libraries.
+///
+/// # Process-wide
+/// This sets glibc's threshold for the whole process, for every allocation
+/// of every thread and library, and stays set. Opt in by calling it once,
+/// early in `main`, before threads start allocating.
 pub fn tune_glibc_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; glibc serialises it
@@ -30,6 +39,11 @@ pub fn tune_glibc_malloc() {
 /// two arenas out of 300 MiB (`malloc_info`, docs/performance.md); calling
 /// this every second keeps that down. No-op (false) on other platforms and
 /// C libraries.
+///
+/// # Process-wide
+/// This trims every arena of the process, whoever allocated in it, and
+/// takes each arena's lock while it runs: call it from a blocking thread,
+/// not from an async task.
 pub fn trim_glibc_malloc() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes glibc's arena locks itself and only returns

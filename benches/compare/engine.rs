@@ -13,8 +13,9 @@ use crate::payload;
 
 // ---------------------------------------------------------------- a. inmemory
 
-/// The seed's design: a bounded mpsc per sink, an Arc guard per event whose
-/// drop releases the ack tokens once every worker is done with it.
+/// The in-memory design outbox replaces: a bounded mpsc per sink, an Arc
+/// guard per event whose drop releases the ack tokens once every worker is
+/// done with it.
 pub(crate) async fn inmemory(n: u64, sinks: usize) -> Duration {
     struct Guard {
         token: u64,

@@ -28,7 +28,8 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AppendReq, Appended, Completion, Core};
+use super::core::Core;
+use super::msg::{AppendReq, Appended, Completion};
 use crate::codec::{self, BatchHeader, BatchKind, IdemValue, LogEntry};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};

@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::{Completion, Core};
+use super::backpressure::LagLimit;
+use super::core::Core;
+use super::msg::Completion;
 use crate::ack::AckTracker;
 use crate::config::OnFull;
 use crate::types::Seq;
@@ -118,30 +120,25 @@ pub(crate) async fn run<T: Send + 'static>(
 /// that fits, durably, without waiting for its worker. The worker notices
 /// the floor and skips, counting what it skipped.
 fn skip_drop_sinks<T>(core: &Arc<Core<T>>) {
-    let head = core.head().0;
+    let head = core.head();
     for (i, slot) in core.sinks.iter().enumerate() {
         if slot.cfg.on_full != OnFull::Drop {
             continue;
         }
-        let committed = slot
+        let passed = slot
             .committed
             .load(Ordering::Acquire)
             .max(slot.floor.load(Ordering::Acquire));
-        let mut floor = 0u64;
-        if let Some(m) = slot.cfg.max_lag_records {
+        let Some(floor) = LagLimit::of(&slot.cfg).drop_floor(
+            Seq(passed),
             // Counted in records: a crash's hole is not lag.
-            floor = floor.max(core.holes.lock().back(Seq(head), m).0);
-        }
-        if let (Some(m), Some(idx)) = (slot.cfg.max_lag_bytes, &core.bytes) {
-            if let Some(f) = idx.lock().floor_for(m) {
-                floor = floor.max(f.0);
-            }
-        }
-        if floor <= committed {
+            |n| core.holes.lock().back(head, n),
+            |n| core.bytes.as_ref().and_then(|idx| idx.lock().floor_for(n)),
+        ) else {
             continue;
-        }
-        slot.floor.fetch_max(floor, Ordering::AcqRel);
-        match core.store.commit_offset(&slot.name, Seq(floor), &[]) {
+        };
+        slot.floor.fetch_max(floor.0, Ordering::AcqRel);
+        match core.store.commit_offset(&slot.name, floor, &[]) {
             Ok(stored) => {
                 let ticket = core.durability.request();
                 let _ = core.done_tx.send(Completion::Committed {

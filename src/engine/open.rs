@@ -20,11 +20,15 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::appender::Cursor;
-use super::{ByteIndex, Core, Holes, Orphan, Outbox, SinkSlot, TailCache, Tasks};
+use super::breaker::Breaker;
+use super::core::{Core, Orphan, SinkSlot};
+use super::handle::{Outbox, Tasks};
+use super::holes::Holes;
+use super::rate_limit::TokenBucket;
+use super::tail::{ByteIndex, TailCache};
 use crate::ack::AckTracker;
 use crate::codec::{BatchKind, PauseState};
 use crate::config::{BreakerConfig, OutboxConfig, SinkConfig, Start, SyncPolicy};
-use crate::engine::{Breaker, TokenBucket};
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsHook, NoopMetrics};
 use crate::sink::Sink;
@@ -40,8 +44,15 @@ pub struct OutboxBuilder<T> {
     _tokens: std::marker::PhantomData<fn(T)>,
 }
 
+impl<T: Send + 'static> Outbox<T> {
+    /// Starts configuring an outbox on `data_dir`.
+    pub fn builder(data_dir: impl Into<PathBuf>) -> OutboxBuilder<T> {
+        OutboxBuilder::new(data_dir.into())
+    }
+}
+
 impl<T: Send + 'static> OutboxBuilder<T> {
-    pub(crate) fn new(dir: PathBuf) -> Self {
+    fn new(dir: PathBuf) -> Self {
         OutboxBuilder {
             dir,
             cfg: OutboxConfig::default(),

@@ -18,7 +18,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{Core, SinkSlot};
+use super::core::{Core, SinkSlot};
 use crate::codec::BatchKind;
 use crate::store::RecordsAt;
 use crate::types::Seq;

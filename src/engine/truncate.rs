@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::Core;
+use super::core::Core;
 use crate::types::Seq;
 
 /// How often the log's size is reported to the metrics hook.
@@ -74,7 +74,7 @@ pub(crate) fn low_water<T>(core: &Core<T>) -> Seq {
     core.sinks
         .iter()
         .map(|s| Seq(s.committed.load(Ordering::Acquire)))
-        .chain(core.orphan_floor())
+        .chain(core.lowest_orphan_offset())
         .min()
         .unwrap_or_else(|| core.head())
 }

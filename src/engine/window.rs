@@ -5,7 +5,7 @@
 //! - seqs are started in strictly increasing order (`start` hands out the
 //!   next one; `pass` skips a range nothing will be delivered for);
 //! - `done()` is the lowest seq not yet finished: every seq below it was
-//!   delivered, parked, filtered, passed over or skipped, so it is exactly
+//!   delivered, dead-lettered, filtered, passed over or skipped, so it is exactly
 //!   what the sink may commit as its offset (the *contiguous* watermark: a
 //!   record finished out of order counts only once everything below it
 //!   has);

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::lines::Lines;
 use super::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
 use crate::types::Record;
 
@@ -32,7 +33,7 @@ pub struct FileSink {
     path: PathBuf,
     /// Lines delivered since the last commit began; appending is all a
     /// delivery does, so it completes at once.
-    pending: Mutex<Vec<u8>>,
+    pending: Lines,
     /// The file and its length at the last good commit, used by one commit
     /// at a time on a blocking thread.
     io: Arc<Mutex<FileState>>,
@@ -62,7 +63,7 @@ impl FileSink {
                 committed_len: len,
             })),
             path,
-            pending: Mutex::new(Vec::with_capacity(64 << 10)),
+            pending: Lines::new(),
         })
     }
 
@@ -169,15 +170,12 @@ impl Sink for FileSink {
         // Buffer only: all I/O happens in `commit`, so a failure there rolls
         // everything since the last good commit back and the worker
         // redelivers all of it.
-        let mut pending = self.pending.lock();
-        pending.extend_from_slice(&record.payload);
-        pending.push(b'\n');
-        Box::pin(std::future::ready(Ok(())))
+        self.pending.deliver(record)
     }
 
     fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         Box::pin(async move {
-            let buf = std::mem::take(&mut *self.pending.lock());
+            let buf = self.pending.take();
             let io = self.io.clone();
             let done = tokio::task::spawn_blocking(move || {
                 let mut st = io.lock();
@@ -194,7 +192,7 @@ impl Sink for FileSink {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // Delivered since the commit began: redelivered too.
-                    self.pending.lock().clear();
+                    self.pending.clear();
                     Err(io_err(&self.path, e))
                 }
             }

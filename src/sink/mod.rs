@@ -12,6 +12,7 @@
 mod file;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
+mod lines;
 mod stdout;
 #[cfg(feature = "webhook")]
 pub mod webhook;
@@ -122,34 +123,26 @@ pub trait Sink: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
-impl<S: Sink + ?Sized> Sink for Box<S> {
-    fn deliver<'a>(
-        &'a self,
-        record: &'a Record,
-        ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        (**self).deliver(record, ctx)
-    }
-    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
-        (**self).commit()
-    }
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
+/// A `Box` or an `Arc` of a sink is a sink: every call goes to the sink
+/// inside.
+macro_rules! forward_sink {
+    ($($ptr:ty),*) => {$(
+        impl<S: Sink + ?Sized> Sink for $ptr {
+            fn deliver<'a>(
+                &'a self,
+                record: &'a Record,
+                ctx: &'a DeliveryContext<'a>,
+            ) -> BoxFuture<'a, DeliveryResult> {
+                (**self).deliver(record, ctx)
+            }
+            fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
+                (**self).commit()
+            }
+            fn kind(&self) -> &'static str {
+                (**self).kind()
+            }
+        }
+    )*};
 }
 
-impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
-    fn deliver<'a>(
-        &'a self,
-        record: &'a Record,
-        ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        (**self).deliver(record, ctx)
-    }
-    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
-        (**self).commit()
-    }
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
-}
+forward_sink!(Box<S>, std::sync::Arc<S>);

@@ -1,8 +1,8 @@
 //! The stdout sink: one payload per line.
 
-use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 
+use super::lines::Lines;
 use super::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
 use crate::types::Record;
 
@@ -10,7 +10,7 @@ use crate::types::Record;
 /// buffered and written, then flushed, at each commit, before the offset
 /// moves past them.
 pub struct StdoutSink {
-    pending: Mutex<Vec<u8>>,
+    pending: Lines,
     out: tokio::sync::Mutex<tokio::io::Stdout>,
 }
 
@@ -18,7 +18,7 @@ impl StdoutSink {
     /// A sink on this process's stdout.
     pub fn new() -> Self {
         StdoutSink {
-            pending: Mutex::new(Vec::with_capacity(64 << 10)),
+            pending: Lines::new(),
             out: tokio::sync::Mutex::new(tokio::io::stdout()),
         }
     }
@@ -36,16 +36,13 @@ impl Sink for StdoutSink {
         record: &'a Record,
         _ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
-        let mut pending = self.pending.lock();
-        pending.extend_from_slice(&record.payload);
-        pending.push(b'\n');
-        Box::pin(std::future::ready(Ok(())))
+        self.pending.deliver(record)
     }
 
     fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         Box::pin(async move {
             let mut out = self.out.lock().await;
-            let buf = std::mem::take(&mut *self.pending.lock());
+            let buf = self.pending.take();
             out.write_all(&buf).await.map_err(io_err)?;
             out.flush().await.map_err(io_err)
         })

@@ -242,39 +242,27 @@ mod tests {
     fn an_unconfigured_member_becomes_an_orphan_and_expires_after_its_retention() {
         let offsets = [(n("old"), Seq(5)), (n("web"), Seq(9))].into();
         let now = 100 * DAY;
-        let p = plan_membership(
-            &[(n("web"), Start::Head)],
-            &[member("web", None), member("old", None)],
-            &offsets,
-            Some(Seq(5)),
-            Seq(20),
-            now,
-            7 * DAY,
-        );
+        // `web` configured, a retention of 7 days, members as stored at `at`.
+        let plan = |members: &[Member], at: u64| {
+            plan_membership(
+                &[(n("web"), Start::Head)],
+                members,
+                &offsets,
+                Some(Seq(5)),
+                Seq(20),
+                at,
+                7 * DAY,
+            )
+        };
+        let p = plan(&[member("web", None), member("old", None)], now);
         assert_eq!(p.orphans, vec![(n("old"), Seq(5), now)], "orphaned now");
         assert_eq!(p.members[1], member("old", Some(now)));
         // Six days later it is still kept, with the same start.
-        let p = plan_membership(
-            &[(n("web"), Start::Head)],
-            &p.members,
-            &offsets,
-            Some(Seq(5)),
-            Seq(20),
-            now + 6 * DAY,
-            7 * DAY,
-        );
+        let p = plan(&p.members, now + 6 * DAY);
         assert_eq!(p.orphans, vec![(n("old"), Seq(5), now)]);
         assert!(p.expired.is_empty());
         // A day later it is forgotten.
-        let p = plan_membership(
-            &[(n("web"), Start::Head)],
-            &p.members,
-            &offsets,
-            Some(Seq(5)),
-            Seq(20),
-            now + 7 * DAY,
-            7 * DAY,
-        );
+        let p = plan(&p.members, now + 7 * DAY);
         assert_eq!(p.expired, vec![n("old")]);
         assert_eq!(p.members, vec![member("web", None)]);
     }

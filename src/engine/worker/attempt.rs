@@ -1,5 +1,5 @@
 //! One record's delivery, with its retries: a future the worker keeps in
-//! flight until the record is delivered or parked.
+//! flight until the record is delivered or dead-lettered.
 //!
 //! Invariants:
 //! - every attempt passes the sink's gates first: its circuit breaker (no
@@ -7,12 +7,12 @@
 //!   bucket (every attempt, retries and probes included, takes a token);
 //! - an attempt counts toward `retry_max` (or the retry schedule) only when
 //!   it was made with the breaker closed: while the endpoint is judged down
-//!   a record waits in the log, it is not parked for the endpoint's fault;
-//! - while the sink is paused by an operator nothing is parked: an attempt
+//!   a record waits in the log, it is not dead-lettered for the endpoint's fault;
+//! - while the sink is paused by an operator nothing is dead-lettered: an attempt
 //!   that was out when the pause landed and failed (even permanently) waits
 //!   for the resume and is made again, without counting;
 //! - a panic in the sink is caught and is a transient failure of that
-//!   attempt; the last attempts' outcomes go with a parked record;
+//!   attempt; the last attempts' outcomes go with a dead-lettered record;
 //! - dropping the future (the worker is cancelled, or resets after a failed
 //!   sink commit) abandons the record, which stays in the log and is
 //!   delivered again: nothing is marked done that was not.
@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use super::super::Core;
 use crate::codec::{Attempt, DlqEntry, HISTORY_MAX, RetryState};
-use crate::engine::{BreakerState, Health, Permit};
+use crate::engine::breaker::{BreakerState, Health, Permit};
+use crate::engine::core::Core;
 use crate::error::panic_message;
 use crate::retry::{Decision, RetryPolicy};
 use crate::sink::{DeliveryContext, DeliveryError, DeliveryResult, Sink};
@@ -38,14 +38,14 @@ pub(super) enum Done {
     /// The sink took it.
     Delivered(Seq),
     /// Parked: a permanent failure, or the retries ran out.
-    Dead(Box<DlqEntry>),
+    DeadLettered(Box<DlqEntry>),
 }
 
 impl Done {
     pub(super) fn seq(&self) -> Seq {
         match self {
             Done::Delivered(s) => *s,
-            Done::Dead(e) => Seq(e.seq),
+            Done::DeadLettered(e) => Seq(e.seq),
         }
     }
 }
@@ -140,7 +140,7 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
         });
         let state = slot.breaker.lock().state();
         if state == BreakerState::Paused {
-            // Paused while this attempt was out: nothing is parked for the
+            // Paused while this attempt was out: nothing is dead-lettered for the
             // sink while it is paused. The record waits at the gate and is
             // tried again after the resume; this attempt does not count.
             if !probe {
@@ -174,7 +174,7 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
             }
             Decision::DeadLetter => {
                 tracing::warn!(sink = %slot.name, seq = seq.0, attempts, error = %error, "parking record in the DLQ");
-                return Done::Dead(Box::new(DlqEntry {
+                return Done::DeadLettered(Box::new(DlqEntry {
                     sink: slot.name.to_string(),
                     seq: seq.0,
                     origin: delivery_id.seq.0,

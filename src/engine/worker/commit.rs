@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::super::{Completion, Core};
 use crate::codec::DlqEntry;
+use crate::engine::core::Core;
+use crate::engine::msg::Completion;
 use crate::error::panic_message;
 use crate::sink::Sink;
 use crate::store::now_ms;
@@ -113,10 +114,11 @@ pub(super) fn offset<T>(core: &Arc<Core<T>>, idx: usize, c: &Committing) -> Resu
                 core.metrics
                     .delivered(slot.name.as_str(), c.delivered, latency);
             }
-            let parked = c.dlq.len() as u64;
-            if parked > 0 {
-                slot.dead_lettered.fetch_add(parked, Ordering::Relaxed);
-                core.metrics.dlq(slot.name.as_str(), parked);
+            let dead_lettered = c.dlq.len() as u64;
+            if dead_lettered > 0 {
+                slot.dead_lettered
+                    .fetch_add(dead_lettered, Ordering::Relaxed);
+                core.metrics.dlq(slot.name.as_str(), dead_lettered);
             }
             Ok(stored)
         }

@@ -4,12 +4,12 @@
 //!
 //! Invariants:
 //! - records are started in seq order; under `ordering = strict` one at a
-//!   time, so each is delivered, parked or passed over before the next is
+//!   time, so each is delivered, dead-lettered or passed over before the next is
 //!   attempted; under `none`, up to `max_in_flight` at once, and a retried
 //!   record does not hold up the others;
 //! - the offset committed is the contiguous watermark ([`Window`]): every
 //!   seq below it is delivered (and the sink's commit covering it has
-//!   returned), parked, passed over or dropped; DLQ entries go in the same
+//!   returned), dead-lettered, passed over or dropped; DLQ entries go in the same
 //!   sled transaction as the offset that passes them;
 //! - sink commits are grouped: one runs while deliveries go on, and the
 //!   next covers everything that finished meanwhile (the file sink's fsync
@@ -27,6 +27,7 @@
 
 mod attempt;
 mod commit;
+mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,9 +40,10 @@ use futures::stream::FuturesUnordered;
 
 use self::attempt::{Done, Job};
 use self::commit::{CommitResult, Committing};
+use self::plan::{Progress, Room, Step};
+use super::core::{Core, SinkSlot};
 use super::window::Window;
-use super::{Core, SinkSlot};
-use crate::codec::{BatchKind, DlqEntry, RetryState};
+use crate::codec::{DlqEntry, RetryState};
 use crate::error::Result;
 use crate::filter::Filter;
 use crate::retry::RetryPolicy;
@@ -77,15 +79,12 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>, idx: usize, sink:
     let mut w = Worker {
         resumed,
         policy: Arc::new(RetryPolicy::from(&slot.cfg)),
-        limit: slot.cfg.in_flight().max(1),
-        window_max: (slot.cfg.batch_max as u64)
-            .saturating_mul(2)
-            .max(slot.cfg.in_flight() as u64),
+        room: Room::of(&slot.cfg),
         window: Window::new(start),
         committed: start,
         cur: None,
         inflight: FuturesUnordered::new(),
-        parked: Vec::new(),
+        dead_lettered: Vec::new(),
         delivered_since: 0,
         oldest_ms: None,
         committing: None,
@@ -109,18 +108,16 @@ struct Worker<T: Send + 'static> {
     sink: Arc<dyn Sink>,
     policy: Arc<RetryPolicy>,
     filter: Option<Filter>,
-    /// Deliveries in flight at most.
-    limit: usize,
-    /// Seqs started beyond the durable offset at most.
-    window_max: u64,
+    /// Deliveries in flight and seqs started past the offset, at most.
+    room: Room,
     window: Window,
     /// The offset this worker last committed (durable once its flush is).
     committed: Seq,
     /// The value holding `window.next()`, when fetched.
     cur: Option<Arc<Batch>>,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
-    /// Records parked and not yet committed.
-    parked: Vec<DlqEntry>,
+    /// Records dead-lettered and not yet committed.
+    dead_lettered: Vec<DlqEntry>,
     /// Deliveries finished since the last sink commit began.
     delivered_since: u64,
     /// Append time of the oldest record delivered since the last commit.
@@ -152,19 +149,19 @@ impl<T: Send + 'static> Worker<T> {
                 self.dispatch(head).await;
             }
             self.maybe_commit();
-            let caught_up = self.inflight.is_empty()
-                && self.committing.is_none()
-                && self.window.next() >= head
-                && self.window.done() == self.committed
-                && self.parked.is_empty();
-            if self.stopping
-                && self.inflight.is_empty()
-                && self.committing.is_none()
-                && self.window.done() == self.committed
-            {
+            let progress = Progress {
+                idle: self.inflight.is_empty(),
+                committing: self.committing.is_some(),
+                next: self.window.next(),
+                done: self.window.done(),
+                committed: self.committed,
+                head,
+                dead_lettered: !self.dead_lettered.is_empty(),
+            };
+            if self.stopping && progress.settled() {
                 return;
             }
-            if (draining || self.core.drain.is_cancelled()) && caught_up {
+            if (draining || self.core.drain.is_cancelled()) && progress.caught_up() {
                 return;
             }
             let core = self.core.clone();
@@ -199,50 +196,44 @@ impl<T: Send + 'static> Worker<T> {
         }
         let core = self.core.clone();
         let slot = &core.sinks[self.idx];
-        while self.inflight.len() < self.limit
-            && self.window.next() < head
-            && self.window.next().0.saturating_sub(self.committed.0) < self.window_max
-        {
+        while self.room.admits(
+            self.inflight.len(),
+            self.window.next(),
+            head,
+            self.committed,
+        ) {
             let pos = self.window.next();
             let batch = match self.batch_at(pos, head).await {
                 Some(b) => b,
                 None => return,
             };
-            if batch.header.kind != BatchKind::Records {
-                // A hole or a lost marker: an explicit, durable statement
-                // that these seqs hold no record to deliver. A lost marker
-                // stands for records that existed: passing it is said aloud.
-                let to = batch.end().min(head);
-                if batch.header.kind == BatchKind::Lost {
-                    tracing::warn!(sink = %slot.name, from = pos.0, to = to.0, "passing over seqs written off by `outbox salvage`: their records were lost to damage and are not delivered");
-                    core.metrics.lost(slot.name.as_str(), to.0 - pos.0);
+            match plan::step(&batch, pos, head, slot.name.as_str(), self.filter.as_ref()) {
+                Step::Pass { to, lost } => {
+                    // A hole or a lost marker: an explicit, durable
+                    // statement that these seqs hold no record to deliver.
+                    // A lost marker stands for records that existed:
+                    // passing it is said aloud.
+                    if lost {
+                        tracing::warn!(sink = %slot.name, from = pos.0, to = to.0, "passing over seqs written off by `outbox salvage`: their records were lost to damage and are not delivered");
+                        core.metrics.lost(slot.name.as_str(), to.0 - pos.0);
+                    }
+                    self.window.pass(to);
+                    continue;
                 }
-                self.window.pass(to);
-                continue;
+                Step::OtherSink => {
+                    self.window.pass(pos.next());
+                    continue;
+                }
+                Step::Filtered => {
+                    core.metrics.filtered(slot.name.as_str(), 1);
+                    slot.filtered.fetch_add(1, Ordering::Relaxed);
+                    self.window.pass(pos.next());
+                    continue;
+                }
+                Step::Deliver => {}
             }
-            let Some(entry) = batch.entry(pos) else {
-                self.window.pass(batch.end().min(head));
-                continue;
-            };
-            if entry
-                .target
-                .as_deref()
-                .is_some_and(|t| t != slot.name.as_str())
-            {
-                self.window.pass(pos.next());
-                continue;
-            }
-            if self
-                .filter
-                .as_ref()
-                .is_some_and(|f| !f.matches(&entry.record))
-            {
-                core.metrics.filtered(slot.name.as_str(), 1);
-                slot.filtered.fetch_add(1, Ordering::Relaxed);
-                self.window.pass(pos.next());
-                continue;
-            }
-            if !gates_open(slot, self.inflight.is_empty()) {
+            let state = slot.breaker.lock().state();
+            if !plan::gate_open(state, self.inflight.is_empty()) {
                 return;
             }
             let seq = self.window.start();
@@ -305,7 +296,7 @@ impl<T: Send + 'static> Worker<T> {
         }
         match done {
             Done::Delivered(_) => self.delivered_since += 1,
-            Done::Dead(e) => self.parked.push(*e),
+            Done::DeadLettered(e) => self.dead_lettered.push(*e),
         }
         self.window.finish(seq);
     }
@@ -316,13 +307,12 @@ impl<T: Send + 'static> Worker<T> {
         let core = self.core.clone();
         let slot = &core.sinks[self.idx];
         let floor = Seq(slot.floor.load(Ordering::Acquire));
-        if floor > self.window.done() {
-            let skipped = floor.0 - self.window.done().0;
+        if let Some(skipped) = plan::drop_skip(floor, self.window.done()) {
             slot.dropped.fetch_add(skipped, Ordering::Relaxed);
             self.core.metrics.dropped(slot.name.as_str(), skipped);
             tracing::warn!(sink = %slot.name, skipped, "sink over its lag limit; skipping (on_full = drop)");
             self.window.skip_to(floor);
-            self.parked.retain(|e| e.seq >= floor.0);
+            self.dead_lettered.retain(|e| e.seq >= floor.0);
         }
     }
 
@@ -333,13 +323,15 @@ impl<T: Send + 'static> Worker<T> {
             return;
         }
         let upto = self.window.done();
-        if upto <= self.committed && self.parked.iter().all(|e| Seq(e.seq) >= upto) {
+        if upto <= self.committed && self.dead_lettered.iter().all(|e| Seq(e.seq) >= upto) {
             return;
         }
         let dlq: Vec<DlqEntry> = {
-            let (below, above): (Vec<_>, Vec<_>) =
-                self.parked.drain(..).partition(|e| Seq(e.seq) < upto);
-            self.parked = above;
+            let (below, above): (Vec<_>, Vec<_>) = self
+                .dead_lettered
+                .drain(..)
+                .partition(|e| Seq(e.seq) < upto);
+            self.dead_lettered = above;
             below
         };
         let delivered = std::mem::take(&mut self.delivered_since);
@@ -385,7 +377,7 @@ impl<T: Send + 'static> Worker<T> {
     fn reset(&mut self) {
         self.inflight = FuturesUnordered::new();
         self.window = Window::new(self.committed);
-        self.parked.clear();
+        self.dead_lettered.clear();
         self.delivered_since = 0;
         self.oldest_ms = None;
         self.cur = None;
@@ -476,18 +468,6 @@ async fn load_retries<T>(
             tracing::error!(sink = %slot.name, error = %e, "cannot read the stored retry states; those records start their retries again");
             BTreeMap::new()
         }
-    }
-}
-
-/// Whether a new record may start: the breaker is closed, or it is open
-/// and nothing is in flight (the record started waits at the gate for the
-/// probe, and is the probe). Paused by an operator: nothing starts. The
-/// token bucket is passed by each attempt itself.
-fn gates_open(slot: &SinkSlot, idle: bool) -> bool {
-    match slot.breaker.lock().state() {
-        crate::engine::BreakerState::Closed => true,
-        crate::engine::BreakerState::Paused => false,
-        _ => idle,
     }
 }
 

@@ -152,7 +152,19 @@ impl JetStreamSource {
         let mut consumer = self.conn.consumer.clone();
         let mut backoff = Duration::from_millis(100);
         let mut result = Ok(());
+        // Set when the pull must be set up again (it failed to start, ended,
+        // or its consumer was deleted).
+        let mut resubscribe = false;
         'pull: loop {
+            if std::mem::take(&mut resubscribe) {
+                consumer = match self.reconsume(consumer).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        result = Err(e);
+                        break 'pull;
+                    }
+                };
+            }
             let mut messages = match consumer
                 .stream()
                 .max_messages_per_batch(PULL_BATCH)
@@ -168,13 +180,7 @@ impl JetStreamSource {
                         _ = &mut stop => break 'pull,
                     }
                     backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
-                    consumer = match self.reconsume(consumer).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            result = Err(e);
-                            break 'pull;
-                        }
-                    };
+                    resubscribe = true;
                     continue 'pull;
                 }
             };
@@ -194,26 +200,14 @@ impl JetStreamSource {
                 match next {
                     None => {
                         tracing::warn!("jetstream source: the pull ended; pulling again");
-                        consumer = match self.reconsume(consumer).await {
-                            Ok(c) => c,
-                            Err(e) => {
-                                result = Err(e);
-                                break 'pull;
-                            }
-                        };
+                        resubscribe = true;
                         continue 'pull;
                     }
                     Some(Err(e)) => {
                         let gone = e.kind() == MessagesErrorKind::ConsumerDeleted;
                         tracing::warn!(error = %e, "jetstream source: pull error");
                         if gone {
-                            consumer = match self.reconsume(consumer).await {
-                                Ok(c) => c,
-                                Err(e) => {
-                                    result = Err(e);
-                                    break 'pull;
-                                }
-                            };
+                            resubscribe = true;
                             continue 'pull;
                         }
                         continue;

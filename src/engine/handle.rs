@@ -1,0 +1,525 @@
+//! The handle: [`Outbox`] and what an embedder calls on it to dispatch,
+//! pause and resume sinks, read the log and manage the DLQ.
+//!
+//! Invariants:
+//! - a dispatch returns a receipt only once the appender answered it, that
+//!   is once its records are durable under the sync policy;
+//! - a dispatch waits (never fails) while a Block sink is full, and fails
+//!   with `ShuttingDown` once shutdown has begun or `Poisoned` once the
+//!   store failed, rather than wait forever.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::breaker::BreakerState;
+use super::core::{Core, SinkSlot};
+use super::msg::AppendReq;
+use crate::codec::DlqEntry;
+use crate::error::{Error, Result};
+use crate::store::Selection;
+use crate::types::{DeliveryId, Receipt, Record, Seq, SinkName};
+
+/// One record as [`Outbox::read_log`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Its seq.
+    pub seq: Seq,
+    /// Its delivery id (the origin's, for a redriven record).
+    pub delivery_id: DeliveryId,
+    /// When its batch was appended, ms since the Unix epoch.
+    pub appended_at_ms: u64,
+    /// The only sink that delivers it, for a redriven record.
+    pub target: Option<String>,
+    /// The record.
+    pub record: Record,
+}
+
+/// What [`Outbox::meta`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Minted when the directory was created.
+    pub log_id: Uuid,
+    /// When the directory was created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The first seq still in the log.
+    pub first_seq: Option<Seq>,
+    /// The next seq to assign.
+    pub next_seq: Seq,
+}
+
+/// What [`Outbox::dispatch_once`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispatched {
+    /// One receipt per record, in order.
+    pub receipts: Vec<Receipt>,
+    /// The key was seen within the idempotency window: nothing was
+    /// appended, and these are the receipts of the first dispatch.
+    pub duplicate: bool,
+}
+
+/// The handles of the engine's tasks, held by the [`Outbox`] until it stops.
+pub(super) struct Tasks {
+    pub appender: JoinHandle<Seq>,
+    pub completion: JoinHandle<()>,
+    pub workers: Vec<JoinHandle<()>>,
+    pub truncator: JoinHandle<()>,
+}
+
+/// A durable outbox. `T` is the embedder's ack token type.
+///
+/// Open one with [`Outbox::builder`]. Dispatch from any number of tasks;
+/// concurrent dispatches share group commits. Tokens come back on the
+/// receiver returned by [`OutboxBuilder::open`](crate::OutboxBuilder::open).
+///
+/// Stop it with [`Outbox::shutdown`] (or [`Outbox::close`], which also
+/// waits until the data directory is released). Dropping it without a
+/// shutdown stops every task where it stands: nothing is drained, and what
+/// was not yet delivered stays in the log for the next open, with its
+/// tokens unreleased. Either way, a record that was receipted is never lost.
+pub struct Outbox<T: Send + 'static = ()> {
+    pub(super) core: Arc<Core<T>>,
+    pub(super) tasks: Mutex<Option<Tasks>>,
+}
+
+impl<T: Send + 'static> Outbox<T> {
+    /// The data directory's log id.
+    pub fn log_id(&self) -> Uuid {
+        self.core.log_id
+    }
+
+    /// Appends one record and returns once it is durable under the sync
+    /// policy. `tokens` are released on the ack channel once every sink's
+    /// durable offset has passed the record.
+    ///
+    /// # Errors
+    /// - [`Error::Rejected`] (too large) or [`Error::ShuttingDown`]: nothing
+    ///   was appended.
+    /// - [`Error::Poisoned`] or [`Error::Io`]: the store failed while
+    ///   writing or flushing. The record may or may not have reached the
+    ///   disk; if it did, it is delivered after the outbox is reopened, so a
+    ///   retry may deliver it twice (use [`Outbox::dispatch_once`] with a key
+    ///   to make retries safe). Its seq is never given to another record.
+    ///
+    /// On error the tokens are dropped, never released.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if the future is dropped after the request reached
+    /// the appender, the record is appended (and delivered) all the same;
+    /// only the receipt is lost.
+    pub async fn dispatch(&self, record: Record, tokens: Vec<T>) -> Result<Receipt> {
+        let mut r = self.dispatch_many(vec![(record, tokens)]).await?;
+        r.pop().ok_or(Error::ShuttingDown)
+    }
+
+    /// Appends records atomically: all or none. Returns one receipt per
+    /// record, in order, with consecutive seqs.
+    ///
+    /// # Errors
+    /// As [`Outbox::dispatch`].
+    pub async fn dispatch_many(&self, items: Vec<(Record, Vec<T>)>) -> Result<Vec<Receipt>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.append(items, None).await.map(|d| d.receipts)
+    }
+
+    /// Appends records atomically unless `key` was used within the
+    /// idempotency window ([`crate::OutboxConfig::idempotency_window`]): then
+    /// nothing is appended, the first dispatch's receipts come back with
+    /// `duplicate` set, and `tokens` are held against the first dispatch's
+    /// records (released at once if every sink has passed them). The key is
+    /// durable with the records, in the same group commit.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when `key` is empty or longer than 1 KiB;
+    /// [`Error::KeyReused`] when it was used within the window for
+    /// different records (compared by a digest of the payloads and
+    /// headers); otherwise as [`Outbox::dispatch`].
+    pub async fn dispatch_once(
+        &self,
+        key: &str,
+        items: Vec<(Record, Vec<T>)>,
+    ) -> Result<Dispatched> {
+        if key.is_empty() || key.len() > 1024 {
+            return Err(Error::Rejected(format!(
+                "idempotency key of {} bytes; it must be 1 to 1024 bytes",
+                key.len()
+            )));
+        }
+        if items.is_empty() {
+            return Ok(Dispatched {
+                receipts: Vec::new(),
+                duplicate: false,
+            });
+        }
+        self.append(items, Some(key.as_bytes().to_vec())).await
+    }
+
+    /// The first Block sink that is full right now, if any. An ingest
+    /// endpoint uses it to answer 503 instead of waiting.
+    pub fn full_sink(&self) -> Option<SinkName> {
+        self.core.full_sink().map(|s| s.name.clone())
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        self.core.closing.load(Ordering::Acquire)
+    }
+
+    async fn append(
+        &self,
+        items: Vec<(Record, Vec<T>)>,
+        key: Option<Vec<u8>>,
+    ) -> Result<Dispatched> {
+        let core = &self.core;
+        let mut bytes = 0;
+        for (i, (r, _)) in items.iter().enumerate() {
+            let size = r.size();
+            if size > core.cfg.max_record_bytes {
+                return Err(Error::Rejected(format!(
+                    "record {i} is {size} bytes; max_record_bytes is {}",
+                    core.cfg.max_record_bytes
+                )));
+            }
+            bytes += size;
+        }
+        let given: Vec<Option<DeliveryId>> = items.iter().map(|(r, _)| r.delivery_id()).collect();
+        let key = key.map(|k| (k, digest(&items)));
+        self.wait_for_room().await?;
+        let (reply, rx) = oneshot::channel();
+        core.append_tx
+            .send(AppendReq::Records {
+                items,
+                bytes,
+                key,
+                reply,
+                at: Instant::now(),
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let done = rx.await.map_err(|_| Error::ShuttingDown)??;
+        let receipts = (0..given.len() as u64)
+            .zip(given)
+            .map(|(i, id)| {
+                let seq = Seq(done.first.0 + i);
+                Receipt {
+                    seq,
+                    delivery_id: id.unwrap_or_else(|| core.delivery_id(seq)),
+                }
+            })
+            .collect();
+        Ok(Dispatched {
+            receipts,
+            duplicate: done.duplicate,
+        })
+    }
+
+    async fn wait_for_room(&self) -> Result<()> {
+        let core = &self.core;
+        loop {
+            if core.closing.load(Ordering::Acquire) {
+                return Err(Error::ShuttingDown);
+            }
+            if let Some(why) = core.store.poisoned() {
+                // The worker that would make room has stopped: waiting
+                // would be forever.
+                return Err(Error::Poisoned(why));
+            }
+            if core.full_sink().is_none() {
+                return Ok(());
+            }
+            let notified = core.room.notified();
+            if core.full_sink().is_none() {
+                return Ok(());
+            }
+            // The timeout only guards against a missed wake-up.
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+
+    /// Pauses sink `sink` by hand: no delivery starts (one already sent
+    /// finishes), nothing is dead-lettered for the pause, its records
+    /// stay in the log and its lag grows; no probe resumes it, only
+    /// [`Outbox::resume_sink`]. The pause is durable when this returns and
+    /// kept across restarts. Returns when it was paused (ms since the Unix
+    /// epoch): now, or the time of an earlier pause that still holds.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSink`] when it is not configured;
+    /// [`Error::ShuttingDown`] once shutdown has begun; storage errors.
+    pub async fn pause_sink(&self, sink: &SinkName) -> Result<u64> {
+        let slot = self.slot(sink)?;
+        if let Some(at) = *slot.paused_at_ms.lock() {
+            return Ok(at);
+        }
+        let at = crate::store::now_ms();
+        self.set_pause(sink, Some(crate::codec::PauseState { at_ms: at }))
+            .await?;
+        *slot.paused_at_ms.lock() = Some(at);
+        slot.breaker.lock().pause();
+        self.core
+            .metrics
+            .breaker(sink.as_str(), BreakerState::Paused);
+        slot.gate_changed.notify_waiters();
+        tracing::warn!(sink = %sink, lag = self.core.lag(slot), "sink paused by an operator: nothing is delivered until it is resumed; its records stay in the log");
+        Ok(at)
+    }
+
+    /// Resumes a sink paused with [`Outbox::pause_sink`]: the pause is
+    /// removed durably, its breaker closes with empty counts and deliveries
+    /// start at once. Returns whether it was paused.
+    ///
+    /// # Errors
+    /// As [`Outbox::pause_sink`].
+    pub async fn resume_sink(&self, sink: &SinkName) -> Result<bool> {
+        let slot = self.slot(sink)?;
+        let Some(since) = *slot.paused_at_ms.lock() else {
+            return Ok(false);
+        };
+        self.set_pause(sink, None).await?;
+        *slot.paused_at_ms.lock() = None;
+        slot.breaker.lock().resume();
+        let state = slot.breaker.lock().state();
+        self.core.metrics.breaker(sink.as_str(), state);
+        slot.gate_changed.notify_waiters();
+        let paused_ms = crate::store::now_ms().saturating_sub(since);
+        tracing::info!(sink = %sink, state = state.as_str(), paused_ms, lag = self.core.lag(slot), "sink resumed by an operator");
+        Ok(true)
+    }
+
+    /// Writes a pause (or its removal) and waits until it is durable.
+    async fn set_pause(&self, sink: &SinkName, p: Option<crate::codec::PauseState>) -> Result<()> {
+        if self.core.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let store = self.core.store.clone();
+        let name = sink.clone();
+        tokio::task::spawn_blocking(move || store.set_paused(&name, p))
+            .await
+            .map_err(|e| Error::Storage(format!("pause task failed: {e}")))??;
+        self.core.durability.sync().await
+    }
+
+    fn slot(&self, sink: &SinkName) -> Result<&SinkSlot> {
+        self.core
+            .sinks
+            .iter()
+            .find(|s| &s.name == sink)
+            .ok_or_else(|| Error::UnknownSink(sink.to_string()))
+    }
+
+    /// Up to `limit` records from `from` on, read from the log while the
+    /// outbox runs (for an admin endpoint). Includes records not yet durable
+    /// only if they are already in sled; published ones always. Holes and
+    /// lost markers hold no records and are passed over.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a value does not decode.
+    pub fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::new();
+        for batch in self.core.store.iter_batches(from) {
+            let batch = batch?;
+            for (i, e) in batch.entries.into_iter().enumerate() {
+                let seq = Seq(batch.first.0 + i as u64);
+                if seq < from {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(LogRecord {
+                    seq,
+                    delivery_id: e.delivery_id(seq, self.core.log_id),
+                    appended_at_ms: batch.header.appended_at_ms,
+                    target: e.target,
+                    record: e.record,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The data directory's identity and extent.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when the first or last value does not decode.
+    pub fn meta(&self) -> Result<Meta> {
+        let extent = self.core.store.extent()?;
+        Ok(Meta {
+            log_id: self.core.log_id,
+            created_at_ms: self.core.store.created_at_ms(),
+            first_seq: extent.first,
+            next_seq: self.core.head().max(extent.end),
+        })
+    }
+
+    /// DLQ entries of one sink (or all sinks), collected in memory. For a
+    /// DLQ that may be large, page through it with [`Outbox::dlq_page`].
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when an entry does not decode.
+    pub fn dlq_list(&self, sink: Option<&SinkName>) -> Result<Vec<DlqEntry>> {
+        self.core.store.dlq_list(sink)
+    }
+
+    /// One page of the DLQ of `sink`, from seq `from`: the entries `keep`
+    /// accepts, at most `max_entries` or until their records reach
+    /// `max_bytes`; the page's `next` is where the following page starts.
+    /// Memory stays bounded by a page however large the DLQ.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when an entry does not decode.
+    pub fn dlq_page(
+        &self,
+        sink: &SinkName,
+        from: Seq,
+        keep: impl FnMut(&DlqEntry) -> bool,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<crate::store::DlqPage> {
+        self.core
+            .store
+            .dlq_page(sink, from, keep, max_entries, max_bytes)
+    }
+
+    /// The seqs of the DLQ entries of `sink` that `keep` accepts, at most
+    /// `limit`, streamed from the tree: what a filtered redrive or purge
+    /// selects.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when an entry does not decode.
+    pub fn dlq_select(
+        &self,
+        sink: &SinkName,
+        keep: impl FnMut(&DlqEntry) -> bool,
+        limit: usize,
+    ) -> Result<Vec<Seq>> {
+        self.core.store.dlq_select(sink, keep, limit)
+    }
+
+    /// Streams the DLQ entries of one sink (or all sinks) in key order.
+    pub fn dlq_iter(&self, sink: Option<&SinkName>) -> impl Iterator<Item = Result<DlqEntry>> + '_ {
+        self.core.store.dlq_iter(sink)
+    }
+
+    /// The DLQ entry of `sink` at `seq`, if any.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when the entry does not decode.
+    pub fn dlq_get(&self, sink: &SinkName, seq: Seq) -> Result<Option<DlqEntry>> {
+        self.core.store.dlq_get(sink, seq)
+    }
+
+    /// How many DLQ entries `sink` has (configured or orphaned).
+    pub fn dlq_count(&self, sink: &SinkName) -> usize {
+        self.core.store.dlq_count(sink)
+    }
+
+    /// Moves DLQ entries of `sink` (those at `seqs`, or all) back into the
+    /// log for that sink only, keeping their delivery ids. Each chunk of the
+    /// move (at most 32 MiB of records) appends and removes in one
+    /// transaction, so every entry is in exactly one of the two. Returns how
+    /// many moved, once all of it is durable.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSink`] when `sink` is not configured; storage errors.
+    pub async fn dlq_redrive(&self, sink: &SinkName, seqs: Option<Vec<Seq>>) -> Result<usize> {
+        if !self.core.sinks.iter().any(|s| &s.name == sink) {
+            return Err(Error::UnknownSink(sink.to_string()));
+        }
+        if self.core.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.core
+            .append_tx
+            .send(AppendReq::Redrive {
+                sink: sink.clone(),
+                which: match seqs {
+                    Some(s) => Selection::Seqs(s),
+                    None => Selection::All,
+                },
+                reply,
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Removes DLQ entries of `sink` (those at `seqs`, or all) and makes the
+    /// removal durable. Returns how many were removed.
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`] once shutdown has begun; storage errors.
+    pub async fn dlq_purge(&self, sink: &SinkName, seqs: Option<Vec<Seq>>) -> Result<usize> {
+        if self.core.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let which = match seqs {
+            Some(s) => Selection::Seqs(s),
+            None => Selection::All,
+        };
+        let n = self.core.store.dlq_purge(sink, &which)?;
+        self.core.durability.sync().await?;
+        Ok(n)
+    }
+
+    /// Forgets an orphaned sink: its offset and membership go, durably, and
+    /// its backlog no longer holds back truncation. Returns the offset it
+    /// had.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when `sink` is configured (stop using it in the
+    /// configuration first); [`Error::UnknownSink`] when it is not an
+    /// orphan; storage errors.
+    pub async fn forget_orphan(&self, sink: &SinkName) -> Result<Seq> {
+        if self.core.sinks.iter().any(|s| &s.name == sink) {
+            return Err(Error::Rejected(format!(
+                "sink `{sink}` is configured; only an orphan (a sink no longer configured) can be forgotten"
+            )));
+        }
+        if !self.core.orphans.lock().iter().any(|o| &o.name == sink) {
+            return Err(Error::UnknownSink(sink.to_string()));
+        }
+        let store = self.core.store.clone();
+        let name = sink.clone();
+        let offset = tokio::task::spawn_blocking(move || {
+            let o = store.forget(&name)?;
+            store.sink_state_forget(&name)?;
+            Ok::<_, Error>(o)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("forget task failed: {e}")))??;
+        self.core.orphans.lock().retain(|o| &o.name != sink);
+        tracing::warn!(sink = %sink, offset = offset.0, "orphaned sink forgotten; its backlog no longer holds back truncation");
+        Ok(offset)
+    }
+}
+
+/// The first 16 bytes of SHA-256 over the records' payloads and headers,
+/// each length-prefixed, so a key reused for other content is told apart.
+fn digest<T>(items: &[(Record, Vec<T>)]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (r, _) in items {
+        h.update((r.headers.len() as u64).to_be_bytes());
+        for (k, v) in &r.headers {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v.as_bytes());
+        }
+        h.update((r.payload.len() as u64).to_be_bytes());
+        h.update(&r.payload);
+    }
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
