@@ -17,10 +17,6 @@ use outbox::{
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn name(s: &str) -> SinkName {
     SinkName::new(s).unwrap()
 }
