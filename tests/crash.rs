@@ -24,6 +24,7 @@ use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Fi
 use outbox::{Outbox, Record, SinkConfig, SyncPolicy};
 use rand::Rng;
 
+use common::numbered;
 use common::process::kill_count;
 use common::sinks::Stuck;
 
@@ -304,11 +305,7 @@ async fn replay_child() {
         .await
         .unwrap();
     let receipts = ob
-        .dispatch_many(
-            (0..50u32)
-                .map(|i| (Record::new(format!("e{i}").into_bytes()), vec![i]))
-                .collect(),
-        )
+        .dispatch_many(numbered(50, |i| format!("e{i}")))
         .await
         .unwrap();
     let mut f = append_file(&dir.join("receipts.log"));

@@ -542,11 +542,7 @@ async fn every_sync_policy_delivers_and_acks() {
             .await
             .unwrap();
         let receipts = ob
-            .dispatch_many(
-                (0..50u32)
-                    .map(|i| (rec(&format!("{i}")), vec![i]))
-                    .collect(),
-            )
+            .dispatch_many(numbered(50, |i| format!("{i}")))
             .await
             .unwrap();
         assert_eq!(receipts.last().unwrap().seq, Seq(49), "{policy:?}");

@@ -194,6 +194,11 @@ pub fn rec(s: &str) -> Record {
     Record::new(s.as_bytes().to_vec())
 }
 
+/// `n` records, the `i`th with the payload `payload(i)` and the token `i`.
+pub fn numbered(n: u32, payload: impl Fn(u32) -> String) -> Vec<(Record, Vec<u32>)> {
+    (0..n).map(|i| (rec(&payload(i)), vec![i])).collect()
+}
+
 /// Waits until `f` holds, or panics after 10 s with `what`.
 pub async fn eventually(what: &str, f: impl FnMut() -> bool) {
     eventually_within(what, 10, f).await

@@ -202,11 +202,7 @@ async fn hung_sink_is_cut_off_and_replayed(in_commit: bool) {
             .await
             .unwrap();
         let receipts = ob
-            .dispatch_many(
-                (0..5u32)
-                    .map(|i| (rec(&format!("h{i}")), vec![i]))
-                    .collect(),
-            )
+            .dispatch_many(numbered(5, |i| format!("h{i}")))
             .await
             .unwrap();
         eventually("the good sink delivers", || ok.delivered().len() == 5).await;
