@@ -1,6 +1,9 @@
 //! Processes and files around a test: the `outbox` binary, how many times a
 //! crash test kills, copying a stopped data directory, waiting, this
-//! process's memory, and external tools that CI must have.
+//! process's memory, and external tools that CI must have. Self-contained:
+//! the compare bench includes this file alone with `#[path]`.
+// A crate that includes this file alone uses only part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
