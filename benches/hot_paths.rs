@@ -11,8 +11,11 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use outbox::ack::AckTracker;
 use outbox::codec::{self, BatchHeader, LogEntry};
-use outbox::sink::{BoxFuture, DeliveryContext, DeliveryResult, Sink};
 use outbox::{Outbox, Record, Seq, SinkConfig};
+
+#[path = "../tests/common/sinks.rs"]
+mod sinks;
+use sinks::{Decided, Noop, Stuck};
 
 const PAYLOAD: usize = 256;
 
@@ -67,39 +70,6 @@ fn ack(c: &mut Criterion) {
         )
     });
     g.finish();
-}
-
-#[derive(Clone)]
-struct Noop;
-
-impl Sink for Noop {
-    fn deliver<'a>(
-        &'a self,
-        record: &'a Record,
-        _ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        std::hint::black_box(&record.payload);
-        Box::pin(std::future::ready(Ok(())))
-    }
-    fn kind(&self) -> &'static str {
-        "noop"
-    }
-}
-
-/// A sink that never finishes a delivery, to leave records pending.
-struct Stuck;
-
-impl Sink for Stuck {
-    fn deliver<'a>(
-        &'a self,
-        _record: &'a Record,
-        _ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        Box::pin(std::future::pending())
-    }
-    fn kind(&self) -> &'static str {
-        "stuck"
-    }
 }
 
 /// Append with group commit: 8 tasks each dispatching 128-record requests,
@@ -177,7 +147,7 @@ fn worker(c: &mut Criterion) {
             |dir| {
                 rt.block_on(async {
                     let (ob, _acks) = Outbox::<u64>::builder(dir.path())
-                        .sink("s", Noop, SinkConfig::default())
+                        .sink("s", Decided(Noop), SinkConfig::default())
                         .open()
                         .await
                         .unwrap();

@@ -14,9 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
+use outbox::sink::{DeliveryContext, DeliveryError, DeliveryResult};
 use outbox::{Outbox, Record, SinkConfig, SinkName};
 use parking_lot::Mutex;
+
+use common::eventually_within;
+use common::process::{rss_mib, watch_rss};
+use common::sinks::{Decide, Decided, Stuck};
 
 /// What the sink saw of one successful delivery: no payload is kept, so
 /// the test's own memory does not grow with the DLQ.
@@ -37,33 +41,27 @@ struct Switch {
     refused: Arc<AtomicU64>,
 }
 
-impl Sink for Switch {
-    fn deliver<'a>(
-        &'a self,
-        record: &'a Record,
-        ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        Box::pin(async move {
-            if !self.accept.load(Ordering::SeqCst) {
-                self.refused.fetch_add(1, Ordering::SeqCst);
-                return Err(DeliveryError::permanent("refused: 422"));
-            }
-            let p = &record.payload;
-            // Every byte after the index repeats its low byte: check them
-            // all, so a torn or mixed-up value cannot pass.
-            let index = u64::from_be_bytes(p[..8].try_into().unwrap());
-            assert!(
-                p[8..].iter().all(|b| *b == index as u8),
-                "payload of record {index} is damaged"
-            );
-            self.got.lock().push(Got {
-                seq: ctx.seq.0,
-                id: ctx.delivery_id.to_string(),
-                index,
-                len: p.len(),
-            });
-            Ok(())
-        })
+impl Decide for Switch {
+    fn decide(&self, record: &Record, ctx: &DeliveryContext<'_>) -> DeliveryResult {
+        if !self.accept.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(DeliveryError::permanent("refused: 422"));
+        }
+        let p = &record.payload;
+        // Every byte after the index repeats its low byte: check them
+        // all, so a torn or mixed-up value cannot pass.
+        let index = u64::from_be_bytes(p[..8].try_into().unwrap());
+        assert!(
+            p[8..].iter().all(|b| *b == index as u8),
+            "payload of record {index} is damaged"
+        );
+        self.got.lock().push(Got {
+            seq: ctx.seq.0,
+            id: ctx.delivery_id.to_string(),
+            index,
+            len: p.len(),
+        });
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
@@ -74,71 +72,10 @@ impl Sink for Switch {
 /// The engine's default log value size (`OutboxConfig::max_value_bytes`).
 const VALUE_BYTES: usize = 96 << 10;
 
-/// Never finishes a delivery.
-struct Stuck;
-
-impl Sink for Stuck {
-    fn deliver<'a>(
-        &'a self,
-        _record: &'a Record,
-        _ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        Box::pin(std::future::pending())
-    }
-
-    fn kind(&self) -> &'static str {
-        "stuck"
-    }
-}
-
 fn payload(index: u64, len: usize) -> Vec<u8> {
     let mut p = vec![index as u8; len];
     p[..8].copy_from_slice(&index.to_be_bytes());
     p
-}
-
-/// Resident set size of this process, in MiB.
-fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib / 1024
-}
-
-/// Samples the RSS every 20 ms until the returned closure is called, which
-/// gives the peak.
-fn watch_rss() -> impl FnOnce() -> u64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(rss_mib()));
-    let t = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                peak.fetch_max(rss_mib(), Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    move || {
-        stop.store(true, Ordering::SeqCst);
-        t.join().unwrap();
-        peak.load(Ordering::SeqCst)
-    }
-}
-
-async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs} s waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Parks `n` records of `len` bytes, redrives them all in one call, and
@@ -156,7 +93,7 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
     // `keep` never finishes a delivery, so truncation keeps the whole log
     // and the values the redrive wrote can be read back at the end.
     let (ob, _acks) = Outbox::<()>::builder(d.path())
-        .sink("hook", sink.clone(), cfg.clone())
+        .sink("hook", Decided(sink.clone()), cfg.clone())
         .sink("keep", Stuck, cfg)
         .open()
         .await
@@ -174,7 +111,7 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
             ids.push(r.delivery_id.to_string());
         }
     }
-    wait_for("every record parked", 600, || {
+    eventually_within("every record parked", 600, || {
         ob.dlq_count(&name) as u64 == n
     })
     .await;
@@ -202,7 +139,7 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
     let peak = watch_rss();
     let moved = ob.dlq_redrive(&name, None).await.unwrap();
     assert_eq!(moved as u64, n, "every entry moved");
-    wait_for("every redriven record delivered", 600, || {
+    eventually_within("every redriven record delivered", 600, || {
         sink.got.lock().len() as u64 >= n
     })
     .await;

@@ -1,9 +1,8 @@
 //! `check`, `status` and `compact` on data directories prepared by `run`.
 
-mod cli_common;
 mod common;
 
-use cli_common::{code, dump_json, run, stderr, stdout};
+use common::cli::{code, dump_json, run, stderr, stdout};
 use common::raw_sled;
 
 /// Appends `n` records through `outbox run` with a file sink and returns
@@ -183,16 +182,19 @@ fn compact_shrinks_and_preserves_contents() {
     let data = prepare(&t, 6000, 1000);
     let before = dump_json(&data, &["--tree", "all"]);
     let out = t.path().join("compacted");
-    let o = run(
-        &[
-            "compact",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let compact = || {
+        run(
+            &[
+                "compact",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            b"",
+        )
+    };
+    let o = compact();
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     let text = stdout(&o);
     let size = |label: &str| -> u64 {
@@ -213,16 +215,7 @@ fn compact_shrinks_and_preserves_contents() {
     let o = run(&["check", "--data-dir", out.to_str().unwrap()], b"");
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     // The output directory must be new.
-    let o = run(
-        &[
-            "compact",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let o = compact();
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("--out"), "{}", stderr(&o));
 }

@@ -1,9 +1,9 @@
 //! `outbox run --config`: config errors exit 2 naming the key, before the
 //! data directory is created; and every subcommand's help has an example.
 
-mod cli_common;
+mod common;
 
-use cli_common::{code, run, stderr, stdout};
+use common::cli::{code, run, stderr, stdout};
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -196,7 +196,7 @@ burst = 100
     assert_eq!(std::fs::read_to_string(&out).unwrap(), pass);
 
     // `status` shows the filter, through the admin endpoint and its table.
-    let d = cli_common::Daemon::listening(&cfg, &[]);
+    let d = common::cli::Daemon::listening(&cfg, &[]);
     let url = format!("http://{}", d.admin.unwrap());
     let o = run(&["status", "--admin", &url, "--json"], b"");
     assert_eq!(code(&o), 0, "{}", stderr(&o));

@@ -3,19 +3,16 @@
 //! bad. Each must stop with exit 3 naming the seq range or the sink, never
 //! exit 0 with records missing.
 
-mod cli_common;
 mod common;
-mod held;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cli_common::{Daemon, code, http, run, stderr, stdout};
-use common::raw_sled;
-use held::{
-    N, check, check_names_one_problem, close, fill, remove_middle_value, remove_offset, run_cfg,
-    values,
+use common::cli::{Daemon, code, http, run, run_config, stderr, stdout};
+use common::held::{
+    N, check, check_names_one_problem, close, fill, remove_middle_value, remove_offset, values,
 };
+use common::raw_sled;
 use outbox::codec;
 
 #[test]
@@ -25,7 +22,7 @@ fn a_hole_in_the_log_stops_run_and_check_with_exit_3_naming_the_range() {
     let (from, to) = remove_middle_value(&data);
     let range = format!("seqs {from}..{to}");
 
-    let o = run_cfg(&cfg, b"");
+    let o = run_config(&cfg, b"");
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -49,7 +46,7 @@ fn a_lost_offset_stops_run_with_exit_3_naming_the_sink() {
     let (cfg, data) = fill(t.path());
     remove_offset(&data, "h");
 
-    let o = run_cfg(&cfg, b"");
+    let o = run_config(&cfg, b"");
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -82,7 +79,7 @@ fn a_checksum_failure_stops_run_with_exit_3_naming_the_range() {
     close(db, &data);
     let range = format!("seqs {first}..{next}");
 
-    let o = run_cfg(&cfg, b"");
+    let o = run_config(&cfg, b"");
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -144,18 +141,7 @@ fn a_value_only_a_worker_finds_bad_marks_the_sink_corrupt_while_the_daemon_runs(
         ),
     )
     .unwrap();
-    let d = Daemon::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ingest-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let d = Daemon::listening(&cfg, &[]);
     let admin = d.admin.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {

@@ -2,45 +2,21 @@
 //! with 400 (permanent), the record lands in the DLQ, `outbox dlq redrive`
 //! moves it back, and the next run delivers it with the same id.
 
-mod cli_common;
+mod common;
 
-use cli_common::{Receiver, code, dump_json, run, stderr, stdout};
-
-fn config(dir: &std::path::Path, rx: &Receiver) -> std::path::PathBuf {
-    let text = format!(
-        "data_dir = \"{}\"\ndrain_timeout_secs = 5\n[[sinks]]\nname = \"web\"\nkind = \"webhook\"\nretry_max = 0\nstart = \"earliest\"\n[sinks.webhook]\nurl = \"http://{}/hook\"\nsecret_env = \"OUTBOX_TEST_HOOK\"\nsecret_format = \"raw\"\n",
-        dir.join("data").display(),
-        rx.addr
-    );
-    let p = dir.join("outbox.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn run_daemon(cfg: &std::path::Path, input: &[u8]) -> std::process::Output {
-    let mut c = cli_common::bin();
-    c.env("OUTBOX_TEST_HOOK", "hook-secret")
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
+use common::cli::{HOOK, Receiver, code, dump_json, run, run_config_ok, stderr, stdout};
+use common::config::parking_webhook;
 
 #[test]
 fn redrive_after_a_permanent_failure_redelivers_with_the_same_id() {
     // 400 to the first request (permanent), 200 to everything after.
     let rx = Receiver::start(vec![400, 200]);
     let t = tempfile::tempdir().unwrap();
-    let cfg = config(t.path(), &rx);
+    let cfg = parking_webhook(t.path(), rx.addr);
     let data = t.path().join("data");
     let dir = data.to_str().unwrap();
 
-    let o = run_daemon(&cfg, b"{\"alert\":1}\n");
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    run_config_ok(&cfg, b"{\"alert\":1}\n");
     let first = rx.seen();
     assert_eq!(first.len(), 1, "{first:?}");
     let (status, id, body) = first[0].clone();
@@ -64,39 +40,20 @@ fn redrive_after_a_permanent_failure_redelivers_with_the_same_id() {
         "{list}"
     );
 
+    let redrive = |sink: &str, args: &[&str]| {
+        let cmd = ["dlq", "redrive", "--data-dir", dir, "--sink", sink];
+        run(&[&cmd[..], args].concat(), b"")
+    };
     // Redrive without a selection is a usage error.
-    let o = run(&["dlq", "redrive", "--data-dir", dir, "--sink", "web"], b"");
+    let o = redrive("web", &[]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("--seq N") && stderr(&o).contains("--all"));
     // An unknown sink is too.
-    let o = run(
-        &[
-            "dlq",
-            "redrive",
-            "--data-dir",
-            dir,
-            "--sink",
-            "nope",
-            "--all",
-        ],
-        b"",
-    );
+    let o = redrive("nope", &["--all"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("unknown sink `nope`"), "{}", stderr(&o));
 
-    let o = run(
-        &[
-            "dlq",
-            "redrive",
-            "--data-dir",
-            dir,
-            "--sink",
-            "web",
-            "--seq",
-            "0",
-        ],
-        b"",
-    );
+    let o = redrive("web", &["--seq", "0"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "redrove 1 record of sink web\n");
     let v = dump_json(&data, &[]);
@@ -108,8 +65,7 @@ fn redrive_after_a_permanent_failure_redelivers_with_the_same_id() {
     assert_eq!(last["seq"], 1);
 
     // The next run delivers it again, under the same id, and it sticks.
-    let o = run_daemon(&cfg, b"");
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    run_config_ok(&cfg, b"");
     let seen = rx.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1], (200, id.clone(), "{\"alert\":1}".to_string()));
@@ -123,11 +79,10 @@ fn redrive_after_a_permanent_failure_redelivers_with_the_same_id() {
 fn purge_needs_confirmation_and_removes_only_what_was_chosen() {
     let rx = Receiver::start(vec![422]);
     let t = tempfile::tempdir().unwrap();
-    let cfg = config(t.path(), &rx);
+    let cfg = parking_webhook(t.path(), rx.addr);
     let data = t.path().join("data");
     let dir = data.to_str().unwrap();
-    let o = run_daemon(&cfg, b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    run_config_ok(&cfg, b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
 
     // stdin is not a terminal here: without --yes it refuses, and keeps all.
     let purge = |sel: &[&str]| {
@@ -189,7 +144,7 @@ fn a_dlq_larger_than_a_page_is_listed_whole_online_and_offline() {
     const N: u64 = 2_500;
     let rx = Receiver::start(vec![422]);
     let t = tempfile::tempdir().unwrap();
-    let cfg = config(t.path(), &rx);
+    let cfg = parking_webhook(t.path(), rx.addr);
     // Time to park them all before the drain at EOF gives up.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
@@ -199,8 +154,7 @@ fn a_dlq_larger_than_a_page_is_listed_whole_online_and_offline() {
     .unwrap();
     let data = t.path().join("data");
     let input: String = (0..N).map(|i| format!("{{\"n\":{i}}}\n")).collect();
-    let o = run_daemon(&cfg, input.as_bytes());
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    run_config_ok(&cfg, input.as_bytes());
     assert_eq!(rx.seen().len() as u64, N, "one refused attempt per record");
 
     let offline = listed(&["--data-dir", data.to_str().unwrap()], &[]);
@@ -215,7 +169,7 @@ fn a_dlq_larger_than_a_page_is_listed_whole_online_and_offline() {
         "each entry keeps the delivery id of its refused attempt"
     );
 
-    let d = cli_common::Daemon::listening(&cfg, &[("OUTBOX_TEST_HOOK", "hook-secret")]);
+    let d = common::cli::Daemon::listening(&cfg, &[HOOK]);
     let url = format!("http://{}", d.admin.unwrap());
     let online = listed(&["--admin", &url], &[]);
     assert_eq!(

@@ -1,39 +1,42 @@
 //! HTTP ingest and the admin endpoint, end to end against the real binary.
 
-mod cli_common;
+mod common;
 
-use std::time::{Duration, Instant};
-
-use cli_common::{Daemon, Receiver, code, dump_json, http, run, stderr, stdout};
+use common::cli::{Daemon, HOOK, Receiver, code, dump_json, http, run, stderr, stdout};
+use common::config::Config;
+use common::process::wait_for;
 use serde_json::json;
 
 const TOKEN: &str = "test-token-5f1e";
 
-fn config(dir: &std::path::Path, sinks: &str) -> std::path::PathBuf {
-    let text = format!(
-        "data_dir = \"{}\"\nmax_record_bytes = 64\ndrain_timeout_secs = 5\n[ingest]\nmax_body_bytes = 1024\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n{sinks}",
-        dir.join("data").display()
-    );
-    let p = dir.join("outbox.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+/// A config for `DIR/data` with a bearer token, small limits and `sinks`,
+/// written to `DIR/outbox.toml`.
+fn config(dir: &std::path::Path, sinks: impl FnOnce(Config) -> Config) -> std::path::PathBuf {
+    let c = Config::new(&dir.join("data"))
+        .set("max_record_bytes", 64)
+        .set("drain_timeout_secs", 5)
+        .raw("[ingest]\nmax_body_bytes = 1024\ntoken_env = \"OUTBOX_TEST_TOKEN\"\n");
+    sinks(c).write(&dir.join("outbox.toml"))
 }
 
-fn post(d: &Daemon, body: &[u8], token: Option<&str>) -> cli_common::Reply {
+/// POSTs `body` to ingest with `token` (if any) and the `extra` headers.
+fn post_with(
+    d: &Daemon,
+    body: &[u8],
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+) -> common::cli::Reply {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/x-ndjson")];
     if let Some(a) = &auth {
         headers.push(("Authorization", a.as_str()));
     }
+    headers.extend_from_slice(extra);
     http(d.ingest.unwrap(), "POST", "/v1/records", &headers, body)
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn post(d: &Daemon, body: &[u8], token: Option<&str>) -> common::cli::Reply {
+    post_with(d, body, token, &[])
 }
 
 #[test]
@@ -44,21 +47,15 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
     // delivers, so the records stay in the log (truncation waits for every
     // sink) and the log can be read back through the admin endpoint and
     // after the stop.
-    let cfg = config(
-        t.path(),
-        &format!(
-            "[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"{}\"\n[[sinks]]\nname = \"zz-hold\"\nkind = \"webhook\"\nbackoff_base_ms = 60000\nbackoff_max_ms = 60000\n[sinks.webhook]\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"OUTBOX_TEST_HOOK_SECRET\"\nsecret_format = \"raw\"\n",
-            out.display()
-        ),
-    );
+    let cfg = config(t.path(), |c| {
+        c.file("out", &out, "").webhook(
+            "zz-hold",
+            "http://127.0.0.1:9/",
+            "backoff_base_ms = 60000\nbackoff_max_ms = 60000\n",
+        )
+    });
     let data = t.path().join("data");
-    let d = Daemon::with_config(
-        &cfg,
-        &[
-            ("OUTBOX_TEST_TOKEN", TOKEN),
-            ("OUTBOX_TEST_HOOK_SECRET", "not-a-real-secret"),
-        ],
-    );
+    let d = Daemon::listening(&cfg, &[("OUTBOX_TEST_TOKEN", TOKEN), HOOK]);
     assert!(d.ingest.unwrap().ip().is_loopback());
 
     // No token, wrong token: 401, nothing appended.
@@ -105,7 +102,7 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
         (health.status, health.json()),
         (200, json!({"status": "ok"}))
     );
-    wait_for("delivery", || {
+    wait_for("delivery", 20, || {
         let s = http(admin, "GET", "/v1/status", &[], b"").json();
         s["sinks"][0]["committed"] == 2
     });
@@ -219,31 +216,21 @@ fn ingest_answers_503_while_a_block_sink_is_full() {
     // lag stays at its limit of one record.
     let rx = Receiver::start(vec![503]);
     let t = tempfile::tempdir().unwrap();
-    let cfg = config(
-        t.path(),
-        &format!(
-            "[[sinks]]\nname = \"web\"\nkind = \"webhook\"\nmax_lag_records = 1\nretry_max = 1000\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n[sinks.webhook]\nurl = \"http://{}/hook\"\nsecret_env = \"OUTBOX_TEST_HOOK\"\nsecret_format = \"raw\"\n",
-            rx.addr
-        ),
-    );
-    let d = Daemon::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ingest-listen",
-            "127.0.0.1:0",
-            "--drain-timeout",
-            "1",
-        ],
-        &[
-            ("OUTBOX_TEST_TOKEN", TOKEN),
-            ("OUTBOX_TEST_HOOK", "hook-secret"),
-        ],
+    let cfg = config(t.path(), |c| {
+        c.webhook(
+            "web",
+            &format!("http://{}/hook", rx.addr),
+            "max_lag_records = 1\nretry_max = 1000\nbackoff_base_ms = 50\nbackoff_max_ms = 100\n",
+        )
+    });
+    let d = Daemon::ingesting(
+        &cfg,
+        &["--drain-timeout", "1"],
+        &[("OUTBOX_TEST_TOKEN", TOKEN), HOOK],
     );
     let r = post(&d, b"{\"a\":1}\n", Some(TOKEN));
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_for("the first attempt", || !rx.seen().is_empty());
+    wait_for("the first attempt", 20, || !rx.seen().is_empty());
     let r = post(&d, b"{\"b\":2}\n", Some(TOKEN));
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -266,23 +253,8 @@ fn sigterm_right_after_start_drains_and_exits_0() {
     for _ in 0..5 {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("out.ndjson");
-        let cfg = config(
-            t.path(),
-            &format!(
-                "[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"{}\"\n",
-                out.display()
-            ),
-        );
-        let d = Daemon::start(
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--ingest-listen",
-                "127.0.0.1:0",
-            ],
-            &[("OUTBOX_TEST_TOKEN", TOKEN)],
-        );
+        let cfg = config(t.path(), |c| c.file("out", &out, ""));
+        let d = Daemon::ingesting(&cfg, &[], &[("OUTBOX_TEST_TOKEN", TOKEN)]);
         let (c, err) = d.stop();
         assert_eq!(c, 0, "{err}");
         assert!(err.contains("appended 0 records"), "{err}");
@@ -290,19 +262,20 @@ fn sigterm_right_after_start_drains_and_exits_0() {
 }
 
 /// POSTs `body` with an `Idempotency-Key`.
-fn post_keyed(d: &Daemon, key: &str, body: &[u8]) -> cli_common::Reply {
-    let auth = format!("Bearer {TOKEN}");
-    http(
-        d.ingest.unwrap(),
-        "POST",
-        "/v1/records",
-        &[
-            ("Content-Type", "application/x-ndjson"),
-            ("Authorization", auth.as_str()),
-            ("Idempotency-Key", key),
-        ],
-        body,
-    )
+fn post_keyed(d: &Daemon, key: &str, body: &[u8]) -> common::cli::Reply {
+    post_with(d, body, Some(TOKEN), &[("Idempotency-Key", key)])
+}
+
+/// POSTs the two records keyed `order-17`; the answer is the receipt of
+/// the first time, seqs 0 and 1.
+fn post_order_17(d: &Daemon) -> common::cli::Reply {
+    let r = post_keyed(d, "order-17", b"{\"a\":1}\n{\"b\":2}\n");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"accepted": 2, "first_seq": 0, "last_seq": 1})
+    );
+    r
 }
 
 /// The file sink's output lines (one payload each), in order.
@@ -318,31 +291,15 @@ fn output_lines(out: &std::path::Path) -> Vec<String> {
 fn a_retried_post_with_the_same_idempotency_key_appends_nothing() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("out.ndjson");
-    let cfg = config(
-        t.path(),
-        &format!(
-            "[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"{}\"\n",
-            out.display()
-        ),
-    );
+    let cfg = config(t.path(), |c| c.file("out", &out, ""));
     let envs = [("OUTBOX_TEST_TOKEN", TOKEN)];
     let d = Daemon::listening(&cfg, &envs);
 
-    let r = post_keyed(&d, "order-17", b"{\"a\":1}\n{\"b\":2}\n");
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        r.json(),
-        json!({"accepted": 2, "first_seq": 0, "last_seq": 1})
-    );
+    let r = post_order_17(&d);
     assert_eq!(r.header("idempotent-replayed"), None);
 
     // The same key and body: the original receipt, marked as a replay.
-    let r = post_keyed(&d, "order-17", b"{\"a\":1}\n{\"b\":2}\n");
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        r.json(),
-        json!({"accepted": 2, "first_seq": 0, "last_seq": 1})
-    );
+    let r = post_order_17(&d);
     assert_eq!(r.header("idempotent-replayed"), Some("true"));
 
     // The same key with another body: 409, nothing appended.
@@ -364,19 +321,14 @@ fn a_retried_post_with_the_same_idempotency_key_appends_nothing() {
     // Another key appends after the first request.
     let r = post_keyed(&d, "order-18", b"{\"c\":4}\n");
     assert_eq!(r.json()["first_seq"], 2, "{}", r.body);
-    wait_for("delivery", || output_lines(&out).len() == 3);
+    wait_for("delivery", 20, || output_lines(&out).len() == 3);
     let (c, err) = d.stop();
     assert_eq!(c, 0, "{err}");
 
     // The key is durable with its records: after a restart the replay still
     // answers with the original seqs and appends nothing.
     let d = Daemon::listening(&cfg, &envs);
-    let r = post_keyed(&d, "order-17", b"{\"a\":1}\n{\"b\":2}\n");
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        r.json(),
-        json!({"accepted": 2, "first_seq": 0, "last_seq": 1})
-    );
+    let r = post_order_17(&d);
     assert_eq!(r.header("idempotent-replayed"), Some("true"));
     let (c, err) = d.stop();
     assert_eq!(c, 0, "{err}");

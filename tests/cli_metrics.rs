@@ -6,14 +6,15 @@
 //! and the dashboard's queries are checked with `promtool` (Debian's
 //! `prometheus` package; `.ci/run` installs it).
 
-mod cli_common;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cli_common::{Daemon, Receiver, http, prom_value as value};
+use common::cli::{Daemon, Receiver, http, prom_value as value};
+use common::process::tool;
+use common::process::wait_for;
 use serde_json::Value;
 
 fn repo(path: &str) -> String {
@@ -25,14 +26,6 @@ fn repo(path: &str) -> String {
 fn names(text: &str) -> BTreeSet<String> {
     let re = regex::Regex::new(r"\boutbox_[a-z_]+[a-z]").unwrap();
     re.find_iter(text).map(|m| m.as_str().to_string()).collect()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -51,7 +44,7 @@ fn metrics_carry_the_alerting_signals_the_dashboard_and_alerts_use() {
         ),
     )
     .unwrap();
-    let d = Daemon::with_config(&cfg, &[("OUTBOX_TEST_HOOK", "hook-secret")]);
+    let d = Daemon::listening(&cfg, &[("OUTBOX_TEST_HOOK", "hook-secret")]);
     let admin = d.admin.unwrap();
     let scrape = || {
         let r = http(admin, "GET", "/metrics", &[], b"");
@@ -74,15 +67,9 @@ fn metrics_carry_the_alerting_signals_the_dashboard_and_alerts_use() {
         assert_eq!(value(&m, &state("paused")), 0.0);
     }
 
-    let r = http(
-        d.ingest.unwrap(),
-        "POST",
-        "/v1/records",
-        &[("Content-Type", "application/x-ndjson")],
-        b"{\"n\":1}\n",
-    );
+    let r = d.post(b"{\"n\":1}\n");
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_for("out to deliver and web to be refused", || {
+    wait_for("out to deliver and web to be refused", 20, || {
         let m = scrape();
         value(&m, "outbox_lag_records{sink=\"out\"}") == 0.0 && !rx.seen().is_empty()
     });
@@ -138,23 +125,10 @@ fn metrics_carry_the_alerting_signals_the_dashboard_and_alerts_use() {
     assert_eq!(code, 0, "{err}");
 }
 
-/// `promtool`, or `None` (a failure when `CI=true`).
-fn promtool() -> Option<Command> {
-    match Command::new("promtool").arg("--version").output() {
-        Ok(o) if o.status.success() => Some(Command::new("promtool")),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "promtool is missing: apt-get install prometheus (.ci/run does)"
-            );
-            eprintln!("SKIPPED: promtool not found (apt-get install prometheus)");
-            None
-        }
-    }
-}
-
 fn promtool_ok(args: &[&str]) {
-    let Some(mut c) = promtool() else { return };
+    let Some(mut c) = tool("promtool", "apt-get install prometheus") else {
+        return;
+    };
     let o = c
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -1,17 +1,15 @@
 //! `outbox salvage` through the real binary: what it copies, what it
 //! writes off and says so, and that the copy verifies and delivers.
 
-mod cli_common;
 mod common;
-mod held;
 
 use std::path::{Path, PathBuf};
 
-use cli_common::{Daemon, Receiver, code, dump_json, run, stderr, stdout};
-use common::raw_sled;
-use held::{
-    HELD, N, check, close, config_with, fill, input, remove_middle_value, remove_offset, run_cfg,
+use common::cli::{Daemon, HOOK, Receiver, code, dump_json, run, run_config, stderr, stdout};
+use common::held::{
+    HELD, N, check, close, config_with, fill, input, remove_middle_value, remove_offset,
 };
+use common::raw_sled;
 use outbox::codec;
 use serde_json::Value;
 
@@ -79,7 +77,7 @@ fn deliver_to_file(t: &Path, data: &Path) -> (Vec<u64>, String) {
     );
     // The salvage kept the webhook's retry state of the first record (a
     // minute of backoff); the file sink's settings cap the resumed wait.
-    let o = run_cfg(&cfg, b"");
+    let o = run_config(&cfg, b"");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("all sinks drained"), "{}", stderr(&o));
     let text = std::fs::read_to_string(&out).unwrap();
@@ -165,11 +163,11 @@ fn parked_and_held(t: &Path, n: usize) -> (PathBuf, Receiver) {
     let rx = Receiver::start(vec![400]);
     let data = t.join("data");
     let sinks = format!(
-        "{HELD}[[sinks]]\nname = \"p\"\nkind = \"webhook\"\n[sinks.webhook]\nurl = \"http://{}/\"\nsecret_env = \"OUTBOX_TEST_HOOK_SECRET\"\nsecret_format = \"raw\"\n",
+        "{HELD}[[sinks]]\nname = \"p\"\nkind = \"webhook\"\n[sinks.webhook]\nurl = \"http://{}/\"\nsecret_env = \"OUTBOX_TEST_HOOK\"\nsecret_format = \"raw\"\n",
         rx.addr
     );
     let cfg = config_with(t, "two.toml", &data, &sinks);
-    let o = run_cfg(&cfg, input(n).as_bytes());
+    let o = run_config(&cfg, input(n).as_bytes());
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let dlq = dump_json(&data, &["--tree", "dlq"])["dlq"]
         .as_array()
@@ -276,16 +274,7 @@ fn an_undamaged_store_is_copied_whole_with_exit_0() {
 fn salvage_refuses_a_store_a_daemon_holds() {
     let t = tempfile::tempdir().unwrap();
     let (cfg, data) = fill(t.path());
-    let d = Daemon::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ingest-listen",
-            "127.0.0.1:0",
-        ],
-        &[("OUTBOX_TEST_HOOK_SECRET", "k")],
-    );
+    let d = Daemon::ingesting(&cfg, &[], &[HOOK]);
     let new = t.path().join("new");
     let o = salvage(&data, &new);
     assert_eq!(code(&o), 3, "{}", stderr(&o));

@@ -4,14 +4,16 @@
 //! listeners already serving), `WATCHDOG=1` at about half of
 //! `WATCHDOG_USEC`, `STOPPING=1` when the drain begins and nothing after.
 
-mod cli_common;
+mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cli_common::{Daemon, http};
+use common::cli::{Daemon, http};
+use common::process::tool;
+use common::process::wait_for;
 
 /// Every datagram received on `sock`, with when it arrived.
 fn collect(sock: UnixDatagram) -> Arc<Mutex<Vec<(Instant, String)>>> {
@@ -41,14 +43,6 @@ fn states(got: &Mutex<Vec<(Instant, String)>>) -> Vec<String> {
         .collect()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn ready_then_watchdog_then_stopping_over_notify_socket() {
     let t = tempfile::tempdir().unwrap();
@@ -74,7 +68,7 @@ fn ready_then_watchdog_then_stopping_over_notify_socket() {
             ("WATCHDOG_USEC", "1000000"),
         ],
     );
-    wait_for("READY=1", || !states(&got).is_empty());
+    wait_for("READY=1", 20, || !states(&got).is_empty());
     let first = got.lock().unwrap()[0].1.clone();
     assert_eq!(first, "READY=1\nSTATUS=delivering to 1 sink\n");
     // Ready means serving: both listeners answer.
@@ -82,21 +76,15 @@ fn ready_then_watchdog_then_stopping_over_notify_socket() {
         http(d.admin.unwrap(), "GET", "/healthz", &[], b"").status,
         200
     );
-    let r = http(
-        d.ingest.unwrap(),
-        "POST",
-        "/v1/records",
-        &[("Content-Type", "application/x-ndjson")],
-        b"{\"n\":1}\n",
-    );
+    let r = d.post(b"{\"n\":1}\n");
     assert_eq!(r.status, 200, "{}", r.body);
 
-    wait_for("three WATCHDOG=1", || {
+    wait_for("three WATCHDOG=1", 20, || {
         states(&got).iter().filter(|s| *s == "WATCHDOG=1").count() >= 3
     });
     let (code, err) = d.stop();
     assert_eq!(code, 0, "{err}");
-    wait_for("STOPPING=1", || {
+    wait_for("STOPPING=1", 20, || {
         states(&got).contains(&"STOPPING=1".to_string())
     });
     // Anything sent after STOPPING=1 would have arrived by now.
@@ -138,7 +126,7 @@ fn stdin_mode_says_ready_and_stopping_and_skips_a_watchdog_meant_for_another_pid
     let path = t.path().join("notify.sock");
     let got = collect(UnixDatagram::bind(&path).unwrap());
     let out = t.path().join("out.ndjson");
-    let mut child = cli_common::bin()
+    let mut child = common::cli::bin()
         .args([
             "run",
             "--data-dir",
@@ -155,7 +143,7 @@ fn stdin_mode_says_ready_and_stopping_and_skips_a_watchdog_meant_for_another_pid
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("READY=1", || !states(&got).is_empty());
+    wait_for("READY=1", 20, || !states(&got).is_empty());
     // Long enough for a 100 ms watchdog to have been fed a few times.
     std::thread::sleep(Duration::from_millis(500));
     use std::io::Write;
@@ -172,31 +160,13 @@ fn stdin_mode_says_ready_and_stopping_and_skips_a_watchdog_meant_for_another_pid
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    wait_for("STOPPING=1", || states(&got).len() >= 2);
+    wait_for("STOPPING=1", 20, || states(&got).len() >= 2);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(states(&got), ["READY=1", "STOPPING=1"]);
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         "{\"n\":1}\n{\"n\":2}\n"
     );
-}
-
-/// `systemd-analyze`, or `None` (a failure when `CI=true`).
-fn systemd_analyze() -> Option<std::process::Command> {
-    match std::process::Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-    {
-        Ok(o) if o.status.success() => Some(std::process::Command::new("systemd-analyze")),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "systemd-analyze is missing: apt-get install systemd (.ci/run does)"
-            );
-            eprintln!("SKIPPED: systemd-analyze not found (apt-get install systemd)");
-            None
-        }
-    }
 }
 
 #[test]
@@ -213,7 +183,7 @@ fn the_example_unit_parses_and_is_hardened() {
     ] {
         assert!(text.contains(want), "examples/outbox.service lacks {want}");
     }
-    let Some(mut verify) = systemd_analyze() else {
+    let Some(mut verify) = tool("systemd-analyze", "apt-get install systemd") else {
         return;
     };
     // verify wants the ExecStart binary to exist: point it at the one
@@ -236,7 +206,7 @@ fn the_example_unit_parses_and_is_hardened() {
         "verify: {said}"
     );
     // Exposure at most 1.5 of 10 ("OK"); the threshold is in tenths.
-    let o = systemd_analyze()
+    let o = tool("systemd-analyze", "apt-get install systemd")
         .unwrap()
         .args(["security", "--offline=true", "--threshold=15"])
         .arg(&unit)

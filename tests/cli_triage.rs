@@ -5,13 +5,17 @@
 //! status the record asks for (`{"status":422}`), so each entry's seq,
 //! error and time are known.
 
-mod cli_common;
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cli_common::{Daemon, Receiver, code, dump_json, http, run, stderr, stdout};
+use common::cli::{
+    Daemon, HOOK, Receiver, code, dump_json, http, run, run_config_ok, stderr, stdout,
+};
+use common::config::parking_webhook;
+use common::process::wait_for;
 use serde_json::{Value, json};
 
 /// Answers the record's `status` (a 4xx parks it at once with
@@ -26,37 +30,6 @@ fn receiver(fixed: Arc<AtomicBool>) -> Receiver {
             .and_then(|v| v["status"].as_u64())
             .map_or(200, |s| s as u16)
     }))
-}
-
-fn config(dir: &std::path::Path, rx: &Receiver) -> std::path::PathBuf {
-    let text = format!(
-        "data_dir = \"{}\"\ndrain_timeout_secs = 5\n[[sinks]]\nname = \"web\"\nkind = \"webhook\"\nretry_max = 0\nstart = \"earliest\"\n[sinks.webhook]\nurl = \"http://{}/hook\"\nsecret_env = \"OUTBOX_TEST_HOOK\"\nsecret_format = \"raw\"\n",
-        dir.join("data").display(),
-        rx.addr
-    );
-    let p = dir.join("outbox.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// `outbox run` reading `input` on stdin, to the end.
-fn run_daemon(cfg: &std::path::Path, input: &str) {
-    let mut c = cli_common::bin();
-    c.env("OUTBOX_TEST_HOOK", "hook-secret")
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
 /// NDJSON records `{"n":N,"status":S}`.
@@ -192,16 +165,16 @@ fn offline_triage_selects_by_time_error_and_limit() {
     let fixed = Arc::new(AtomicBool::new(false));
     let rx = receiver(fixed.clone());
     let t = tempfile::tempdir().unwrap();
-    let cfg = config(t.path(), &rx);
+    let cfg = parking_webhook(t.path(), rx.addr);
     let data = t.path().join("data");
     let dir = data.to_str().unwrap();
     let target = ["--data-dir", dir];
 
-    run_daemon(&cfg, &records(FIRST));
+    run_config_ok(&cfg, records(FIRST).as_bytes());
     std::thread::sleep(Duration::from_millis(50));
     let mid = now_rfc3339();
     std::thread::sleep(Duration::from_millis(50));
-    run_daemon(&cfg, &records(SECOND));
+    run_config_ok(&cfg, records(SECOND).as_bytes());
     assert_eq!(rx.seen().len(), 6);
 
     check_list_filters(&target, &mid);
@@ -229,17 +202,9 @@ fn offline_triage_selects_by_time_error_and_limit() {
     // redrive must be told what; --limit alone only bounds.
     let redrive = ["dlq", "redrive", "--data-dir", dir, "--sink", "web"];
     usage(&[&redrive[..], &["--limit", "3"]].concat(), "--error-match");
+    let unknown = ["dlq", "redrive", "--data-dir", dir, "--sink", "nope"];
     usage(
-        &[
-            "dlq",
-            "redrive",
-            "--data-dir",
-            dir,
-            "--sink",
-            "nope",
-            "--all",
-            "--dry-run",
-        ],
+        &[&unknown[..], &["--all", "--dry-run"]].concat(),
         "unknown sink `nope`",
     );
 
@@ -322,7 +287,7 @@ fn offline_triage_selects_by_time_error_and_limit() {
 
     // The next run delivers the redriven records under their old ids.
     fixed.store(true, Ordering::SeqCst);
-    run_daemon(&cfg, "");
+    run_config_ok(&cfg, b"");
     let seen = rx.seen();
     let last: Vec<(u16, &str, &str)> = seen[6..]
         .iter()
@@ -337,21 +302,13 @@ fn offline_triage_selects_by_time_error_and_limit() {
     );
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn online_triage_through_the_admin_endpoint() {
     let fixed = Arc::new(AtomicBool::new(false));
     let rx = receiver(fixed.clone());
     let t = tempfile::tempdir().unwrap();
-    let cfg = config(t.path(), &rx);
-    let d = Daemon::with_config(&cfg, &[("OUTBOX_TEST_HOOK", "hook-secret")]);
+    let cfg = parking_webhook(t.path(), rx.addr);
+    let d = Daemon::listening(&cfg, &[HOOK]);
     let admin = d.admin.unwrap();
     let url = format!("http://{admin}");
     let target = ["--admin", url.as_str()];
@@ -361,23 +318,17 @@ fn online_triage_through_the_admin_endpoint() {
             .unwrap()
     };
     let post = |items: &[(u64, u16)]| {
-        let r = http(
-            d.ingest.unwrap(),
-            "POST",
-            "/v1/records",
-            &[("Content-Type", "application/x-ndjson")],
-            records(items).as_bytes(),
-        );
+        let r = d.post(records(items).as_bytes());
         assert_eq!(r.status, 200, "{}", r.body);
     };
 
     post(FIRST);
-    wait_for("the first DLQ entries", || dlq_count() == 3);
+    wait_for("the first DLQ entries", 20, || dlq_count() == 3);
     std::thread::sleep(Duration::from_millis(50));
     let mid = now_rfc3339();
     std::thread::sleep(Duration::from_millis(50));
     post(SECOND);
-    wait_for("the second DLQ entries", || dlq_count() == 6);
+    wait_for("the second DLQ entries", 20, || dlq_count() == 6);
 
     check_list_filters(&target, &mid);
     let all = list(&target, &[]);
@@ -454,7 +405,7 @@ fn online_triage_through_the_admin_endpoint() {
         serde_json::from_str::<Value>(&out).unwrap(),
         json!({"redrove": 2, "sink": "web", "seqs": [1, 3]})
     );
-    wait_for("the redriven records", || rx.seen().len() == 8);
+    wait_for("the redriven records", 20, || rx.seen().len() == 8);
     let id = |i: usize| all[i]["delivery_id"].as_str().unwrap().to_string();
     let mut redelivered: Vec<(u16, String)> = rx.seen()[6..]
         .iter()

@@ -3,12 +3,13 @@
 //! (SIGKILL, no chance to save anything), and an operator's pause that
 //! holds across a kill and a restart until it is resumed.
 
-mod cli_common;
+mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cli_common::{Daemon, Receiver, code, http, prom_value, run, stderr, stdout};
+use common::cli::{Daemon, Receiver, code, http, prom_value, run, stderr, stdout};
+use common::process::wait_for;
 use serde_json::Value;
 
 const SECRET: (&str, &str) = ("OUTBOX_TEST_HOOK", "hook-secret");
@@ -29,26 +30,12 @@ fn config(dir: &Path, receiver: &Receiver, web_extra: &str) -> std::path::PathBu
 }
 
 fn start(cfg: &Path) -> Daemon {
-    Daemon::with_config(cfg, &[SECRET])
+    Daemon::listening(cfg, &[SECRET])
 }
 
 fn ingest(d: &Daemon, body: &[u8]) {
-    let r = http(
-        d.ingest.unwrap(),
-        "POST",
-        "/v1/records",
-        &[("Content-Type", "application/x-ndjson")],
-        body,
-    );
+    let r = d.post(body);
     assert_eq!(r.status, 200, "{}", r.body);
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn admin_url(d: &Daemon) -> String {

@@ -12,6 +12,8 @@
 //! The child is this test binary itself, re-run with `--ignored --exact
 //! crash_child` and `OUTBOX_CRASH_DIR` set.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,13 +24,9 @@ use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Fi
 use outbox::{Outbox, Record, SinkConfig, SyncPolicy};
 use rand::Rng;
 
-/// Kills per run; `OUTBOX_CRASH_KILLS` overrides it for a long run.
-fn kill_count() -> usize {
-    std::env::var("OUTBOX_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
-}
+use common::numbered;
+use common::process::kill_count;
+use common::sinks::Stuck;
 
 /// A file sink that fails transiently on about one delivery in ten.
 struct Flaky(FileSink);
@@ -213,7 +211,7 @@ fn crash_loop(sync: &str) {
     let mut rng = rand::rng();
     let mut kills = 0;
     let mut checked_acks = 0;
-    for round in 0..kill_count() as u64 {
+    for round in 0..kill_count("OUTBOX_CRASH_KILLS", 12) as u64 {
         let mut child = spawn_child(dir, round * 1_000_000, false, sync);
         std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
         if let Ok(Some(st)) = child.try_wait() {
@@ -272,22 +270,6 @@ fn crash_loop(sync: &str) {
 
 // ------------------------------------------- replay with the same ids --
 
-/// A sink that never finishes a delivery: everything stays pending.
-struct Never;
-
-impl Sink for Never {
-    fn deliver<'a>(
-        &'a self,
-        _record: &'a Record,
-        _ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        Box::pin(std::future::pending())
-    }
-    fn kind(&self) -> &'static str {
-        "never"
-    }
-}
-
 /// Records what it delivers: (seq, delivery id, payload).
 #[derive(Clone, Default)]
 struct Collect(std::sync::Arc<std::sync::Mutex<Vec<(u64, String, String)>>>);
@@ -318,16 +300,12 @@ impl Sink for Collect {
 async fn replay_child() {
     let dir = PathBuf::from(std::env::var("OUTBOX_CRASH_DIR").expect("OUTBOX_CRASH_DIR"));
     let (ob, _acks) = Outbox::<u32>::builder(dir.join("data"))
-        .sink("web", Never, sink_cfg())
+        .sink("web", Stuck, sink_cfg())
         .open()
         .await
         .unwrap();
     let receipts = ob
-        .dispatch_many(
-            (0..50u32)
-                .map(|i| (Record::new(format!("e{i}").into_bytes()), vec![i]))
-                .collect(),
-        )
+        .dispatch_many(numbered(50, |i| format!("e{i}")))
         .await
         .unwrap();
     let mut f = append_file(&dir.join("receipts.log"));

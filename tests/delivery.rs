@@ -17,10 +17,6 @@ use outbox::{
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn name(s: &str) -> SinkName {
     SinkName::new(s).unwrap()
 }
@@ -84,11 +80,6 @@ fn unordered(n: usize) -> SinkConfig {
     }
 }
 
-/// Records `r0`, `r1`, ... with their index as the token.
-fn numbered(n: u32) -> Vec<(Record, Vec<u32>)> {
-    (0..n).map(|i| (rec(&format!("r{i}")), vec![i])).collect()
-}
-
 async fn committed(ob: &Outbox<u32>) -> u64 {
     ob.status().unwrap().sinks[0].committed
 }
@@ -103,7 +94,9 @@ async fn unordered_delivery_does_not_wait_for_a_slow_record_but_the_offset_does(
         .open()
         .await
         .unwrap();
-    ob.dispatch_many(numbered(4)).await.unwrap();
+    ob.dispatch_many(numbered(4, |i| format!("r{i}")))
+        .await
+        .unwrap();
     eventually("r1..r3 delivered around r0", || sink.payloads().len() == 3).await;
     assert_eq!(sink.payloads(), ["r1", "r2", "r3"]);
     // The watermark is contiguous: r0 is in flight, so nothing is committed
@@ -311,7 +304,9 @@ async fn an_operator_pause_holds_every_record_until_resume() {
         .await
         .unwrap();
     ob.pause_sink(&name("web")).await.unwrap();
-    ob.dispatch_many(numbered(3)).await.unwrap();
+    ob.dispatch_many(numbered(3, |i| format!("r{i}")))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(sink.started.lock().is_empty());
     let st = ob.status().unwrap();
@@ -575,7 +570,9 @@ async fn the_engine_reports_each_sink_s_acked_count_and_oldest_pending_record() 
     assert_eq!(signals.last_oldest("b"), Some(None));
     ob.pause_sink(&name("b")).await.unwrap();
     let before = std::time::SystemTime::now() - Duration::from_millis(1);
-    ob.dispatch_many(numbered(3)).await.unwrap();
+    ob.dispatch_many(numbered(3, |i| format!("r{i}")))
+        .await
+        .unwrap();
     let after = std::time::SystemTime::now();
     eventually("a passes all three", || signals.acked("a") == 3).await;
     eventually("a caught up", || signals.last_oldest("a") == Some(None)).await;

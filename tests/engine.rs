@@ -8,10 +8,6 @@ use std::time::Duration;
 use common::*;
 use outbox::{OnFull, Outbox, OutboxConfig, Record, Seq, SinkConfig, SinkName, Start};
 
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn name(s: &str) -> SinkName {
     SinkName::new(s).unwrap()
 }
@@ -21,12 +17,7 @@ async fn delivers_in_order_and_acks_each_token_once() {
     let d = dir();
     let a = TestSink::new(Behaviour::Ok);
     let b = TestSink::new(Behaviour::Ok);
-    let (ob, mut acks) = Outbox::<u32>::builder(d.path())
-        .sink("a", a.clone(), fast())
-        .sink("b", b.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox::<u32>(d.path(), &[("a", &a), ("b", &b)]).await;
     let mut receipts = Vec::new();
     for i in 0..100u32 {
         receipts.push(ob.dispatch(rec(&format!("r{i}")), vec![i]).await.unwrap());
@@ -57,12 +48,8 @@ async fn ack_waits_for_the_slow_sink() {
     let d = dir();
     let fast_sink = TestSink::new(Behaviour::Ok);
     let (slow, gate) = TestSink::gated(Behaviour::Ok);
-    let (ob, mut acks) = Outbox::<&'static str>::builder(d.path())
-        .sink("fast", fast_sink.clone(), fast())
-        .sink("slow", slow.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, mut acks) =
+        open_outbox::<&'static str>(d.path(), &[("fast", &fast_sink), ("slow", &slow)]).await;
     ob.dispatch(rec("x"), vec!["tok"]).await.unwrap();
     eventually("fast sink delivers", || fast_sink.delivered().len() == 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -88,13 +75,11 @@ async fn permanent_and_transient_take_separate_paths() {
     let perm = TestSink::new(Behaviour::AlwaysPermanent);
     let flaky = TestSink::new(Behaviour::FailFirst(2));
     let down = TestSink::new(Behaviour::AlwaysTransient);
-    let (ob, mut acks) = Outbox::<u8>::builder(d.path())
-        .sink("perm", perm.clone(), fast())
-        .sink("flaky", flaky.clone(), fast())
-        .sink("down", down.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox::<u8>(
+        d.path(),
+        &[("perm", &perm), ("flaky", &flaky), ("down", &down)],
+    )
+    .await;
     let r = ob.dispatch(rec("one"), vec![1]).await.unwrap();
     let t = tokio::time::timeout(Duration::from_secs(5), acks.recv())
         .await
@@ -123,12 +108,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
     let d = dir();
     let perm = TestSink::new(Behaviour::AlwaysPermanent);
     let other = TestSink::new(Behaviour::Ok);
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .sink("hook", perm.clone(), fast())
-        .sink("file", other.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &perm), ("file", &other)]).await;
     let r = ob.dispatch(rec("bad-then-good"), vec![]).await.unwrap();
     eventually("parked", || {
         ob.dlq_list(None).map(|l| l.len() == 1).unwrap_or(false)
@@ -138,12 +118,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
 
     let fixed = TestSink::new(Behaviour::Ok);
     let other2 = TestSink::new(Behaviour::Ok);
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .sink("hook", fixed.clone(), fast())
-        .sink("file", other2.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &fixed), ("file", &other2)]).await;
     let dl = ob.dlq_list(Some(&name("hook"))).unwrap();
     assert_eq!(dl.len(), 1, "DLQ survives a reopen");
     assert_eq!(dl[0].origin, r.seq.0);
@@ -221,35 +196,19 @@ async fn drop_sink_never_blocks_and_block_sink_backpressures() {
     assert_eq!(n, 200, "delivered or dropped, every token is released once");
 
     // Block: with a gated sink and max lag 5, the sixth dispatch waits.
-    let d = dir();
-    let (slow, gate) = TestSink::gated(Behaviour::Ok);
     let cfg = SinkConfig {
         max_lag_records: Some(5),
         ..fast()
     };
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .sink("slow", slow.clone(), cfg)
-        .open()
-        .await
-        .unwrap();
-    for i in 0..5 {
-        ob.dispatch(rec(&format!("{i}")), vec![]).await.unwrap();
-    }
-    assert_eq!(ob.full_sink(), Some(name("slow")));
-    let blocked =
-        tokio::time::timeout(Duration::from_millis(200), ob.dispatch(rec("6"), vec![])).await;
-    assert!(
-        blocked.is_err(),
-        "dispatch must wait while the Block sink is full"
-    );
-    gate.send(true).unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), ob.dispatch(rec("6"), vec![]))
-        .await
-        .expect("room after the sink catches up")
-        .unwrap();
-    assert_eq!(r.seq, Seq(5));
-    ob.shutdown(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(slow.delivered().len(), 6);
+    let fill = (0..5).map(|i| rec(&format!("{i}"))).collect();
+    waits_until_slow_catches_up(
+        cfg,
+        fill,
+        "6",
+        "dispatch must wait while the Block sink is full",
+        "room after the sink catches up",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -260,10 +219,7 @@ async fn seqs_stay_monotonic_after_full_truncation() {
         ..OutboxConfig::default()
     };
     let sink = TestSink::new(Behaviour::Ok);
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .config(cfg.clone())
-        .sink("s", sink.clone(), fast())
-        .open()
+    let (ob, _) = open_with::<()>(d.path(), cfg.clone(), &[("s", &sink)])
         .await
         .unwrap();
     for i in 0..30 {
@@ -275,10 +231,7 @@ async fn seqs_stay_monotonic_after_full_truncation() {
     ob.close(Duration::from_secs(5)).await.unwrap();
     {
         // One more session so the truncator sees the final commit.
-        let (ob, _) = Outbox::<()>::builder(&path)
-            .config(cfg.clone())
-            .sink("s", TestSink::new(Behaviour::Ok), fast())
-            .open()
+        let (ob, _) = open_with::<()>(&path, cfg.clone(), &[("s", &TestSink::new(Behaviour::Ok))])
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -289,10 +242,7 @@ async fn seqs_stay_monotonic_after_full_truncation() {
     assert_eq!(extent.first, None, "the whole log was truncated");
     assert_eq!(extent.end, Seq(30));
     drop(store);
-    let (ob, _) = Outbox::<()>::builder(&path)
-        .config(cfg)
-        .sink("s", TestSink::new(Behaviour::Ok), fast())
-        .open()
+    let (ob, _) = open_with::<()>(&path, cfg, &[("s", &TestSink::new(Behaviour::Ok))])
         .await
         .unwrap();
     let r = ob.dispatch(rec("next"), vec![]).await.unwrap();
@@ -304,11 +254,7 @@ async fn seqs_stay_monotonic_after_full_truncation() {
 async fn concurrent_dispatchers_share_group_commits() {
     let d = dir();
     let sink = TestSink::new(Behaviour::Ok);
-    let (ob, mut acks) = Outbox::<u64>::builder(d.path())
-        .sink("s", sink.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox::<u64>(d.path(), &[("s", &sink)]).await;
     let ob = std::sync::Arc::new(ob);
     let mut tasks = Vec::new();
     for t in 0..8u64 {
@@ -347,11 +293,7 @@ async fn concurrent_dispatchers_share_group_commits() {
 async fn a_panicking_sink_is_reported_and_delivery_goes_on() {
     let d = dir();
     let sink = TestSink::new(Behaviour::PanicOn(b"boom".to_vec()));
-    let (ob, mut acks) = Outbox::<u8>::builder(d.path())
-        .sink("p", sink.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox::<u8>(d.path(), &[("p", &sink)]).await;
     ob.dispatch(rec("a"), vec![1]).await.unwrap();
     ob.dispatch(rec("boom"), vec![2]).await.unwrap();
     ob.dispatch(rec("c"), vec![3]).await.unwrap();
@@ -377,11 +319,7 @@ async fn a_panicking_sink_is_reported_and_delivery_goes_on() {
 #[tokio::test]
 async fn orphans_hold_nothing_back_and_new_sinks_start_where_told() {
     let d = dir();
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .sink("old", TestSink::new(Behaviour::Ok), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, _) = open_outbox::<()>(d.path(), &[("old", &TestSink::new(Behaviour::Ok))]).await;
     for i in 0..5 {
         ob.dispatch(rec(&format!("{i}")), vec![]).await.unwrap();
     }
@@ -430,11 +368,7 @@ async fn orphans_hold_nothing_back_and_new_sinks_start_where_told() {
 async fn shutdown_with_a_hung_sink_stops_at_the_timeout_and_keeps_the_rest() {
     let d = dir();
     let (hung, _gate) = TestSink::gated(Behaviour::Ok);
-    let (ob, mut acks) = Outbox::<u8>::builder(d.path())
-        .sink("hung", hung, fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox::<u8>(d.path(), &[("hung", &hung)]).await;
     ob.dispatch(rec("1"), vec![1]).await.unwrap();
     ob.dispatch(rec("2"), vec![2]).await.unwrap();
     let started = std::time::Instant::now();
@@ -450,11 +384,7 @@ async fn shutdown_with_a_hung_sink_stops_at_the_timeout_and_keeps_the_rest() {
     drop(ob);
 
     let sink = TestSink::new(Behaviour::Ok);
-    let (ob, _) = Outbox::<u8>::builder(d.path())
-        .sink("hung", sink.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, _) = open_outbox::<u8>(d.path(), &[("hung", &sink)]).await;
     eventually("left-overs replayed", || sink.delivered().len() == 2).await;
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
@@ -557,11 +487,7 @@ impl outbox::MetricsHook for SizeHook {
 async fn log_size_is_reported_and_read_log_returns_records() {
     let d = dir();
     let (gated, gate) = TestSink::gated(Behaviour::Ok);
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .sink("s", gated, fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, _) = open_outbox::<()>(d.path(), &[("s", &gated)]).await;
     ob.dispatch_many((0..5).map(|i| (rec(&format!("r{i}")), vec![])).collect())
         .await
         .unwrap();
@@ -616,11 +542,7 @@ async fn every_sync_policy_delivers_and_acks() {
             .await
             .unwrap();
         let receipts = ob
-            .dispatch_many(
-                (0..50u32)
-                    .map(|i| (rec(&format!("{i}")), vec![i]))
-                    .collect(),
-            )
+            .dispatch_many(numbered(50, |i| format!("{i}")))
             .await
             .unwrap();
         assert_eq!(receipts.last().unwrap().seq, Seq(49), "{policy:?}");
@@ -648,41 +570,58 @@ async fn every_sync_policy_delivers_and_acks() {
     }
 }
 
-#[tokio::test]
-async fn a_byte_limit_blocks_dispatch_until_the_sink_catches_up() {
+/// A gated sink `slow` under `cfg` is full once `fill` is dispatched: a
+/// dispatch of `next` waits (`why`) until the gate opens, then gets room
+/// (`room`) and the next seq, and `slow` delivers every record.
+async fn waits_until_slow_catches_up(
+    cfg: SinkConfig,
+    fill: Vec<Record>,
+    next: &str,
+    why: &str,
+    room: &str,
+) {
     let d = dir();
     let (slow, gate) = TestSink::gated(Behaviour::Ok);
-    let cfg = SinkConfig {
-        max_lag_records: None,
-        max_lag_bytes: Some(1000),
-        ..fast()
-    };
     let (ob, _) = Outbox::<()>::builder(d.path())
         .sink("slow", slow.clone(), cfg)
         .open()
         .await
         .unwrap();
-    // 4 records of 300 bytes: 1200 bytes of lag, over the 1000-byte limit.
-    for _ in 0..4 {
-        ob.dispatch(Record::new(vec![b'x'; 300]), vec![])
-            .await
-            .unwrap();
+    let n = fill.len();
+    for r in fill {
+        ob.dispatch(r, vec![]).await.unwrap();
     }
     assert_eq!(ob.full_sink(), Some(name("slow")));
     let blocked =
-        tokio::time::timeout(Duration::from_millis(200), ob.dispatch(rec("more"), vec![])).await;
-    assert!(
-        blocked.is_err(),
-        "dispatch waits while the byte lag is at the limit"
-    );
+        tokio::time::timeout(Duration::from_millis(200), ob.dispatch(rec(next), vec![])).await;
+    assert!(blocked.is_err(), "{why}");
     gate.send(true).unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), ob.dispatch(rec("more"), vec![]))
+    let r = tokio::time::timeout(Duration::from_secs(5), ob.dispatch(rec(next), vec![]))
         .await
-        .expect("room once the sink caught up")
+        .expect(room)
         .unwrap();
-    assert_eq!(r.seq, Seq(4));
+    assert_eq!(r.seq, Seq(n as u64));
     ob.close(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(slow.delivered().len(), 5);
+    assert_eq!(slow.delivered().len(), n + 1);
+}
+
+#[tokio::test]
+async fn a_byte_limit_blocks_dispatch_until_the_sink_catches_up() {
+    let cfg = SinkConfig {
+        max_lag_records: None,
+        max_lag_bytes: Some(1000),
+        ..fast()
+    };
+    // 4 records of 300 bytes: 1200 bytes of lag, over the 1000-byte limit.
+    let fill = (0..4).map(|_| Record::new(vec![b'x'; 300])).collect();
+    waits_until_slow_catches_up(
+        cfg,
+        fill,
+        "more",
+        "dispatch waits while the byte lag is at the limit",
+        "room once the sink caught up",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -695,10 +634,7 @@ async fn a_backlog_switches_to_small_log_values() {
         backlog_records: 100,
         ..OutboxConfig::default()
     };
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .config(cfg)
-        .sink("s", stuck, fast())
-        .open()
+    let (ob, _) = open_with::<()>(d.path(), cfg, &[("s", &stuck)])
         .await
         .unwrap();
     // 100-byte records, 50 per request: 5,000 bytes a request.
@@ -825,11 +761,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
 async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
     let d = dir();
     let perm = TestSink::new(Behaviour::AlwaysPermanent);
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .sink("hook", perm.clone(), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &perm)]).await;
     let r = ob.dispatch(rec("parked"), vec![]).await.unwrap();
     eventually("parked", || {
         ob.dlq_list(None).map(|l| l.len() == 1).unwrap_or(false)
@@ -851,11 +783,7 @@ async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
         "{redrive:?}"
     );
     abandon(ob, d.path()).await;
-    let (ob, _) = Outbox::<()>::builder(d.path())
-        .sink("hook", TestSink::new(Behaviour::Ok), fast())
-        .open()
-        .await
-        .unwrap();
+    let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &TestSink::new(Behaviour::Ok))]).await;
     let dl = ob.dlq_list(None).unwrap();
     assert_eq!(dl.len(), 1, "the entry is still parked");
     assert_eq!(dl[0].origin, r.seq.0);

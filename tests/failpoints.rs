@@ -158,18 +158,6 @@ async fn settled(ob: &Outbox<u32>) {
     .await;
 }
 
-async fn open(
-    dir: &Path,
-    cfg: OutboxConfig,
-    sinks: &[(&str, &TestSink)],
-) -> outbox::Result<(Outbox<u32>, UnboundedReceiver<u32>)> {
-    let mut b = Outbox::<u32>::builder(dir).config(cfg);
-    for (n, s) in sinks {
-        b = b.sink(*n, (*s).clone(), fast());
-    }
-    b.open().await
-}
-
 fn records(payloads: &[&str], tokens: std::ops::Range<u32>) -> Vec<(Record, Vec<u32>)> {
     payloads
         .iter()
@@ -192,7 +180,7 @@ async fn reopen_and_check(dir: &Path, sinks: &[&str], expect: &Got) -> Got {
     let (reserved, ..) = inspect(dir);
     let fresh: Vec<TestSink> = sinks.iter().map(|_| TestSink::new(Behaviour::Ok)).collect();
     let named: Vec<(&str, &TestSink)> = sinks.iter().copied().zip(fresh.iter()).collect();
-    let (ob, mut acks) = open(dir, OutboxConfig::default(), &named)
+    let (ob, mut acks) = open_with(dir, OutboxConfig::default(), &named)
         .await
         .expect("the store reopens after the failure");
     let r = ob.dispatch(rec("after"), vec![99]).await.unwrap();
@@ -212,6 +200,22 @@ async fn reopen_and_check(dir: &Path, sinks: &[&str], expect: &Got) -> Got {
     all
 }
 
+/// Opens with sinks `a` and `b` and has both deliver r0..r2 (tokens 0..3)
+/// and release their acks.
+async fn three_delivered(
+    dir: &Path,
+    a: &TestSink,
+    b: &TestSink,
+) -> (Outbox<u32>, UnboundedReceiver<u32>, Vec<Receipt>) {
+    let (ob, mut acks) = open_outbox(dir, &[("a", a), ("b", b)]).await;
+    let first = ob
+        .dispatch_many(records(&["r0", "r1", "r2"], 0..3))
+        .await
+        .unwrap();
+    assert_eq!(acks_n(&mut acks, 3).await, vec![0, 1, 2]);
+    (ob, acks, first)
+}
+
 // ------------------------------------------------------------ store::append
 
 /// The insert of a log value fails: the dispatch gets the I/O error, the
@@ -222,14 +226,7 @@ async fn a_failed_log_insert_fails_the_dispatch_and_its_seq_is_never_reused() {
     let _fs = scenario();
     let d = tempfile::tempdir().unwrap();
     let (a, b) = (TestSink::new(Behaviour::Ok), TestSink::new(Behaviour::Ok));
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("a", &a), ("b", &b)])
-        .await
-        .unwrap();
-    let first = ob
-        .dispatch_many(records(&["r0", "r1", "r2"], 0..3))
-        .await
-        .unwrap();
-    assert_eq!(acks_n(&mut acks, 3).await, vec![0, 1, 2]);
+    let (ob, mut acks, first) = three_delivered(d.path(), &a, &b).await;
     settled(&ob).await;
 
     fail::cfg("store::append", "return(injected log insert failure)").unwrap();
@@ -273,7 +270,7 @@ async fn a_failed_insert_inside_an_atomic_run_writes_none_of_it() {
         backlog_value_bytes: 8,
         ..OutboxConfig::default()
     };
-    let (ob, mut acks) = open(d.path(), cfg, &[("a", &a)]).await.unwrap();
+    let (ob, mut acks) = open_with(d.path(), cfg, &[("a", &a)]).await.unwrap();
     let first = ob.dispatch(rec("p000"), vec![0]).await.unwrap();
     assert_eq!(acks_n(&mut acks, 1).await, vec![0]);
     settled(&ob).await;
@@ -322,7 +319,7 @@ async fn a_partly_written_group_is_delivered_as_far_as_it_reached_sled() {
         backlog_value_bytes: 8,
         ..OutboxConfig::default()
     };
-    let (ob, mut acks) = open(d.path(), cfg, &[("a", &a)]).await.unwrap();
+    let (ob, mut acks) = open_with(d.path(), cfg, &[("a", &a)]).await.unwrap();
     let ob = Arc::new(ob);
     let log = ob.log_id();
 
@@ -412,9 +409,7 @@ async fn a_failed_flush_releases_no_ack_and_refuses_writes() {
     let d = tempfile::tempdir().unwrap();
     let a = TestSink::new(Behaviour::Ok);
     let (b, gate) = TestSink::gated(Behaviour::Ok);
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("a", &a), ("b", &b)])
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox(d.path(), &[("a", &a), ("b", &b)]).await;
     let receipts = ob
         .dispatch_many(records(&["r0", "r1", "r2"], 0..3))
         .await
@@ -453,37 +448,45 @@ async fn a_failed_flush_releases_no_ack_and_refuses_writes() {
     reopen_and_check(d.path(), &["a", "b"], &Vec::new()).await;
 }
 
-/// The group commit of a dispatch fails: the dispatcher gets `Poisoned`,
-/// and the record, which had reached sled, is delivered after the reopen.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failed_group_commit_fails_the_dispatch_and_the_record_is_delivered_after_reopen() {
-    let _fs = scenario();
+/// Opens with one sink `a`, delivers r0 and waits until the log is empty,
+/// then makes `point` fail once with "injected `what` failure": r1's
+/// dispatch gets `Poisoned` with the I/O error, r2's names `what` though
+/// the one-shot fault is spent, and r1, which had reached sled, is
+/// delivered with its id after the reopen.
+async fn a_failed_sync_poisons_once(point: &str, what: &str) {
     let d = tempfile::tempdir().unwrap();
     let a = TestSink::new(Behaviour::Ok);
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("a", &a)])
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox(d.path(), &[("a", &a)]).await;
     let log = ob.log_id();
     let r0 = ob.dispatch(rec("r0"), vec![0]).await.unwrap();
     assert_eq!(acks_n(&mut acks, 1).await, vec![0]);
     settled(&ob).await;
 
-    fail::cfg("store::flush", "1*return(injected flush failure)").unwrap();
+    fail::cfg(point, &format!("1*return(injected {what} failure)")).unwrap();
     let e = ob.dispatch(rec("r1"), vec![1]).await.unwrap_err();
-    assert_eq!(poisoned(&e), "I/O error: injected flush failure");
+    assert_eq!(poisoned(&e), format!("I/O error: injected {what} failure"));
     let e = ob.dispatch(rec("r2"), vec![2]).await.unwrap_err();
     assert_eq!(
         poisoned(&e),
-        "flush: injected flush failure",
+        format!("{what}: injected {what} failure"),
         "the one-shot fault is spent, and still the store refuses"
     );
-    fail::remove("store::flush");
+    assert!(!ob.is_healthy());
+    fail::remove(point);
     let (shut, rest) = close(ob, &mut acks).await;
     assert!(shut.is_err());
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(got(&a), want(&[r0], &["r0"]), "r1 was never published");
 
     reopen_and_check(d.path(), &["a"], &vec![(1, id_of(log, 1), "r1".into())]).await;
+}
+
+/// The group commit of a dispatch fails: the dispatcher gets `Poisoned`,
+/// and the record, which had reached sled, is delivered after the reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_group_commit_fails_the_dispatch_and_the_record_is_delivered_after_reopen() {
+    let _fs = scenario();
+    a_failed_sync_poisons_once("store::flush", "flush").await;
 }
 
 // ------------------------------------------------------------- store::fsync
@@ -495,29 +498,7 @@ async fn a_failed_group_commit_fails_the_dispatch_and_the_record_is_delivered_af
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_fsync_poisons_and_is_never_retried() {
     let _fs = scenario();
-    let d = tempfile::tempdir().unwrap();
-    let a = TestSink::new(Behaviour::Ok);
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("a", &a)])
-        .await
-        .unwrap();
-    let log = ob.log_id();
-    let r0 = ob.dispatch(rec("r0"), vec![0]).await.unwrap();
-    assert_eq!(acks_n(&mut acks, 1).await, vec![0]);
-    settled(&ob).await;
-
-    fail::cfg("store::fsync", "1*return(injected fsync failure)").unwrap();
-    let e = ob.dispatch(rec("r1"), vec![1]).await.unwrap_err();
-    assert_eq!(poisoned(&e), "I/O error: injected fsync failure");
-    let e = ob.dispatch(rec("r2"), vec![2]).await.unwrap_err();
-    assert_eq!(poisoned(&e), "fsync: injected fsync failure");
-    assert!(!ob.is_healthy());
-    fail::remove("store::fsync");
-    let (shut, rest) = close(ob, &mut acks).await;
-    assert!(shut.is_err());
-    assert!(rest.is_empty(), "{rest:?}");
-    assert_eq!(got(&a), want(&[r0], &["r0"]));
-
-    reopen_and_check(d.path(), &["a"], &vec![(1, id_of(log, 1), "r1".into())]).await;
+    a_failed_sync_poisons_once("store::fsync", "fsync").await;
 }
 
 // ----------------------------------------------------- store::commit_offset
@@ -530,14 +511,7 @@ async fn a_failed_offset_commit_redelivers_with_the_same_ids() {
     let _fs = scenario();
     let d = tempfile::tempdir().unwrap();
     let (a, b) = (TestSink::new(Behaviour::Ok), TestSink::new(Behaviour::Ok));
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("a", &a), ("b", &b)])
-        .await
-        .unwrap();
-    let first = ob
-        .dispatch_many(records(&["r0", "r1", "r2"], 0..3))
-        .await
-        .unwrap();
-    assert_eq!(acks_n(&mut acks, 3).await, vec![0, 1, 2]);
+    let (ob, mut acks, first) = three_delivered(d.path(), &a, &b).await;
 
     fail::cfg("store::commit_offset", "return(injected offset failure)").unwrap();
     let second = ob
@@ -577,9 +551,7 @@ async fn a_failed_offset_and_dlq_transaction_writes_neither() {
     let _fs = scenario();
     let d = tempfile::tempdir().unwrap();
     let p = TestSink::new(Behaviour::AlwaysPermanent);
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("p", &p)])
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox(d.path(), &[("p", &p)]).await;
     fail::cfg("store::commit_offset", "return").unwrap();
     let r0 = ob.dispatch(rec("r0"), vec![0]).await.unwrap();
     eventually("p rejects r0 and the commit fails", || {
@@ -598,9 +570,7 @@ async fn a_failed_offset_and_dlq_transaction_writes_neither() {
     fail::remove("store::commit_offset");
 
     let p2 = TestSink::new(Behaviour::AlwaysPermanent);
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("p", &p2)])
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox(d.path(), &[("p", &p2)]).await;
     eventually("r0 is parked again, and p passes the hole after it", || {
         let st = ob.status().unwrap();
         st.sinks[0].committed == st.head
@@ -642,9 +612,7 @@ async fn a_failed_witness_write_poisons_after_the_flush_it_follows() {
     let _fs = scenario();
     let d = tempfile::tempdir().unwrap();
     let (a, gate) = TestSink::gated(Behaviour::Ok);
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("a", &a)])
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox(d.path(), &[("a", &a)]).await;
     let receipts = ob
         .dispatch_many(records(&["r0", "r1", "r2"], 0..3))
         .await
@@ -689,9 +657,7 @@ async fn a_failed_witness_write_poisons_after_the_flush_it_follows() {
 async fn truncation_fails_at(point: &str, floor_after: u64) {
     let d = tempfile::tempdir().unwrap();
     let a = TestSink::new(Behaviour::Ok);
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("a", &a)])
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox(d.path(), &[("a", &a)]).await;
     fail::cfg(point, "return(injected truncation failure)").unwrap();
     // One request, one value, one commit: truncation runs only after the
     // offset past all three is durable, and their acks are released.
@@ -718,9 +684,7 @@ async fn truncation_fails_at(point: &str, floor_after: u64) {
     reopen_and_check(d.path(), &["a"], &Vec::new()).await;
 
     let a2 = TestSink::new(Behaviour::Ok);
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("a", &a2)])
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_outbox(d.path(), &[("a", &a2)]).await;
     eventually("truncation resumes and empties the log", || {
         ob.meta().unwrap().first_seq.is_none()
     })
@@ -753,9 +717,7 @@ async fn a_failed_write_at_open_fails_the_open_and_the_next_open_succeeds() {
     let _fs = scenario();
     let d = tempfile::tempdir().unwrap();
     let (a, _gate) = TestSink::gated(Behaviour::Ok);
-    let (ob, _acks) = open(d.path(), OutboxConfig::default(), &[("a", &a)])
-        .await
-        .unwrap();
+    let (ob, _acks) = open_outbox(d.path(), &[("a", &a)]).await;
     let receipts = ob
         .dispatch_many(records(&["r0", "r1", "r2"], 0..3))
         .await
@@ -780,7 +742,7 @@ async fn a_failed_write_at_open_fails_the_open_and_the_next_open_succeeds() {
     ] {
         fail::cfg(point, "return").unwrap();
         let a = TestSink::new(Behaviour::Ok);
-        let e = open(d.path(), OutboxConfig::default(), &[("a", &a), ("b", &b)])
+        let e = open_with::<u32>(d.path(), OutboxConfig::default(), &[("a", &a), ("b", &b)])
             .await
             .map(|_| ())
             .unwrap_err();
@@ -988,7 +950,7 @@ async fn a_flusher_that_cannot_start_fails_the_open_instead_of_hanging() {
     .unwrap();
     let opened = tokio::time::timeout(
         Duration::from_secs(10),
-        open(d.path(), OutboxConfig::default(), &[("s", &sink)]),
+        open_with::<u32>(d.path(), OutboxConfig::default(), &[("s", &sink)]),
     )
     .await
     .expect("the open returns instead of hanging");
@@ -1002,7 +964,7 @@ async fn a_flusher_that_cannot_start_fails_the_open_instead_of_hanging() {
         Ok(_) => panic!("the open succeeded without a flusher"),
     }
     fail::remove("store::flusher_spawn");
-    let (ob, mut acks) = open(d.path(), OutboxConfig::default(), &[("s", &sink)])
+    let (ob, mut acks) = open_with(d.path(), OutboxConfig::default(), &[("s", &sink)])
         .await
         .expect("the next open works");
     let r = ob.dispatch(rec("after"), vec![1]).await.unwrap();

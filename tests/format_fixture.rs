@@ -11,9 +11,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::process::copy_dir;
 use common::*;
 use outbox::codec::{Attempt, BatchHeader, BatchKind, DlqEntry, FormatVersion, LogEntry};
-use outbox::store::{Store, StoreOptions};
+use outbox::store::{Store, StoreOptions, Verified};
 use outbox::{DeliveryId, Outbox, Seq, SinkConfig, SinkName, Start};
 use uuid::Uuid;
 
@@ -23,17 +24,32 @@ fn fixture(v: &str) -> PathBuf {
         .join(v)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
+/// Copies fixture `v` into `dir` and inspects the copy: it is of `format`,
+/// verifies, and its log holds seqs 0 to `end`, the next seq.
+fn inspect_copy(
+    dir: &Path,
+    v: &str,
+    format: FormatVersion,
+    end: u64,
+) -> (PathBuf, Store, Verified) {
+    let data = dir.join(v);
+    copy_dir(&fixture(v), &data);
+    let store = Store::inspect(&data, 8 << 20).unwrap();
+    assert_eq!(store.format(), format);
+    let v = store.verify().unwrap();
+    assert_eq!(
+        (v.extent.first, v.extent.end, v.next),
+        (Some(Seq(0)), Seq(end), Seq(end))
+    );
+    (data, store, v)
+}
+
+/// Each sink's offset, by name.
+fn offsets(v: &Verified) -> Vec<(String, u64)> {
+    v.offsets
+        .iter()
+        .map(|(n, o)| (n.to_string(), o.0))
+        .collect()
 }
 
 fn payloads(store: &Store) -> Vec<(u64, String, String)> {
@@ -57,27 +73,14 @@ fn payloads(store: &Store) -> Vec<(u64, String, String)> {
 #[tokio::test]
 async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
     let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("v1");
-    copy_dir(&fixture("v1"), &data);
-    let store = Store::inspect(&data, 8 << 20).unwrap();
-    assert_eq!(store.format(), FormatVersion::V1);
-    let v = store.verify().unwrap();
-    assert_eq!(
-        (v.extent.first, v.extent.end, v.next),
-        (Some(Seq(0)), Seq(5), Seq(5))
-    );
+    let (data, store, v) = inspect_copy(d.path(), "v1", FormatVersion::V1, 5);
     let log_id = store.log_id();
     let want: Vec<(u64, String, String)> = (0..5)
         .map(|i| (i, format!("r{i}"), format!("msg_{}_{i}", log_id.simple())))
         .collect();
     assert_eq!(payloads(&store), want);
-    let offsets: Vec<(String, u64)> = v
-        .offsets
-        .iter()
-        .map(|(n, o)| (n.to_string(), o.0))
-        .collect();
     assert_eq!(
-        offsets,
+        offsets(&v),
         vec![("file".to_string(), 3), ("hook".to_string(), 5)]
     );
     let members: Vec<(String, bool)> = v
@@ -229,15 +232,7 @@ fn write_fixture_v2() {
 #[tokio::test]
 async fn version_2_fixture_opens_with_its_contents() {
     let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("v2");
-    copy_dir(&fixture("v2"), &data);
-    let store = Store::inspect(&data, 8 << 20).unwrap();
-    assert_eq!(store.format(), FormatVersion::V2);
-    let v = store.verify().unwrap();
-    assert_eq!(
-        (v.extent.first, v.extent.end, v.next),
-        (Some(Seq(0)), Seq(11), Seq(11))
-    );
+    let (data, store, v) = inspect_copy(d.path(), "v2", FormatVersion::V2, 11);
     let log_id = store.log_id();
     let id = |s: u64| format!("msg_{}_{s}", log_id.simple());
     assert_eq!(
@@ -250,13 +245,8 @@ async fn version_2_fixture_opens_with_its_contents() {
             (10, "a1".to_string(), id(1)),
         ]
     );
-    let offsets: Vec<(String, u64)> = v
-        .offsets
-        .iter()
-        .map(|(n, o)| (n.to_string(), o.0))
-        .collect();
     assert_eq!(
-        offsets,
+        offsets(&v),
         vec![("file".into(), 10), ("hook".into(), 4), ("old".into(), 0)]
     );
     assert_eq!(v.members[2].orphaned_at_ms, Some(AT));

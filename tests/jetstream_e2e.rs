@@ -3,11 +3,12 @@
 //! webhook receivers on 127.0.0.1 and SIGKILL for crashes.
 #![cfg(feature = "jetstream")]
 
+mod common;
 mod nats;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +17,9 @@ use async_nats::jetstream::consumer::PullConsumer;
 use parking_lot::Mutex;
 use rand::Rng;
 use uuid::Uuid;
+
+use common::ingest::http_client;
+use common::process::bin;
 
 const SECRET_B64: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQ=";
 /// The namespace of `src/source/jetstream/map.rs`, spelled out again so a
@@ -96,10 +100,6 @@ async fn serve_hook(hook: Arc<Hook>) -> std::net::SocketAddr {
 
 // ------------------------------------------------------------------ daemon
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_outbox")
-}
-
 struct Daemon {
     child: Child,
     admin: u16,
@@ -121,7 +121,7 @@ impl Daemon {
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(bin())
+        let child = bin()
             .args(["run", "--config"])
             .arg(cfg)
             .env("JS_HOOK_SECRET", SECRET_B64)
@@ -201,7 +201,7 @@ impl Drop for Daemon {
 
 /// `outbox` run to completion.
 fn run_to_end(args: &[&str]) -> std::process::Output {
-    Command::new(bin())
+    bin()
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -256,25 +256,37 @@ ack_wait_ms = 2000
     cfg
 }
 
+/// A source config from `url` with [`file_and_hook_sinks`], its admin
+/// listener on a free port (returned).
+fn file_and_hook_config(dir: &Path, url: &str, hook: std::net::SocketAddr) -> (PathBuf, u16) {
+    let admin = nats::free_port();
+    let sinks = file_and_hook_sinks(dir, hook);
+    (source_config(dir, url, admin, "", &sinks), admin)
+}
+
 fn file_and_hook_sinks(dir: &Path, hook: std::net::SocketAddr) -> String {
     format!(
-        r#"[[sinks]]
-name = "out"
-kind = "file"
-path = "{out}"
+        "[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"{}\"\n\n{}",
+        dir.join("out.ndjson").display(),
+        hook_sink(hook, 2000)
+    )
+}
 
-[[sinks]]
+/// The webhook sink `hook` to `addr`: it retries fast and long, and gives
+/// up on a request after `timeout_ms`.
+fn hook_sink(addr: std::net::SocketAddr, timeout_ms: u64) -> String {
+    format!(
+        r#"[[sinks]]
 name = "hook"
 kind = "webhook"
 retry_max = 100000
 backoff_base_ms = 1
 backoff_max_ms = 20
 [sinks.webhook]
-url = "http://{hook}/hook"
+url = "http://{addr}/hook"
 secret_env = "JS_HOOK_SECRET"
-timeout_ms = 2000
-"#,
-        out = dir.join("out.ndjson").display(),
+timeout_ms = {timeout_ms}
+"#
     )
 }
 
@@ -347,14 +359,7 @@ async fn source_survives_sigkills_and_acks_everything_once() {
         ..Hook::default()
     });
     let addr = serve_hook(hook.clone()).await;
-    let admin = nats::free_port();
-    let cfg = source_config(
-        dir.path(),
-        &server.url(),
-        admin,
-        "",
-        &file_and_hook_sinks(dir.path(), addr),
-    );
+    let (cfg, admin) = file_and_hook_config(dir.path(), &server.url(), addr);
     let log = dir.path().join("outbox.log");
     let data = dir.path().join("data");
 
@@ -453,14 +458,7 @@ async fn no_ack_before_every_sink_has_the_record() {
     let hook = Arc::new(Hook::default());
     hook.closed.store(true, Ordering::Release);
     let addr = serve_hook(hook.clone()).await;
-    let admin = nats::free_port();
-    let cfg = source_config(
-        dir.path(),
-        &server.url(),
-        admin,
-        "",
-        &file_and_hook_sinks(dir.path(), addr),
-    );
+    let (cfg, admin) = file_and_hook_config(dir.path(), &server.url(), addr);
     let log = dir.path().join("outbox.log");
     let n = 40u64;
     publish_range(&js, 0..n).await;
@@ -641,22 +639,8 @@ async fn a_fleet_of_two_shares_a_consumer_and_survives_a_kill() {
     let admins = [nats::free_port(), nats::free_port()];
     let sinks = |d: &Path, addr: std::net::SocketAddr| {
         format!(
-            r#"[[sinks]]
-name = "hook"
-kind = "webhook"
-retry_max = 100000
-backoff_base_ms = 1
-backoff_max_ms = 20
-[sinks.webhook]
-url = "http://{addr}/hook"
-secret_env = "JS_HOOK_SECRET"
-timeout_ms = 60000
-
-[[sinks]]
-name = "out"
-kind = "file"
-path = "{}"
-"#,
+            "{}\n[[sinks]]\nname = \"out\"\nkind = \"file\"\npath = \"{}\"\n",
+            hook_sink(addr, 60000),
             d.join("out.ndjson").display()
         )
     };
@@ -880,10 +864,7 @@ async fn push(
     next: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = http_client();
     let url = format!("http://127.0.0.1:{port}/v1/records");
     while !stop.load(Ordering::Relaxed) {
         let k = 20u64;

@@ -17,10 +17,12 @@
 //!   offset at that kill (read with `outbox status` while the daemon is
 //!   dead); the duplicates are counted and printed.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,19 +30,13 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rand::Rng;
 
-/// Kills per run (at least 20 in CI); `OUTBOX_KILL9_KILLS` overrides it for
-/// a long run.
-fn kill_count() -> usize {
-    std::env::var("OUTBOX_KILL9_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(22)
-}
-const SECRET_B64: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQ=";
+use common::config::Config;
+use common::ingest::{Load, Oracle, client, crash_sinks, out_ids};
+use common::process::{bin, kill_count};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_outbox")
-}
+const TORN: &str = "the file ends in a torn line";
+
+const SECRET_B64: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQ=";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -88,44 +84,13 @@ async fn serve_receiver(rx: Arc<Receiver>) -> SocketAddr {
 }
 
 fn write_config(dir: &Path, ingest: u16, hook: SocketAddr) -> PathBuf {
-    let cfg = dir.join("outbox.toml");
-    let text = format!(
-        r#"data_dir = "{data}"
-drain_timeout_secs = 120
-
-[ingest]
-listen = "127.0.0.1:{ingest}"
-
-[log]
-level = "warn"
-
-[[sinks]]
-name = "out"
-kind = "file"
-path = "{out}"
-batch_max = 64
-
-[[sinks]]
-name = "hook"
-kind = "webhook"
-batch_max = 64
-retry_max = 1000
-# Backpressure (503 at ingest) keeps the webhook's backlog, and so the
-# final drain, short.
-max_lag_records = 3000
-backoff_base_ms = 1
-backoff_max_ms = 20
-
-[sinks.webhook]
-url = "http://{hook}/hook"
-secret_env = "KILL9_HOOK_SECRET"
-timeout_ms = 2000
-"#,
-        data = dir.join("data").display(),
-        out = dir.join("out.ndjson").display(),
-    );
-    std::fs::write(&cfg, text).unwrap();
-    cfg
+    let c = Config::new(&dir.join("data"))
+        .set("drain_timeout_secs", 120)
+        .raw(&format!(
+            "[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n\n[log]\nlevel = \"warn\"\n\n"
+        ));
+    crash_sinks(c, &dir.join("out.ndjson"), hook, "KILL9_HOOK_SECRET")
+        .write(&dir.join("outbox.toml"))
 }
 
 fn spawn_daemon(cfg: &Path, log: &Path) -> Child {
@@ -134,7 +99,7 @@ fn spawn_daemon(cfg: &Path, log: &Path) -> Child {
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(bin())
+    bin()
         .args(["run", "--config"])
         .arg(cfg)
         .env("KILL9_HOOK_SECRET", SECRET_B64)
@@ -170,97 +135,21 @@ async fn wait_ready(child: &mut Child, port: u16, log: &Path, what: &str) {
     }
 }
 
-/// What the clients learned: id → seq for every record in a 200 response.
-#[derive(Default)]
-struct Oracle {
-    acked: Mutex<BTreeMap<u64, u64>>,
-    next_id: AtomicU64,
-    requests_ok: AtomicU64,
-    requests_failed: AtomicU64,
-}
+/// The clients: up to 40 records a request; a 500 fails the test.
+const LOAD: Load = Load {
+    max_batch: 40,
+    payload,
+    server_errors: false,
+};
 
 fn payload(id: u64) -> String {
     format!("{{\"id\":{id},\"pad\":\"{}\"}}", "k".repeat(48))
 }
 
-/// Pushes batches until `stop`; keeps the ids of every 200.
-async fn client(port: u16, oracle: Arc<Oracle>, stop: Arc<AtomicBool>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/v1/records");
-    while !stop.load(Ordering::Relaxed) {
-        let n = rand::rng().random_range(1..=40u64);
-        let first = oracle.next_id.fetch_add(n, Ordering::Relaxed);
-        let body: String = (first..first + n).map(|id| payload(id) + "\n").collect();
-        let resp = http
-            .post(&url)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(_) => {
-                oracle.requests_failed.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-        };
-        let status = resp.status().as_u16();
-        let text = resp.text().await;
-        match (status, text) {
-            (200, Ok(text)) => {
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(v["accepted"].as_u64(), Some(n), "{text}");
-                let f = v["first_seq"].as_u64().unwrap();
-                let l = v["last_seq"].as_u64().unwrap();
-                assert_eq!(l - f + 1, n, "{text}");
-                let mut acked = oracle.acked.lock();
-                for (i, id) in (first..first + n).enumerate() {
-                    acked.insert(id, f + i as u64);
-                }
-                oracle.requests_ok.fetch_add(1, Ordering::Relaxed);
-            }
-            (200, Err(_)) => {
-                // The daemon died while answering: not a 200 we saw.
-                oracle.requests_failed.fetch_add(1, Ordering::Relaxed);
-            }
-            (503, _) => tokio::time::sleep(Duration::from_millis(10)).await,
-            (s, t) => panic!("ingest answered {s}: {t:?}"),
-        }
-    }
-}
-
-/// Full lines of the file sink's output, as ids. With `torn_tail_ok`, an
-/// unterminated last line (a kill mid-write; cut at the next open, and
-/// never committed) is left out; any other line must be an intact record.
-fn out_ids(path: &Path, torn_tail_ok: bool) -> Vec<u64> {
-    let mut text = std::fs::read_to_string(path).unwrap_or_default();
-    if torn_tail_ok {
-        text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
-    }
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "the file ends in a torn line"
-    );
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("line {}: not intact ({e}): {line:?}", i + 1));
-            let id = v["id"].as_u64().unwrap();
-            assert_eq!(line, payload(id), "line {} is not the record sent", i + 1);
-            id
-        })
-        .collect()
-}
-
 /// The file sink's committed offset, from `outbox status` on the stopped
 /// directory.
 fn out_offset(data: &Path) -> u64 {
-    let out = Command::new(bin())
+    let out = bin()
         .args(["status", "--json", "--data-dir"])
         .arg(data)
         .output()
@@ -294,13 +183,13 @@ async fn kill_9_loop_loses_no_acknowledged_record() {
     // Per kill: full lines in the file, and the file sink's durable offset.
     let mut cuts: Vec<(usize, u64)> = Vec::new();
     let started = Instant::now();
-    let kills = kill_count();
+    let kills = kill_count("OUTBOX_KILL9_KILLS", 22);
     for round in 0..kills {
         let mut child = spawn_daemon(&cfg, &log);
         wait_ready(&mut child, port, &log, &format!("run {round}")).await;
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..2)
-            .map(|_| tokio::spawn(client(port, oracle.clone(), stop.clone())))
+            .map(|_| tokio::spawn(client(port, round, LOAD, oracle.clone(), stop.clone())))
             .collect();
         let ms = rand::rng().random_range(100..1200);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -316,7 +205,7 @@ async fn kill_9_loop_loses_no_acknowledged_record() {
         for c in clients {
             c.await.unwrap();
         }
-        let lines = out_ids(&out, true).len();
+        let lines = out_ids(&out, payload, true, TORN).len();
         cuts.push((lines, out_offset(&dir.join("data"))));
     }
 
@@ -326,7 +215,7 @@ async fn kill_9_loop_loses_no_acknowledged_record() {
     // Some load on the final run too; the daemon's signal handler is in
     // place by the time it has answered requests.
     let stop = Arc::new(AtomicBool::new(false));
-    let c = tokio::spawn(client(port, oracle.clone(), stop.clone()));
+    let c = tokio::spawn(client(port, kills, LOAD, oracle.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     c.await.unwrap();
@@ -345,7 +234,7 @@ async fn kill_9_loop_loses_no_acknowledged_record() {
         "final drain: {st}: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let status = Command::new(bin())
+    let status = bin()
         .args(["status", "--json", "--data-dir"])
         .arg(dir.join("data"))
         .output()
@@ -358,7 +247,7 @@ async fn kill_9_loop_loses_no_acknowledged_record() {
 
     // The oracle.
     let acked = oracle.acked.lock().clone();
-    let ids = out_ids(&out, false);
+    let ids = out_ids(&out, payload, false, TORN);
     let mut count: BTreeMap<u64, u64> = BTreeMap::new();
     for id in &ids {
         *count.entry(*id).or_default() += 1;
@@ -400,7 +289,7 @@ async fn kill_9_loop_loses_no_acknowledged_record() {
         let Some(k) = kill else {
             panic!("id {id} repeated at line {} before any kill", pos + 1);
         };
-        if let Some(seq) = acked.get(id) {
+        if let Some((seq, _)) = acked.get(id) {
             let offset = cuts[k].1;
             assert!(
                 *seq >= offset,

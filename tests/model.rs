@@ -8,6 +8,8 @@
 
 #[path = "model/harness.rs"]
 mod harness;
+#[path = "common/sinks.rs"]
+mod sinks;
 #[path = "model/strategy.rs"]
 mod strategy;
 

@@ -29,6 +29,8 @@ mod oracle;
 mod parent;
 #[path = "model_crash/plan.rs"]
 mod plan;
+#[path = "common/sinks.rs"]
+mod sinks;
 #[path = "model/strategy.rs"]
 mod strategy;
 

@@ -42,16 +42,18 @@
 //! `OUTBOX_POWERCUT_NAMES=lazyfs` makes names durable at once (LazyFS's
 //! rule) instead of at the fsync of their directory.
 
-mod cli_common;
+mod common;
 mod powerfs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cli_common::{Daemon, Receiver};
+use common::cli::{Daemon, Receiver};
+use common::config::Config;
+use common::ingest::{Load, Oracle, client, crash_sinks, out_ids};
 use parking_lot::Mutex;
 use powerfs::{Names, PowerFs};
 use rand::Rng;
@@ -130,110 +132,27 @@ fn start_receiver(hook: Arc<Hook>) -> Receiver {
     }))
 }
 
-/// What the clients learned.
-#[derive(Default)]
-struct Oracle {
-    /// id → (seq, the run in which its 200 came).
-    acked: Mutex<BTreeMap<u64, (u64, usize)>>,
-    next_id: AtomicU64,
-    requests_ok: AtomicU64,
-    requests_cut: AtomicU64,
-}
+/// The clients: up to 30 records a request; a 500 (an I/O error after a
+/// cut failed a sync) is a refusal.
+const LOAD: Load = Load {
+    max_batch: 30,
+    payload,
+    server_errors: true,
+};
 
 fn payload(id: u64) -> String {
     format!("{{\"id\":{id},\"pad\":\"{}\"}}", "p".repeat(40))
 }
 
-/// Pushes batches until `stop`; keeps the ids of every 200.
-async fn client(port: u16, run: usize, oracle: Arc<Oracle>, stop: Arc<AtomicBool>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/v1/records");
-    while !stop.load(Ordering::Relaxed) {
-        let n = rand::rng().random_range(1..=30u64);
-        let first = oracle.next_id.fetch_add(n, Ordering::Relaxed);
-        let body: String = (first..first + n).map(|id| payload(id) + "\n").collect();
-        let resp = http
-            .post(&url)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await;
-        let Ok(resp) = resp else {
-            oracle.requests_cut.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let status = resp.status().as_u16();
-        match (status, resp.text().await) {
-            (200, Ok(text)) => {
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(v["accepted"].as_u64(), Some(n), "{text}");
-                let f = v["first_seq"].as_u64().unwrap();
-                assert_eq!(v["last_seq"].as_u64(), Some(f + n - 1), "{text}");
-                let mut acked = oracle.acked.lock();
-                for (i, id) in (first..first + n).enumerate() {
-                    acked.insert(id, (f + i as u64, run));
-                }
-                oracle.requests_ok.fetch_add(1, Ordering::Relaxed);
-            }
-            // The body never arrived whole: not a 200 the client saw.
-            (200, Err(_)) => {
-                oracle.requests_cut.fetch_add(1, Ordering::Relaxed);
-            }
-            // Backpressure, or an I/O error after the cut failed a sync.
-            (500 | 503, _) => {
-                oracle.requests_cut.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            (s, t) => panic!("ingest answered {s}: {t:?}"),
-        }
-    }
-}
-
 fn write_config(cfg: &Path, mnt: &Path, sync: Option<&str>, hook: std::net::SocketAddr) {
-    let sync = sync
-        .map(|s| format!("sync = \"{s}\"\n"))
-        .unwrap_or_default();
-    let text = format!(
-        r#"data_dir = "{data}"
-drain_timeout_secs = 60
-{sync}
-[ingest]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[log]
-level = "warn"
-
-[[sinks]]
-name = "out"
-kind = "file"
-path = "{out}"
-batch_max = 64
-
-[[sinks]]
-name = "hook"
-kind = "webhook"
-batch_max = 64
-retry_max = 1000
-max_lag_records = 3000
-backoff_base_ms = 1
-backoff_max_ms = 20
-
-[sinks.webhook]
-url = "http://{hook}/hook"
-secret_env = "POWERCUT_HOOK_SECRET"
-timeout_ms = 2000
-"#,
-        data = mnt.join("data").display(),
-        out = mnt.join("out/out.ndjson").display(),
+    let mut c = Config::new(&mnt.join("data")).set("drain_timeout_secs", 60);
+    if let Some(s) = sync {
+        c = c.set("sync", format!("\"{s}\""));
+    }
+    let c = c.raw(
+        "[ingest]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"warn\"\n\n",
     );
-    std::fs::write(cfg, text).unwrap();
+    crash_sinks(c, &mnt.join("out/out.ndjson"), hook, "POWERCUT_HOOK_SECRET").write(cfg);
 }
 
 /// Starts the daemon and checks that it serves. A refusal to open is a
@@ -242,17 +161,9 @@ timeout_ms = 2000
 /// `docs/operations.md` tells an operator who accepts the loss, and the
 /// daemon is started again, so that what was lost can be counted.
 fn start_daemon(cfg: &Path, data: &Path, what: &str, refusals: Option<&mut Vec<String>>) -> Daemon {
-    let args = [
-        "run",
-        "--config",
-        cfg.to_str().unwrap(),
-        // The same as the file's; the flags make Daemon wait for the
-        // announced ports.
-        "--ingest-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
+    // The same ports as the file's; the flags make Daemon wait for the
+    // announced ports.
+    let args = Daemon::listening_args(cfg);
     let envs = [("POWERCUT_HOOK_SECRET", SECRET_B64)];
     let d = match tokio::task::block_in_place(|| Daemon::try_start(&args, &envs)) {
         Ok(d) => d,
@@ -284,9 +195,9 @@ fn start_daemon(cfg: &Path, data: &Path, what: &str, refusals: Option<&mut Vec<S
     d
 }
 
-fn admin_get(d: &Daemon, path: &str) -> cli_common::Reply {
+fn admin_get(d: &Daemon, path: &str) -> common::cli::Reply {
     let admin = d.admin.expect("admin listener");
-    tokio::task::block_in_place(|| cli_common::http(admin, "GET", path, &[], b""))
+    tokio::task::block_in_place(|| common::cli::http(admin, "GET", path, &[], b""))
 }
 
 /// The webhook sink's DLQ entries, from `/v1/status`.
@@ -353,7 +264,7 @@ async fn one_run(
     let port = daemon.ingest.expect("ingest listener").port();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(client(port, run, oracle.clone(), stop.clone())))
+        .map(|_| tokio::spawn(client(port, run, LOAD, oracle.clone(), stop.clone())))
         .collect();
     let mut rng = rand::rng();
     let wait = Duration::from_secs(3);
@@ -410,25 +321,6 @@ async fn one_run(
         aim,
         fell_back: !matches!(aim, Aim::Random) && !fired,
     }
-}
-
-/// The file sink's output as ids; every line must be an intact record.
-fn out_ids(path: &Path) -> Vec<u64> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "the file sink's output ends in a torn line after a clean stop"
-    );
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("line {}: not intact ({e}): {line:?}", i + 1));
-            let id = v["id"].as_u64().unwrap();
-            assert_eq!(line, payload(id), "line {} is not the record sent", i + 1);
-            id
-        })
-        .collect()
 }
 
 /// What a policy's run found.
@@ -565,7 +457,7 @@ async fn power_cut_loop(sync: Option<&str>, report_only: bool) -> Report {
     // A clean stop must leave everything durable: cut once more.
     tokio::task::block_in_place(|| fs.remount()).unwrap();
 
-    let status = cli_common::run(
+    let status = common::cli::run(
         &[
             "status",
             "--json",
@@ -575,14 +467,19 @@ async fn power_cut_loop(sync: Option<&str>, report_only: bool) -> Report {
         b"",
     );
     assert_eq!(
-        cli_common::code(&status),
+        common::cli::code(&status),
         0,
         "{label}: status after the last cut: {}",
-        cli_common::stderr(&status)
+        common::cli::stderr(&status)
     );
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let log_id = status["log_id"].as_str().unwrap().to_string();
-    let ids = out_ids(&mnt.join("out/out.ndjson"));
+    let ids = out_ids(
+        &mnt.join("out/out.ndjson"),
+        payload,
+        false,
+        "the file sink's output ends in a torn line after a clean stop",
+    );
     drop(fs);
 
     // The oracle.
@@ -689,7 +586,8 @@ async fn power_cut_loop(sync: Option<&str>, report_only: bool) -> Report {
         ids.len(),
         deliveries.len(),
         oracle.requests_ok.load(Ordering::Relaxed),
-        oracle.requests_cut.load(Ordering::Relaxed),
+        oracle.requests_failed.load(Ordering::Relaxed)
+            + oracle.requests_refused.load(Ordering::Relaxed),
         report.refusals.len(),
         started.elapsed(),
     );

@@ -327,10 +327,6 @@ fn sink_for(rx: &Receiver) -> WebhookSink {
     WebhookSink::with_env(&WebhookConfig::new(&rx.url, "HOOK_SECRET"), secrets).unwrap()
 }
 
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 type Acks = tokio::sync::mpsc::UnboundedReceiver<u32>;
 
 /// An outbox in `dir` with one sink, `hook`.

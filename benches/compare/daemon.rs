@@ -12,15 +12,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::PAYLOAD;
+// `bin_path`: `target/release/outbox` under `cargo bench`,
+// `target/debug/outbox` under `cargo test`.
+use crate::process::{bin_path, proc_status_kib};
 
 /// Bytes of one NDJSON line: the 256-byte payload and its `\n`.
 pub(crate) const LINE: u64 = PAYLOAD as u64 + 1;
-
-/// The binary cargo built for this bench: `target/release/outbox` under
-/// `cargo bench`, `target/debug/outbox` under `cargo test`.
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_outbox")
-}
 
 /// The signing secret of every webhook sink (the receivers do not check
 /// signatures; signing is part of what a delivery costs).
@@ -102,7 +99,7 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Starts the binary on `setup`'s config.
     pub(crate) fn start(setup: &Setup, feed: Feed) -> Daemon {
-        let mut child = Command::new(bin())
+        let mut child = Command::new(bin_path())
             .arg("run")
             .arg("--config")
             .arg(setup.path("outbox.toml"))
@@ -112,7 +109,7 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin()));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin_path()));
         let stdin = child.stdin.take().unwrap();
         let feeder = std::thread::spawn(move || {
             let (n, hold) = match feed {
@@ -247,14 +244,7 @@ impl Drop for Daemon {
 
 /// `VmHWM` of a process, in KiB (0 once it has gone).
 pub(crate) fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_status_kib(&pid.to_string(), "VmHWM").unwrap_or(0)
 }
 
 /// Waits until `done` holds, polling every millisecond, at most `limit`.

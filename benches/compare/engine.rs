@@ -254,6 +254,19 @@ pub(crate) async fn outbox_e2e(n: u64, sinks: usize, sync: SyncPolicy) -> Durati
     e
 }
 
+/// The engine under the bench's config on `dir` with one sink `s`.
+pub(crate) async fn open_one(
+    dir: &std::path::Path,
+    sink: NoopSink,
+) -> (Outbox<u64>, tokio::sync::mpsc::UnboundedReceiver<u64>) {
+    Outbox::<u64>::builder(dir)
+        .config(engine_cfg())
+        .sink("s", sink, sink_cfg())
+        .open()
+        .await
+        .unwrap()
+}
+
 /// Dispatches `n` records from DISPATCHERS tasks in CHUNK-record calls;
 /// the token of each record is its index.
 pub(crate) async fn pump(ob: &Arc<Outbox<u64>>, n: u64) {

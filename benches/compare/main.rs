@@ -25,6 +25,8 @@ mod jetstream;
 #[path = "../../tests/nats/mod.rs"]
 mod nats;
 mod peers;
+#[path = "../../tests/common/process.rs"]
+mod process;
 mod state;
 mod targets;
 

@@ -10,7 +10,7 @@ use outbox::{Outbox, Record};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::{NoopSink, engine_cfg, pump, sink_cfg};
+use crate::engine::{NoopSink, engine_cfg, open_one, pump, sink_cfg};
 use crate::{PAYLOAD, payload, pct};
 
 // ------------------------------------------------------------- latency
@@ -128,12 +128,7 @@ pub(crate) async fn restart(pending: u64, passed: u64) -> Value {
     // session, then left `pending` behind.
     let dir2 = tempfile::tempdir().unwrap();
     {
-        let (ob, mut acks) = Outbox::<u64>::builder(dir2.path())
-            .config(engine_cfg())
-            .sink("s", NoopSink::new(), sink_cfg())
-            .open()
-            .await
-            .unwrap();
+        let (ob, mut acks) = open_one(dir2.path(), NoopSink::new()).await;
         let ob = Arc::new(ob);
         pump(&ob, passed).await;
         let mut acked = 0;
@@ -157,6 +152,19 @@ pub(crate) async fn restart(pending: u64, passed: u64) -> Value {
         "open_after_passed_s": open2,
         "first_redelivery_after_passed_s": first2,
     })
+}
+
+/// Opens `dir` and waits until its sink delivered the `backlog`, then
+/// `settle` more, and closes.
+async fn drain(dir: &Path, backlog: u64, settle: Duration) {
+    let sink = NoopSink::new();
+    let delivered = sink.delivered.clone();
+    let (ob, _a) = open_one(dir, sink).await;
+    while delivered.load(Ordering::Relaxed) < backlog {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(settle).await;
+    ob.close(Duration::from_secs(10)).await.unwrap();
 }
 
 // ---------------------------------------------------------------- g. disk
@@ -187,12 +195,7 @@ pub(crate) async fn disk(backlog: u64, stream: u64) -> Value {
     // directory is sampled every 100 ms and every sample is held to the
     // target.
     let dir = tempfile::tempdir().unwrap();
-    let (ob, mut acks) = Outbox::<u64>::builder(dir.path())
-        .config(engine_cfg())
-        .sink("s", NoopSink::new(), sink_cfg())
-        .open()
-        .await
-        .unwrap();
+    let (ob, mut acks) = open_one(dir.path(), NoopSink::new()).await;
     let ob = Arc::new(ob);
     let sampler = {
         let ob = ob.clone();
@@ -232,21 +235,7 @@ pub(crate) async fn disk(backlog: u64, stream: u64) -> Value {
     let dir2 = tempfile::tempdir().unwrap();
     fill_pending(dir2.path(), backlog).await;
     let backlog_disk = dir_size(dir2.path());
-    {
-        let sink = NoopSink::new();
-        let delivered = sink.delivered.clone();
-        let (ob, _a) = Outbox::<u64>::builder(dir2.path())
-            .config(engine_cfg())
-            .sink("s", sink, sink_cfg())
-            .open()
-            .await
-            .unwrap();
-        while delivered.load(Ordering::Relaxed) < backlog {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        ob.close(Duration::from_secs(10)).await.unwrap();
-    }
+    drain(dir2.path(), backlog, Duration::from_millis(800)).await;
     let drained_disk = dir_size(dir2.path());
     let out = tempfile::tempdir().unwrap();
     let compacted = out.path().join("c");
@@ -317,18 +306,7 @@ pub(crate) async fn rss(mode: &str, dir: &Path, backlog: u64) -> Value {
     if mode == "fill" {
         fill_pending(dir, backlog).await;
     } else {
-        let sink = NoopSink::new();
-        let delivered = sink.delivered.clone();
-        let (ob, _a) = Outbox::<u64>::builder(dir)
-            .config(engine_cfg())
-            .sink("s", sink, sink_cfg())
-            .open()
-            .await
-            .unwrap();
-        while delivered.load(Ordering::Relaxed) < backlog {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        ob.close(Duration::from_secs(10)).await.unwrap();
+        drain(dir, backlog, Duration::ZERO).await;
     }
     json!({"mode": mode, "peak_rss_kib": crate::daemon::vm_hwm_kib(std::process::id()), "records_per_sec": (backlog as f64 / started.elapsed().as_secs_f64()).round()})
 }

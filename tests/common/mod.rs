@@ -1,6 +1,29 @@
-//! Test sinks and helpers shared by the integration tests.
+//! Helpers shared by the integration tests, one module tree for all of
+//! them: each test target includes it with `mod common;`.
+//!
+//! - this file: the recording [`TestSink`], [`open_outbox`] and the engine
+//!   helpers (`fast`, `rec`, `eventually`, `abandon`, acks, `raw_sled`);
+//! - [`sinks`]: sinks that hold a delivery forever or drop it (also used by
+//!   the benches through `#[path]`);
+//! - [`process`]: the binary, kill counts, `copy_dir`, `wait_for`, RSS,
+//!   tools that must exist under `CI=true`;
+//! - [`config`]: a TOML config builder for `outbox run`;
+//! - [`cli`]: running the binary, a daemon, HTTP/1.1 and a webhook receiver;
+//! - [`held`]: a store filled through the binary, damaged while stopped;
+//! - [`ingest`]: the HTTP clients and oracle of the crash tests.
+//!
+//! Each integration test file is its own crate and uses only part of this
+//! tree, so what one crate leaves unused is not dead code: hence the allow.
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod config;
+pub mod held;
+pub mod ingest;
+pub mod process;
+pub mod sinks;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -127,6 +150,35 @@ impl Sink for TestSink {
     }
 }
 
+/// A fresh temporary directory.
+pub fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Opens an outbox on `dir` with the default config and each of `sinks`
+/// under its name with [`fast`] retries.
+pub async fn open_outbox<T: Send + 'static>(
+    dir: &Path,
+    sinks: &[(&str, &TestSink)],
+) -> (outbox::Outbox<T>, tokio::sync::mpsc::UnboundedReceiver<T>) {
+    open_with(dir, outbox::OutboxConfig::default(), sinks)
+        .await
+        .expect("open the outbox")
+}
+
+/// [`open_outbox`] with `cfg`, handing back the open's error.
+pub async fn open_with<T: Send + 'static>(
+    dir: &Path,
+    cfg: outbox::OutboxConfig,
+    sinks: &[(&str, &TestSink)],
+) -> outbox::Result<(outbox::Outbox<T>, tokio::sync::mpsc::UnboundedReceiver<T>)> {
+    let mut b = outbox::Outbox::<T>::builder(dir).config(cfg);
+    for (n, s) in sinks {
+        b = b.sink(*n, (*s).clone(), fast());
+    }
+    b.open().await
+}
+
 /// Fast retries for tests.
 pub fn fast() -> SinkConfig {
     SinkConfig {
@@ -142,13 +194,24 @@ pub fn rec(s: &str) -> Record {
     Record::new(s.as_bytes().to_vec())
 }
 
+/// `n` records, the `i`th with the payload `payload(i)` and the token `i`.
+pub fn numbered(n: u32, payload: impl Fn(u32) -> String) -> Vec<(Record, Vec<u32>)> {
+    (0..n).map(|i| (rec(&payload(i)), vec![i])).collect()
+}
+
 /// Waits until `f` holds, or panics after 10 s with `what`.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+pub async fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, 10, f).await
+}
+
+/// Waits until `f` holds, or panics after `secs` seconds with `what`.
+pub async fn eventually_within(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -32,7 +32,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
+use outbox::sink::{DeliveryContext, DeliveryError, DeliveryResult};
+
+use crate::sinks::{Decide, Decided};
 use outbox::{Outbox, OutboxConfig, Record, SinkConfig, SinkName};
 
 /// The sinks every session configures, by index.
@@ -223,72 +225,64 @@ struct ModelSink {
     log: Arc<Mutex<SinkLog>>,
 }
 
-impl Sink for ModelSink {
-    fn deliver<'a>(
-        &'a self,
-        record: &'a Record,
-        ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        Box::pin(async move {
-            let Some((id, fates)) = parse_payload(&record.payload) else {
-                lock(&self.log).garbage.push(record.payload.clone());
-                return Err(DeliveryError::permanent("unreadable payload"));
-            };
-            let origin = ctx.delivery_id.seq.0;
-            // A redriven record (its seq differs from its delivery id's)
-            // is delivered: the receiver was "fixed" before the redrive.
-            let fate = if ctx.seq.0 != origin {
-                Fate::Ok
-            } else {
-                fates[self.idx]
-            };
-            let mut log = lock(&self.log);
-            let ok = match fate {
-                Fate::Ok => true,
-                Fate::Transient(n) => {
-                    let f = log.failures.entry(origin).or_default();
-                    if *f < u32::from(n) {
-                        *f += 1;
-                        false
-                    } else {
-                        true
-                    }
-                }
-                Fate::Permanent => {
-                    log.terminal.insert(id);
-                    return Err(DeliveryError::permanent("model: permanent"));
-                }
-                Fate::Exhaust | Fate::Panic => {
-                    if ctx.attempt > RETRY_MAX {
-                        log.terminal.insert(id);
-                    }
-                    if fate == Fate::Panic {
-                        drop(log);
-                        panic!("{PANIC_MSG}");
-                    }
+impl Decide for ModelSink {
+    fn decide(&self, record: &Record, ctx: &DeliveryContext<'_>) -> DeliveryResult {
+        let Some((id, fates)) = parse_payload(&record.payload) else {
+            lock(&self.log).garbage.push(record.payload.clone());
+            return Err(DeliveryError::permanent("unreadable payload"));
+        };
+        let origin = ctx.delivery_id.seq.0;
+        // A redriven record (its seq differs from its delivery id's)
+        // is delivered: the receiver was "fixed" before the redrive.
+        let fate = if ctx.seq.0 != origin {
+            Fate::Ok
+        } else {
+            fates[self.idx]
+        };
+        let mut log = lock(&self.log);
+        let ok = match fate {
+            Fate::Ok => true,
+            Fate::Transient(n) => {
+                let f = log.failures.entry(origin).or_default();
+                if *f < u32::from(n) {
+                    *f += 1;
                     false
+                } else {
+                    true
                 }
-            };
-            if !ok {
-                return Err(DeliveryError::transient("model: transient"));
             }
-            log.pending.push(Delivered {
-                seq: ctx.seq.0,
-                origin,
-                id,
-                payload: record.payload.clone(),
-            });
-            Ok(())
-        })
+            Fate::Permanent => {
+                log.terminal.insert(id);
+                return Err(DeliveryError::permanent("model: permanent"));
+            }
+            Fate::Exhaust | Fate::Panic => {
+                if ctx.attempt > RETRY_MAX {
+                    log.terminal.insert(id);
+                }
+                if fate == Fate::Panic {
+                    drop(log);
+                    panic!("{PANIC_MSG}");
+                }
+                false
+            }
+        };
+        if !ok {
+            return Err(DeliveryError::transient("model: transient"));
+        }
+        log.pending.push(Delivered {
+            seq: ctx.seq.0,
+            origin,
+            id,
+            payload: record.payload.clone(),
+        });
+        Ok(())
     }
 
-    fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
-        Box::pin(async move {
-            let mut log = lock(&self.log);
-            let pending = std::mem::take(&mut log.pending);
-            log.committed.extend(pending);
-            Ok(())
-        })
+    fn commit(&self) -> DeliveryResult {
+        let mut log = lock(&self.log);
+        let pending = std::mem::take(&mut log.pending);
+        log.committed.extend(pending);
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
@@ -445,10 +439,10 @@ impl Harness {
             for (i, log) in logs.iter().enumerate() {
                 b = b.sink(
                     SINKS[i],
-                    ModelSink {
+                    Decided(ModelSink {
                         idx: i,
                         log: log.clone(),
-                    },
+                    }),
                     sink_cfg(),
                 );
             }

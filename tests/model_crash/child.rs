@@ -13,12 +13,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
+use outbox::sink::{DeliveryContext, DeliveryError, DeliveryResult};
 use outbox::{Outbox, Record};
 
 use crate::harness::{self, Fate, PANIC_MSG, RETRY_MAX, SINKS};
 use crate::journal::{Attempt, Line, Outcome, Writer};
 use crate::plan::{self, Op};
+use crate::sinks::{Decide, Decided};
 
 /// Environment of a child: the test directory, its run number, its
 /// segment's operations, and whether it drains at the end.
@@ -38,61 +39,55 @@ struct JournalSink {
     failures: Mutex<HashMap<u64, u32>>,
 }
 
-impl Sink for JournalSink {
-    fn deliver<'a>(
-        &'a self,
-        record: &'a Record,
-        ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        Box::pin(async move {
-            let (id, fates) = harness::parse_payload(&record.payload)
-                .unwrap_or_else(|| panic!("unreadable payload {:?}", record.payload));
-            let origin = ctx.delivery_id.seq.0;
-            // A redriven record is delivered: its receiver was "fixed".
-            let fate = if ctx.seq.0 != origin {
-                Fate::Ok
-            } else {
-                fates[self.idx]
-            };
-            let last = ctx.attempt > RETRY_MAX;
-            let outcome = match fate {
-                Fate::Ok => Outcome::Ok,
-                // The failures are counted per process, but the engine's
-                // attempt count is durable: a record that failed before a
-                // crash and fails again after it can run out of retries, and
-                // is then parked like any other.
-                Fate::Transient(n) => {
-                    let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-                    let f = f.entry(origin).or_default();
-                    if *f < u32::from(n) {
-                        *f += 1;
-                        if last {
-                            Outcome::Terminal
-                        } else {
-                            Outcome::Retry
-                        }
+impl Decide for JournalSink {
+    fn decide(&self, record: &Record, ctx: &DeliveryContext<'_>) -> DeliveryResult {
+        let (id, fates) = harness::parse_payload(&record.payload)
+            .unwrap_or_else(|| panic!("unreadable payload {:?}", record.payload));
+        let origin = ctx.delivery_id.seq.0;
+        // A redriven record is delivered: its receiver was "fixed".
+        let fate = if ctx.seq.0 != origin {
+            Fate::Ok
+        } else {
+            fates[self.idx]
+        };
+        let last = ctx.attempt > RETRY_MAX;
+        let outcome = match fate {
+            Fate::Ok => Outcome::Ok,
+            // The failures are counted per process, but the engine's
+            // attempt count is durable: a record that failed before a
+            // crash and fails again after it can run out of retries, and
+            // is then parked like any other.
+            Fate::Transient(n) => {
+                let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                let f = f.entry(origin).or_default();
+                if *f < u32::from(n) {
+                    *f += 1;
+                    if last {
+                        Outcome::Terminal
                     } else {
-                        Outcome::Ok
+                        Outcome::Retry
                     }
+                } else {
+                    Outcome::Ok
                 }
-                Fate::Permanent => Outcome::Terminal,
-                Fate::Exhaust | Fate::Panic if last => Outcome::Terminal,
-                Fate::Exhaust | Fate::Panic => Outcome::Retry,
-            };
-            self.journal.write(&Line::Handed(Attempt {
-                sink: self.idx,
-                seq: ctx.seq.0,
-                did: ctx.delivery_id,
-                id,
-                outcome,
-            }));
-            match (fate, outcome) {
-                (_, Outcome::Ok) => Ok(()),
-                (Fate::Permanent, _) => Err(DeliveryError::permanent("model: permanent")),
-                (Fate::Panic, _) => panic!("{PANIC_MSG}"),
-                _ => Err(DeliveryError::transient("model: transient")),
             }
-        })
+            Fate::Permanent => Outcome::Terminal,
+            Fate::Exhaust | Fate::Panic if last => Outcome::Terminal,
+            Fate::Exhaust | Fate::Panic => Outcome::Retry,
+        };
+        self.journal.write(&Line::Handed(Attempt {
+            sink: self.idx,
+            seq: ctx.seq.0,
+            did: ctx.delivery_id,
+            id,
+            outcome,
+        }));
+        match (fate, outcome) {
+            (_, Outcome::Ok) => Ok(()),
+            (Fate::Permanent, _) => Err(DeliveryError::permanent("model: permanent")),
+            (Fate::Panic, _) => panic!("{PANIC_MSG}"),
+            _ => Err(DeliveryError::transient("model: transient")),
+        }
     }
 
     fn kind(&self) -> &'static str {
@@ -117,11 +112,11 @@ pub async fn main() {
     for (i, name) in SINKS.iter().enumerate() {
         b = b.sink(
             *name,
-            JournalSink {
+            Decided(JournalSink {
                 idx: i,
                 journal: journal.clone(),
                 failures: Mutex::default(),
-            },
+            }),
             harness::sink_cfg(),
         );
     }

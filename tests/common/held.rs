@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cli_common::{code, run, stderr, stdout};
-use crate::common::raw_sled;
+use super::cli::{code, run, run_config, stderr, stdout};
+use super::raw_sled;
 use outbox::codec;
 
 /// Records written by [`fill`]; about 190 fit in one 96 KiB log value, so
@@ -16,7 +16,7 @@ pub const N: usize = 2000;
 
 /// The sink `h`: a webhook to a port nothing listens on, with a minute's
 /// backoff, so every record stays pending.
-pub const HELD: &str = "[[sinks]]\nname = \"h\"\nkind = \"webhook\"\nbackoff_base_ms = 60000\nbackoff_max_ms = 60000\n[sinks.webhook]\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"OUTBOX_TEST_HOOK_SECRET\"\nsecret_format = \"raw\"\n";
+pub const HELD: &str = "[[sinks]]\nname = \"h\"\nkind = \"webhook\"\nbackoff_base_ms = 60000\nbackoff_max_ms = 60000\n[sinks.webhook]\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"OUTBOX_TEST_HOOK\"\nsecret_format = \"raw\"\n";
 
 /// A config for `DIR/data` with `sinks` (TOML), written to `DIR/name`.
 pub fn config_with(t: &Path, name: &str, data: &Path, sinks: &str) -> PathBuf {
@@ -41,27 +41,11 @@ pub fn input(n: usize) -> String {
         .collect()
 }
 
-pub fn run_cfg(cfg: &Path, stdin: &[u8]) -> std::process::Output {
-    crate::cli_common::bin()
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .env("OUTBOX_TEST_HOOK_SECRET", "k")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            let _ = c.stdin.take().unwrap().write_all(stdin);
-            c.wait_with_output()
-        })
-        .unwrap()
-}
-
 /// Appends [`N`] records of about 500 bytes through `outbox run`, all
 /// pending for `h`, and stops cleanly. Returns the config and data dir.
 pub fn fill(t: &Path) -> (PathBuf, PathBuf) {
     let cfg = config(t);
-    let o = run_cfg(&cfg, input(N).as_bytes());
+    let o = run_config(&cfg, input(N).as_bytes());
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&format!("appended {N} records"))

@@ -6,20 +6,41 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_outbox"));
-    c.env_remove("RUST_LOG");
-    c
-}
+use super::config::{HOOK_SECRET, HOOK_SECRET_ENV};
+
+pub use super::process::bin;
 
 /// Runs the binary to completion with `stdin` as its input.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
+    run_env(args, &[], stdin)
+}
+
+/// The webhook secret's variable and value, as `Daemon::start` takes them
+/// (see [`super::config::Config::webhook`]).
+pub const HOOK: (&str, &str) = (HOOK_SECRET_ENV, HOOK_SECRET);
+
+/// `outbox run --config CFG` to completion with [`HOOK`] set and `stdin`
+/// as its input.
+pub fn run_config(cfg: &Path, stdin: &[u8]) -> Output {
+    run_env(&["run", "--config", cfg.to_str().unwrap()], &[HOOK], stdin)
+}
+
+/// [`run_config`], which must exit 0.
+pub fn run_config_ok(cfg: &Path, stdin: &[u8]) -> Output {
+    let o = run_config(cfg, stdin);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    o
+}
+
+/// [`run`] with the variables `envs` set.
+pub fn run_env(args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut child = bin()
+        .envs(envs.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -79,19 +100,46 @@ impl Daemon {
     /// `outbox run --config CFG` with ingest and admin listening on
     /// ephemeral loopback ports.
     pub fn listening(cfg: &Path, envs: &[(&str, &str)]) -> Daemon {
-        let cfg = cfg.to_str().expect("utf-8 config path");
-        Self::start(
-            &[
-                "run",
-                "--config",
-                cfg,
-                "--ingest-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ],
-            envs,
+        Self::start(&Self::listening_args(cfg), envs)
+    }
+
+    /// `outbox run --config CFG --ingest-listen 127.0.0.1:0 EXTRA...`, no
+    /// admin listener.
+    pub fn ingesting(cfg: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        let mut args = vec![
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8 config path"),
+            "--ingest-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args, envs)
+    }
+
+    /// POSTs NDJSON `body` to ingest, without a token.
+    pub fn post(&self, body: &[u8]) -> Reply {
+        http(
+            self.ingest.expect("an ingest listener"),
+            "POST",
+            "/v1/records",
+            &[("Content-Type", "application/x-ndjson")],
+            body,
         )
+    }
+
+    /// The arguments of [`Daemon::listening`]: `run --config CFG` with
+    /// ingest and admin on ephemeral loopback ports.
+    pub fn listening_args(cfg: &Path) -> [&str; 7] {
+        [
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8 config path"),
+            "--ingest-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]
     }
 
     /// As [`Daemon::start`], but a daemon that exits (or stays silent for
@@ -159,23 +207,6 @@ impl Daemon {
             }
         }
         Ok(d)
-    }
-
-    /// `outbox run --config CFG` with ingest and admin listeners on
-    /// 127.0.0.1.
-    pub fn with_config(cfg: &Path, envs: &[(&str, &str)]) -> Daemon {
-        Self::start(
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--ingest-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ],
-            envs,
-        )
     }
 
     pub fn stderr(&self) -> String {
