@@ -74,10 +74,10 @@ impl<T> AckTracker<T> {
     /// Moves `sink`'s offset to `offset` (if that is forward) and returns the
     /// tokens this releases, in seq order.
     pub fn commit(&mut self, sink: usize, offset: u64) -> Vec<T> {
-        if let Some(o) = self.offsets.get_mut(sink) {
-            if offset > *o {
-                *o = offset;
-            }
+        if let Some(o) = self.offsets.get_mut(sink)
+            && offset > *o
+        {
+            *o = offset;
         }
         self.release()
     }

@@ -300,13 +300,13 @@ impl SinkConfig {
             }
             _ => {}
         }
-        if let Some(schedule) = &self.retry_schedule {
-            if schedule.is_empty() {
-                return Err(Error::config(
-                    p("retry_schedule"),
-                    "must list at least one delay (for no retries, set retry_max = 0)",
-                ));
-            }
+        if let Some(schedule) = &self.retry_schedule
+            && schedule.is_empty()
+        {
+            return Err(Error::config(
+                p("retry_schedule"),
+                "must list at least one delay (for no retries, set retry_max = 0)",
+            ));
         }
         if let Some(b) = &self.breaker {
             b.validate(&p("breaker"))?;

@@ -83,12 +83,11 @@ fn verify_standard(secret: &str, h: &HeaderMap, body: &[u8], now: u64) -> Result
     signed.extend_from_slice(body);
     let expected = hmac_sha256(&key, &signed);
     for sig in header(h, "webhook-signature").split(' ') {
-        if let Some(b64) = sig.strip_prefix("v1,") {
-            if let Ok(got) = STANDARD.decode(b64) {
-                if ct_eq(&got, &expected) {
-                    return Ok(id.to_string());
-                }
-            }
+        if let Some(b64) = sig.strip_prefix("v1,")
+            && let Ok(got) = STANDARD.decode(b64)
+            && ct_eq(&got, &expected)
+        {
+            return Ok(id.to_string());
         }
     }
     Err("no signature matches".into())

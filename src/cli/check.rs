@@ -379,14 +379,14 @@ impl Checker {
                     reason: format!("offset {next} is past the head {head}"),
                 });
             }
-            if let Some(first) = self.first {
-                if next < first {
-                    self.push(Problem {
-                        tree: tree::LOG.into(),
-                        key: format!("seqs {next}..{first}"),
-                        reason: format!("missing: sink `{name}` had not passed these records"),
-                    });
-                }
+            if let Some(first) = self.first
+                && next < first
+            {
+                self.push(Problem {
+                    tree: tree::LOG.into(),
+                    key: format!("seqs {next}..{first}"),
+                    reason: format!("missing: sink `{name}` had not passed these records"),
+                });
             }
         }
         for (key, seq) in std::mem::take(&mut self.dlq_seqs) {

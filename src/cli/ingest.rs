@@ -114,10 +114,10 @@ async fn records(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Some(auth) = &s.auth {
-        if !auth.check(&headers) {
-            return unauthorized();
-        }
+    if let Some(auth) = &s.auth
+        && !auth.check(&headers)
+    {
+        return unauthorized();
     }
     if s.stopping.load(Ordering::Acquire) || s.outbox.is_closing() {
         return unavailable("outbox is shutting down; nothing was appended".into());

@@ -370,15 +370,15 @@ fn warn_on_sizing(src: &JetStreamSource, sinks: &[config::SinkPlan]) {
         .filter(|s| s.cfg.on_full == outbox::OnFull::Block)
         .filter_map(|s| s.cfg.max_lag_records.map(|m| (m, &s.name)))
         .min();
-    if let Some((lag, name)) = smallest {
-        if max_ack_pending < 0 || max_ack_pending as u64 > lag {
-            tracing::warn!(
-                max_ack_pending,
-                sink = %name,
-                max_lag_records = lag,
-                "the consumer's max_ack_pending is above this block sink's lag limit: messages may wait in blocked appends (see docs/configuration.md, Sizing max_ack_pending)"
-            );
-        }
+    if let Some((lag, name)) = smallest
+        && (max_ack_pending < 0 || max_ack_pending as u64 > lag)
+    {
+        tracing::warn!(
+            max_ack_pending,
+            sink = %name,
+            max_lag_records = lag,
+            "the consumer's max_ack_pending is above this block sink's lag limit: messages may wait in blocked appends (see docs/configuration.md, Sizing max_ack_pending)"
+        );
     }
 }
 

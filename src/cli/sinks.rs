@@ -81,12 +81,12 @@ pub fn apply_secret_envs(specs: &mut [(String, SinkSpec)], flags: &[String]) -> 
         }
     }
     for (name, spec) in specs.iter() {
-        if let SinkSpec::Webhook(cfg) = spec {
-            if cfg.secret_env.is_empty() {
-                return Err(bad(format!(
-                    "webhook sink `{name}` needs --webhook-secret-env {name}=ENVVAR"
-                )));
-            }
+        if let SinkSpec::Webhook(cfg) = spec
+            && cfg.secret_env.is_empty()
+        {
+            return Err(bad(format!(
+                "webhook sink `{name}` needs --webhook-secret-env {name}=ENVVAR"
+            )));
         }
     }
     Ok(())

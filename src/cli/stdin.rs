@@ -75,17 +75,18 @@ pub async fn pump(
             }
         }
         // Send a group when full, or when stdin has nothing more buffered.
-        if group.len() >= GROUP || lines.buffer().is_empty() {
-            if let Err(e) = send(&outbox, &slots, &mut inflight, &mut group, &mut stats).await {
-                stats.error = Some(e);
-                break;
-            }
+        if (group.len() >= GROUP || lines.buffer().is_empty())
+            && let Err(e) = send(&outbox, &slots, &mut inflight, &mut group, &mut stats).await
+        {
+            stats.error = Some(e);
+            break;
         }
     }
-    if stats.error.is_none() && !group.is_empty() {
-        if let Err(e) = send(&outbox, &slots, &mut inflight, &mut group, &mut stats).await {
-            stats.error = Some(e);
-        }
+    if stats.error.is_none()
+        && !group.is_empty()
+        && let Err(e) = send(&outbox, &slots, &mut inflight, &mut group, &mut stats).await
+    {
+        stats.error = Some(e);
     }
     while let Some(r) = inflight.join_next().await {
         collect(r, &mut stats);

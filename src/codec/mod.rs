@@ -223,15 +223,15 @@ fn decode_exact<T: serde::de::DeserializeOwned>(
 /// Renders a key for an error message: a seq for 8-byte keys, text for
 /// printable keys, hex otherwise.
 pub fn render_key(tree: &str, key: &[u8]) -> String {
-    if tree == tree::LOG {
-        if let Some(s) = Seq::from_be_slice(key) {
-            return format!("seq {s}");
-        }
+    if tree == tree::LOG
+        && let Some(s) = Seq::from_be_slice(key)
+    {
+        return format!("seq {s}");
     }
-    if tree == tree::DLQ {
-        if let Some((sink, seq)) = dlq::parse_dlq_key(key) {
-            return format!("{sink}/seq {seq}");
-        }
+    if tree == tree::DLQ
+        && let Some((sink, seq)) = dlq::parse_dlq_key(key)
+    {
+        return format!("{sink}/seq {seq}");
     }
     match std::str::from_utf8(key) {
         Ok(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic()) => format!("`{s}`"),

@@ -250,10 +250,10 @@ impl Breaker {
     }
 
     fn trip(&self) -> Option<Trip> {
-        if let Some(n) = self.cfg.consecutive_failures {
-            if self.consecutive >= n {
-                return Some(Trip::Consecutive(self.consecutive));
-            }
+        if let Some(n) = self.cfg.consecutive_failures
+            && self.consecutive >= n
+        {
+            return Some(Trip::Consecutive(self.consecutive));
         }
         let ratio = self.cfg.failure_ratio?;
         let full = self.window.len() == usize::try_from(ratio.window).unwrap_or(usize::MAX);

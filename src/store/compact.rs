@@ -77,7 +77,7 @@ impl Store {
                 .map(|(kind, name, items)| {
                     let counted = items.inspect(|_| {
                         copied.set(copied.get() + 1);
-                        if copied.get() % 1024 == 0 {
+                        if copied.get().is_multiple_of(1024) {
                             (progress.borrow_mut())(copied.get());
                         }
                     });

@@ -286,11 +286,11 @@ impl Store {
                     batch
                         .get_or_insert_with(sled::Batch::default)
                         .insert(&key, value);
-                    if i + 1 == run.end {
-                        if let Some(b) = batch.take() {
-                            let r = self.log.apply_batch(b);
-                            self.write_result(r)?;
-                        }
+                    if i + 1 == run.end
+                        && let Some(b) = batch.take()
+                    {
+                        let r = self.log.apply_batch(b);
+                        self.write_result(r)?;
                     }
                 }
             }
@@ -571,11 +571,11 @@ impl Store {
         });
         let r = self.db.flush().map(|_| ());
         self.write_result(r)?;
-        if let Some(files) = &self.files {
-            if let Err(e) = files.lock().sync() {
-                self.poison(&format!("fsync: {e}"));
-                return Err(Error::Io(e));
-            }
+        if let Some(files) = &self.files
+            && let Err(e) = files.lock().sync()
+        {
+            self.poison(&format!("fsync: {e}"));
+            return Err(Error::Io(e));
         }
         Ok(())
     }

@@ -177,13 +177,14 @@ pub fn resolve(
             None
         }
     };
-    if let (Some(i), Some(a)) = (&ingest, &admin) {
-        if i.listen.addr == a.addr && i.listen.addr.port() != 0 {
-            return Err(Error::config(
-                "admin.listen",
-                format!("{} is also ingest.listen", a.addr),
-            ));
-        }
+    if let (Some(i), Some(a)) = (&ingest, &admin)
+        && i.listen.addr == a.addr
+        && i.listen.addr.port() != 0
+    {
+        return Err(Error::config(
+            "admin.listen",
+            format!("{} is also ingest.listen", a.addr),
+        ));
     }
     let file_source = match file.source {
         Some(SourceFile::Jetstream(js)) => Some(js),

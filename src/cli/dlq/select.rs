@@ -96,17 +96,17 @@ impl Filter {
                 })
             })
             .transpose()?;
-        if let (Some(a), Some(b)) = (since_ms, until_ms) {
-            if a >= b {
-                return Err(Error::Config {
-                    param: "--since".into(),
-                    reason: format!(
-                        "the window is empty: --since ({}) is not before --until ({})",
-                        render_ms(a),
-                        render_ms(b)
-                    ),
-                });
-            }
+        if let (Some(a), Some(b)) = (since_ms, until_ms)
+            && a >= b
+        {
+            return Err(Error::Config {
+                param: "--since".into(),
+                reason: format!(
+                    "the window is empty: --since ({}) is not before --until ({})",
+                    render_ms(a),
+                    render_ms(b)
+                ),
+            });
         }
         let error = q
             .error_match

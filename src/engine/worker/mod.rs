@@ -260,10 +260,11 @@ impl<T: Send + 'static> Worker<T> {
     /// or the store. `None` when the worker must wait (a read error, retried
     /// later) or stop (damaged data).
     async fn batch_at(&mut self, pos: Seq, head: Seq) -> Option<Arc<Batch>> {
-        if let Some(b) = &self.cur {
-            if b.first <= pos && pos < b.end() {
-                return Some(b.clone());
-            }
+        if let Some(b) = &self.cur
+            && b.first <= pos
+            && pos < b.end()
+        {
+            return Some(b.clone());
         }
         match fetch(&self.core, pos, head).await {
             Ok(b) => {

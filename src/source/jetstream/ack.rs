@@ -181,7 +181,7 @@ impl Acker {
                     // Every failure is counted; the log gets the first of
                     // each ack and then one in a hundred, so that an outage
                     // with thousands of acks waiting does not flood it.
-                    if wait == ACK_BACKOFF_MIN || retries % 100 == 0 {
+                    if wait == ACK_BACKOFF_MIN || retries.is_multiple_of(100) {
                         tracing::warn!(stream_seq = token.stream_seq, error = %e, retries_so_far = retries + 1, "jetstream source: ack failed; retrying");
                     }
                 }

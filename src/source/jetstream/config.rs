@@ -107,10 +107,10 @@ impl JetStreamSourceConfig {
         crate::nats::server_addrs("source.url", &self.url)?;
         check_name("source.stream", &self.stream)?;
         check_name("source.consumer", &self.consumer)?;
-        if let Some(f) = &self.filter_subject {
-            if f.trim().is_empty() {
-                return Err(Error::config("source.filter_subject", "is empty"));
-            }
+        if let Some(f) = &self.filter_subject
+            && f.trim().is_empty()
+        {
+            return Err(Error::config("source.filter_subject", "is empty"));
         }
         if self.ack_wait_ms < 1000 {
             return Err(Error::config(

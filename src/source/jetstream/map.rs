@@ -71,13 +71,13 @@ pub struct Incoming<'a> {
 /// # Errors
 /// [`Invalid`] when `validate` refuses the payload.
 pub fn to_record(m: Incoming<'_>, validate: Validate) -> Result<Record, Invalid> {
-    if validate == Validate::Json {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(m.payload) {
-            return Err(Invalid::NotJson {
-                seq: m.stream_seq,
-                reason: e.to_string(),
-            });
-        }
+    if validate == Validate::Json
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(m.payload)
+    {
+        return Err(Invalid::NotJson {
+            seq: m.stream_seq,
+            reason: e.to_string(),
+        });
     }
     let mut headers = m.headers;
     // Stable by name only: a name's values keep their order.

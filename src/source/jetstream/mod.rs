@@ -264,10 +264,10 @@ impl JetStreamSource {
             }
         }
         while let Some(done) = inflight.join_next().await {
-            if let Err(e) = joined(done) {
-                if result.is_ok() {
-                    result = Err(e);
-                }
+            if let Err(e) = joined(done)
+                && result.is_ok()
+            {
+                result = Err(e);
             }
         }
         result
