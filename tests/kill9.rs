@@ -110,7 +110,11 @@ fn spawn_daemon(cfg: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-/// Waits until the daemon accepts connections; fails if it exits first.
+/// Waits until the daemon answers HTTP on its ingest port; fails if it
+/// exits first. A TCP connect alone is not enough: the listener is bound
+/// before the store is opened (so a port in use fails early), and the
+/// kernel completes connections into its backlog; only once the outbox is
+/// open does the server read a request and answer.
 async fn wait_ready(child: &mut Child, port: u16, log: &Path, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -120,10 +124,7 @@ async fn wait_ready(child: &mut Child, port: u16, log: &Path, what: &str) {
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if answers_http(port).await {
             return;
         }
         assert!(
@@ -133,6 +134,23 @@ async fn wait_ready(child: &mut Child, port: u16, log: &Path, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether an HTTP request to `port` gets any answer within a second.
+async fn answers_http(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: outbox\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut first = [0u8; 5];
+        s.read_exact(&mut first).await?;
+        std::io::Result::Ok(&first == b"HTTP/")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ask).await,
+        Ok(Ok(true))
+    )
 }
 
 /// The clients: up to 40 records a request; a 500 fails the test.
