@@ -22,6 +22,15 @@
 //! outbox.shutdown(std::time::Duration::from_secs(5)).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Lints: `unsafe` is denied except in three functions that call libc,
+//! each allowed by name with a SAFETY comment (`tune_glibc_malloc` and
+//! `trim_glibc_malloc`, and the store's `flock` probe `store::is_locked`);
+//! every public item is documented; non-test code does not `unwrap`.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod ack;
 pub mod codec;

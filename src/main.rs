@@ -1,4 +1,10 @@
 //! The `outbox` binary. See `outbox --help`.
+//!
+//! Lints as in the library: `unsafe` only where allowed by name with a
+//! SAFETY comment; non-test code does not `unwrap`.
+
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod cli;
 

@@ -20,6 +20,7 @@
 /// This sets glibc's threshold for the whole process, for every allocation
 /// of every thread and library, and stays set. Opt in by calling it once,
 /// early in `main`, before threads start allocating.
+#[allow(unsafe_code)] // mallopt(3): see the SAFETY comment
 pub fn tune_glibc_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; glibc serialises it
@@ -44,6 +45,7 @@ pub fn tune_glibc_malloc() {
 /// This trims every arena of the process, whoever allocated in it, and
 /// takes each arena's lock while it runs: call it from a blocking thread,
 /// not from an async task.
+#[allow(unsafe_code)] // malloc_trim(3): see the SAFETY comment
 pub fn trim_glibc_malloc() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes glibc's arena locks itself and only returns

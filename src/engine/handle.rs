@@ -253,6 +253,11 @@ impl<T: Send + 'static> Outbox<T> {
     /// # Errors
     /// [`Error::UnknownSink`] when it is not configured;
     /// [`Error::ShuttingDown`] once shutdown has begun; storage errors.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped after the pause was written but before it
+    /// was durable, the pause may hold after the next restart while this
+    /// run keeps delivering. Call it again to finish.
     pub async fn pause_sink(&self, sink: &SinkName) -> Result<u64> {
         let slot = self.slot(sink)?;
         if let Some(at) = *slot.paused_at_ms.lock() {
@@ -277,6 +282,11 @@ impl<T: Send + 'static> Outbox<T> {
     ///
     /// # Errors
     /// As [`Outbox::pause_sink`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, as [`Outbox::pause_sink`]: dropped part way, the
+    /// sink may stay paused in this run while the removal reaches the disk.
+    /// Call it again to finish.
     pub async fn resume_sink(&self, sink: &SinkName) -> Result<bool> {
         let slot = self.slot(sink)?;
         let Some(since) = *slot.paused_at_ms.lock() else {
@@ -429,6 +439,12 @@ impl<T: Send + 'static> Outbox<T> {
     ///
     /// # Errors
     /// [`Error::UnknownSink`] when `sink` is not configured; storage errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe in effect: once the request reached the appender the
+    /// redrive runs to the end whether or not the future is awaited; only
+    /// the count is lost. Every entry is in the DLQ or back in the log,
+    /// never both or neither.
     pub async fn dlq_redrive(&self, sink: &SinkName, seqs: Option<Vec<Seq>>) -> Result<usize> {
         if !self.core.sinks.iter().any(|s| &s.name == sink) {
             return Err(Error::UnknownSink(sink.to_string()));
@@ -457,6 +473,11 @@ impl<T: Send + 'static> Outbox<T> {
     ///
     /// # Errors
     /// [`Error::ShuttingDown`] once shutdown has begun; storage errors.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the entries are removed before the wait for
+    /// durability, so a dropped future may leave them removed in this run
+    /// yet back after a crash. Call it again: purging is idempotent.
     pub async fn dlq_purge(&self, sink: &SinkName, seqs: Option<Vec<Seq>>) -> Result<usize> {
         if self.core.closing.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
@@ -478,6 +499,11 @@ impl<T: Send + 'static> Outbox<T> {
     /// [`Error::Rejected`] when `sink` is configured (stop using it in the
     /// configuration first); [`Error::UnknownSink`] when it is not an
     /// orphan; storage errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe in effect: the removal runs on a blocking thread that
+    /// finishes even if the future is dropped; the orphan may then still be
+    /// listed in this run's status until the next open.
     pub async fn forget_orphan(&self, sink: &SinkName) -> Result<Seq> {
         if self.core.sinks.iter().any(|s| &s.name == sink) {
             return Err(Error::Rejected(format!(

@@ -144,6 +144,10 @@ impl<T: Send + 'static> Outbox<T> {
     ///
     /// # Errors
     /// As [`Outbox::shutdown`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, as [`Outbox::shutdown`]; dropping the future drops
+    /// the handle, which stops what is left.
     pub async fn close(self, drain_timeout: Duration) -> Result<ShutdownReport> {
         let report = self.shutdown(drain_timeout).await;
         self.release().await;

@@ -106,6 +106,12 @@ impl<T: Send + 'static> OutboxBuilder<T> {
     /// [`Error::Config`] for a bad setting or a duplicate or invalid sink
     /// name (before anything is opened); then the store's open errors
     /// ([`Error::Locked`], [`Error::UnknownFormat`], corruption, I/O).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the only wait is the store's open on a blocking thread.
+    /// Dropped there, that open still completes and the store is closed
+    /// again as its result is dropped (the directory stays locked until
+    /// then); no task has started and nothing is delivered.
     pub async fn open(self) -> Result<(Outbox<T>, mpsc::UnboundedReceiver<T>)> {
         self.cfg.validate()?;
         let mut seen = HashSet::new();

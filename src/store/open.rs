@@ -313,6 +313,7 @@ fn initialise(
 
 /// Whether some process (this one included) holds sled's lock on `dir`.
 /// Probes with a non-blocking `flock` on `dir/db`, released at once.
+#[allow(unsafe_code)] // flock(2) through libc: see the SAFETY comments
 pub fn is_locked(dir: &Path) -> bool {
     use std::os::fd::AsRawFd;
     let Ok(file) = std::fs::OpenOptions::new()
