@@ -161,7 +161,8 @@ pub struct SinkConfig {
     /// list's length is the number of retries, and `retry_max`,
     /// `backoff_base` and `backoff_max` then do not apply to deliveries.
     /// `Retry-After` still wins, capped by `retry_after_max`. Default
-    /// `None` (exponential backoff). See [`RetryPolicy`](crate::retry::RetryPolicy).
+    /// `None` (exponential backoff). A permanent error goes to the DLQ at
+    /// once whatever the schedule.
     pub retry_schedule: Option<Vec<Duration>>,
     /// The endpoint-health circuit breaker. Default `None` (off).
     pub breaker: Option<BreakerConfig>,

@@ -32,7 +32,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod ack;
+mod ack;
 pub mod codec;
 pub mod config;
 mod engine;
@@ -41,7 +41,7 @@ pub mod filter;
 pub mod metrics;
 #[cfg(feature = "jetstream")]
 mod nats;
-pub mod retry;
+mod retry;
 pub mod sink;
 pub mod source;
 pub mod store;
@@ -60,3 +60,11 @@ pub use error::{Error, Result};
 pub use metrics::{MetricsHook, NoopMetrics};
 pub use tuning::{trim_glibc_malloc, tune_glibc_malloc};
 pub use types::{DeliveryId, Receipt, Record, Seq, SinkName};
+
+/// Not part of the API: internals the crate's own benchmarks
+/// (`benches/hot_paths.rs`) measure. Hidden from the docs, unstable, and
+/// may change or go in any release.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::ack::AckTracker;
+}
