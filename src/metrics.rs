@@ -11,8 +11,6 @@
 
 use std::time::{Duration, SystemTime};
 
-pub use crate::engine::BreakerState;
-
 /// Receives the engine's counters, gauges and latencies.
 pub trait MetricsHook: Send + Sync + 'static {
     /// `n` records of `bytes` total were appended to the log.
@@ -66,3 +64,46 @@ pub trait MetricsHook: Send + Sync + 'static {
 pub struct NoopMetrics;
 
 impl MetricsHook for NoopMetrics {}
+
+/// The breaker's state, as `status` and the metrics show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BreakerState {
+    /// Deliveries flow.
+    Closed,
+    /// Tripped: nothing is sent until the next probe.
+    Open,
+    /// A probe is in flight; nothing else is sent.
+    HalfOpen,
+    /// Paused by an operator: nothing is sent, no probes.
+    Paused,
+}
+
+impl BreakerState {
+    /// Every state, in a fixed order (for exporters that show each one).
+    pub const ALL: [BreakerState; 4] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::Paused,
+    ];
+
+    /// `closed`, `open`, `half_open` or `paused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Paused => "paused",
+        }
+    }
+
+    /// A gauge value: 0 closed, 1 open, 2 half-open, 3 paused.
+    pub fn code(self) -> u8 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+            BreakerState::Paused => 3,
+        }
+    }
+}
