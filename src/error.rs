@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use crate::types::SinkName;
+
 /// Everything the engine and the store can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,6 +82,20 @@ pub enum Error {
     #[error("unknown sink `{0}`")]
     UnknownSink(String),
 
+    /// [`crate::Outbox::try_dispatch`] found a Block sink at its lag limit
+    /// (`on_full = block`). Nothing was appended; the records come back.
+    #[error("sink `{sink}` is at its lag limit (on_full = block)")]
+    Full {
+        /// The first full Block sink.
+        sink: SinkName,
+    },
+
+    /// [`crate::Outbox::try_dispatch`] found the appender's queue full (a
+    /// burst of concurrent dispatches). Nothing was appended; the records
+    /// come back.
+    #[error("the appender's queue is full")]
+    Busy,
+
     /// The outbox is shutting down or has shut down; nothing was appended.
     #[error("outbox is shutting down")]
     ShuttingDown,
@@ -129,9 +145,13 @@ impl Error {
     }
 
     /// Whether the same operation may succeed if tried again later without
-    /// anyone's help (an I/O error other than a poisoned store's).
+    /// anyone's help (an I/O error other than a poisoned store's, a full
+    /// sink or a full queue).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Io(_) | Error::Storage(_))
+        matches!(
+            self,
+            Error::Io(_) | Error::Storage(_) | Error::Full { .. } | Error::Busy
+        )
     }
 
     /// An [`Error::Config`] naming the parameter `param` and the reason it

@@ -378,7 +378,9 @@ async fn shutdown_with_a_hung_sink_stops_at_the_timeout_and_keeps_the_rest() {
     assert_eq!(report.pending, vec![(name("hung"), 2)]);
     assert_eq!(acks.recv().await, None, "pending tokens are never released");
     assert!(matches!(
-        ob.dispatch(rec("x"), vec![]).await,
+        ob.dispatch(rec("x"), vec![])
+            .await
+            .map_err(outbox::DispatchError::into_error),
         Err(outbox::Error::ShuttingDown)
     ));
     drop(ob);

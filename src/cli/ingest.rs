@@ -168,7 +168,7 @@ async fn records(
                 duplicate: false,
             }),
     };
-    match dispatched {
+    match dispatched.map_err(outbox::DispatchError::into_error) {
         Ok(d) => match (d.receipts.first(), d.receipts.last()) {
             (Some(first), Some(last)) => {
                 if !d.duplicate {

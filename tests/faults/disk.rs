@@ -171,7 +171,7 @@ async fn a_full_disk_fails_dispatch_loses_nothing_and_recovers_once_space_is_fre
     }
     let err = failure.expect("24 MiB filled up without a dispatch error");
     assert!(
-        matches!(err, Error::Io(_) | Error::Poisoned(_)),
+        matches!(err.error(), Error::Io(_) | Error::Poisoned(_)),
         "a full disk is an I/O error: {err}"
     );
     assert!(receipted.len() > 10, "only {} receipted", receipted.len());
