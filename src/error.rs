@@ -10,7 +10,12 @@ use std::path::PathBuf;
 use crate::types::SinkName;
 
 /// Everything the engine and the store can fail with.
+///
+/// Non-exhaustive: a later release may add a variant, so a `match` on it
+/// needs a `_` arm. Classify with [`Error::is_transient`] and
+/// [`Error::is_corruption`] rather than by listing variants.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Another process (or another `Outbox` in this process) holds the data
     /// directory's lock. sled locks the `db` file inside the directory.
