@@ -1,9 +1,10 @@
 //! Error types, one enum per layer.
 //!
-//! [`Error`] is what the public API returns. Its variants map onto the
-//! binary's documented exit codes through [`Error::exit_code`]:
-//! 2 for usage and configuration errors, 3 for a data directory that is
-//! locked, corrupt or of an unknown format, and 1 for everything else.
+//! [`Error`] is what the public API returns. It is classified by
+//! [`Error::is_config`], [`Error::is_locked`], [`Error::is_corruption`] and
+//! [`Error::is_transient`]; the binary maps those onto its exit codes and
+//! adds its own advice (`--admin URL`), so no wording of the command line
+//! lives here.
 
 use std::path::PathBuf;
 
@@ -20,7 +21,7 @@ pub enum Error {
     /// Another process (or another `Outbox` in this process) holds the data
     /// directory's lock. sled locks the `db` file inside the directory.
     #[error(
-        "data directory {} is locked by another process (sled holds an exclusive lock on {}); stop that process, or query it through its admin endpoint with --admin URL",
+        "data directory {} is locked by another process (sled holds an exclusive lock on {})",
         path.display(),
         path.join("db").display()
     )]
@@ -127,17 +128,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// The binary's exit code for this error: 2 for configuration and usage
-    /// errors, 3 for a locked, corrupt or unknown data directory, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Config { .. } | Error::UnknownSink(_) => 2,
-            Error::Locked { .. }
-            | Error::Corrupted { .. }
-            | Error::StoreCorrupt { .. }
-            | Error::UnknownFormat { .. } => 3,
-            _ => 1,
-        }
+    /// Whether the caller asked for something invalid: a configuration
+    /// value ([`Error::Config`]) or a sink that is not configured
+    /// ([`Error::UnknownSink`]). Trying again without a change fails again.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config { .. } | Error::UnknownSink(_))
+    }
+
+    /// Whether another process (or another `Outbox` in this one) holds the
+    /// data directory ([`Error::Locked`]).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Locked { .. })
     }
 
     /// Whether the error means stored data cannot be read: a reader must
