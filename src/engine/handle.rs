@@ -116,6 +116,10 @@ impl<T: Send + 'static> Outbox<T> {
     ///   [`Outbox::dispatch_once`] with a key to make retries safe). Its seq
     ///   is never given to another record. No items come back, and the
     ///   tokens are dropped, never released.
+    /// - [`Error::ShuttingDown`] without items: the `Outbox` was dropped
+    ///   (not shut down) while the appender held the request, which may
+    ///   have been written. (A request still queued when a shutdown stops
+    ///   the appender comes back with its items.)
     ///
     /// # Cancel safety
     /// Not cancel safe: if the future is dropped after the request reached
