@@ -1,19 +1,27 @@
 //! Error types, one enum per layer.
 //!
-//! [`Error`] is what the public API returns. Its variants map onto the
-//! binary's documented exit codes through [`Error::exit_code`]:
-//! 2 for usage and configuration errors, 3 for a data directory that is
-//! locked, corrupt or of an unknown format, and 1 for everything else.
+//! [`Error`] is what the public API returns. It is classified by
+//! [`Error::is_config`], [`Error::is_locked`], [`Error::is_corruption`] and
+//! [`Error::is_transient`]; the binary maps those onto its exit codes and
+//! adds its own advice (`--admin URL`), so no wording of the command line
+//! lives here.
 
 use std::path::PathBuf;
 
+use crate::types::SinkName;
+
 /// Everything the engine and the store can fail with.
+///
+/// Non-exhaustive: a later release may add a variant, so a `match` on it
+/// needs a `_` arm. Classify with [`Error::is_transient`] and
+/// [`Error::is_corruption`] rather than by listing variants.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Another process (or another `Outbox` in this process) holds the data
     /// directory's lock. sled locks the `db` file inside the directory.
     #[error(
-        "data directory {} is locked by another process (sled holds an exclusive lock on {}); stop that process, or query it through its admin endpoint with --admin URL",
+        "data directory {} is locked by another process (sled holds an exclusive lock on {})",
         path.display(),
         path.join("db").display()
     )]
@@ -80,6 +88,20 @@ pub enum Error {
     #[error("unknown sink `{0}`")]
     UnknownSink(String),
 
+    /// [`crate::Outbox::try_dispatch`] found a Block sink at its lag limit
+    /// (`on_full = block`). Nothing was appended; the records come back.
+    #[error("sink `{sink}` is at its lag limit (on_full = block)")]
+    Full {
+        /// The first full Block sink.
+        sink: SinkName,
+    },
+
+    /// [`crate::Outbox::try_dispatch`] found the appender's queue full (a
+    /// burst of concurrent dispatches). Nothing was appended; the records
+    /// come back.
+    #[error("the appender's queue is full")]
+    Busy,
+
     /// The outbox is shutting down or has shut down; nothing was appended.
     #[error("outbox is shutting down")]
     ShuttingDown,
@@ -106,17 +128,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// The binary's exit code for this error: 2 for configuration and usage
-    /// errors, 3 for a locked, corrupt or unknown data directory, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Config { .. } | Error::UnknownSink(_) => 2,
-            Error::Locked { .. }
-            | Error::Corrupted { .. }
-            | Error::StoreCorrupt { .. }
-            | Error::UnknownFormat { .. } => 3,
-            _ => 1,
-        }
+    /// Whether the caller asked for something invalid: a configuration
+    /// value ([`Error::Config`]) or a sink that is not configured
+    /// ([`Error::UnknownSink`]). Trying again without a change fails again.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config { .. } | Error::UnknownSink(_))
+    }
+
+    /// Whether another process (or another `Outbox` in this one) holds the
+    /// data directory ([`Error::Locked`]).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Locked { .. })
     }
 
     /// Whether the error means stored data cannot be read: a reader must
@@ -129,9 +151,13 @@ impl Error {
     }
 
     /// Whether the same operation may succeed if tried again later without
-    /// anyone's help (an I/O error other than a poisoned store's).
+    /// anyone's help (an I/O error other than a poisoned store's, a full
+    /// sink or a full queue).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Io(_) | Error::Storage(_))
+        matches!(
+            self,
+            Error::Io(_) | Error::Storage(_) | Error::Full { .. } | Error::Busy
+        )
     }
 
     /// An [`Error::Config`] naming the parameter `param` and the reason it

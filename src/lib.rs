@@ -54,8 +54,9 @@ pub use config::{
 };
 pub use engine::{
     Breaker, BreakerState, Dispatched, Health, LogRecord, Meta, Outbox, OutboxBuilder, Permit,
-    ShutdownReport, SinkStatus, Status, TokenBucket, Trip,
+    ReceiptFuture, ShutdownReport, SinkStatus, Status, TokenBucket, Trip,
 };
+pub use engine::{DispatchError, Items};
 pub use error::{Error, Result};
 pub use metrics::{MetricsHook, NoopMetrics};
 pub use tuning::{trim_glibc_malloc, tune_glibc_malloc};

@@ -391,7 +391,13 @@ async fn dispatch_once_appends_a_key_once_and_holds_the_retry_s_tokens_against_t
         .dispatch_once("req-1", vec![(rec("b"), vec![3])])
         .await
         .unwrap_err();
-    assert!(matches!(e, outbox::Error::KeyReused(_)), "{e}");
+    assert!(matches!(e.error(), outbox::Error::KeyReused(_)), "{e}");
+    let back = e
+        .into_items()
+        .expect("nothing appended: the items come back");
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].0.payload, b"b");
+    assert_eq!(back[0].1, vec![3], "the token comes back, not released");
     held.send(true).unwrap();
     let mut got = acks_n(&mut acks, 2).await;
     got.sort();

@@ -92,17 +92,34 @@ fn id_of(log: Uuid, seq: u64) -> String {
     .to_string()
 }
 
+/// The [`Error`] of a failed call: itself, or a failed dispatch's.
+trait AsError {
+    fn as_error(&self) -> &Error;
+}
+
+impl AsError for Error {
+    fn as_error(&self) -> &Error {
+        self
+    }
+}
+
+impl<T> AsError for outbox::DispatchError<T> {
+    fn as_error(&self) -> &Error {
+        self.error()
+    }
+}
+
 /// The reason inside an [`Error::Poisoned`], or a panic naming the error.
-fn poisoned(e: &Error) -> &str {
-    match e {
+fn poisoned(e: &impl AsError) -> &str {
+    match e.as_error() {
         Error::Poisoned(why) => why,
         other => panic!("expected Error::Poisoned, got {other:?}"),
     }
 }
 
 /// The message inside an [`Error::Io`], or a panic naming the error.
-fn io(e: &Error) -> String {
-    match e {
+fn io(e: &impl AsError) -> String {
+    match e.as_error() {
         Error::Io(io) => io.to_string(),
         other => panic!("expected Error::Io, got {other:?}"),
     }
@@ -233,12 +250,21 @@ async fn a_failed_log_insert_fails_the_dispatch_and_its_seq_is_never_reused() {
     let e = ob.dispatch(rec("r3"), vec![3]).await.unwrap_err();
     assert_eq!(io(&e), "injected log insert failure");
     assert_eq!(e.to_string(), "I/O error: injected log insert failure");
+    assert!(
+        e.into_items().is_none(),
+        "failed inside the appender: maybe appended, nothing comes back"
+    );
     fail::remove("store::append");
     let e = ob.dispatch(rec("r4"), vec![4]).await.unwrap_err();
     assert_eq!(
         poisoned(&e),
         "I/O error: injected log insert failure",
         "the store refuses writes until reopened, fault gone or not"
+    );
+    assert_eq!(
+        e.into_items(),
+        Some(vec![(rec("r4"), vec![4])]),
+        "refused before it was sent: the record and token come back"
     );
     assert!(!ob.is_healthy());
     let (shut, rest) = close(ob, &mut acks).await;

@@ -3,7 +3,8 @@
 //! Contract (see `docs/operations.md`):
 //! - the body is NDJSON, one record per non-blank line, payload = the line;
 //! - a request is atomic: its records go to the engine in one
-//!   `dispatch_many`, which appends them as one log value, all or none;
+//!   `try_dispatch_many` (or `try_dispatch_once`), which appends them as one
+//!   log value, all or none;
 //! - `200 {"accepted":N,"first_seq":..,"last_seq":..}` only once durable
 //!   under the sync policy;
 //! - `400 {"error":..,"line":N}` names the first bad line (1-based) and
@@ -11,7 +12,9 @@
 //! - `413` when the body is over `ingest.max_body_bytes`, or a line is over
 //!   `max_record_bytes` (then with `"line"`);
 //! - `503` with `Retry-After` while a Block sink is full or while shutting
-//!   down;
+//!   down, answered at once (admission never waits for room), and, under
+//!   a burst of more concurrent requests than the engine queues (4096), while
+//!   its queue is full;
 //! - `401` without the bearer token, when one is configured;
 //! - with an `Idempotency-Key` header (1 to 255 visible ASCII characters),
 //!   a retry of a request within the idempotency window (default 24 h)
@@ -144,11 +147,6 @@ async fn records(
     if lines.is_empty() {
         return error(StatusCode::BAD_REQUEST, "the body holds no records");
     }
-    if let Some(full) = s.outbox.full_sink() {
-        return unavailable(format!(
-            "sink {full} is at its lag limit (on_full = block); nothing was appended"
-        ));
-    }
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
@@ -157,18 +155,24 @@ async fn records(
         .into_iter()
         .map(|l| (Record::new(l), Vec::new()))
         .collect();
+    // Admission never waits: a full Block sink, shutdown or a full queue
+    // answers 503 at once; only durability is awaited.
     let dispatched = match &key {
-        Some(k) => s.outbox.dispatch_once(&format!("ingest:{k}"), items).await,
-        None => s
-            .outbox
-            .dispatch_many(items)
-            .await
-            .map(|receipts| outbox::Dispatched {
+        Some(k) => match s.outbox.try_dispatch_once(&format!("ingest:{k}"), items) {
+            Ok(durable) => durable.await,
+            Err(e) => Err(e),
+        },
+        None => match s.outbox.try_dispatch_many(items) {
+            Ok(durable) => durable.await.map(|receipts| outbox::Dispatched {
                 receipts,
                 duplicate: false,
             }),
+            Err(e) => Err(e),
+        },
     };
-    match dispatched {
+    // The items that come back on an error are the request's lines: the
+    // client holds them and retries the whole request.
+    match dispatched.map_err(outbox::DispatchError::into_error) {
         Ok(d) => match (d.receipts.first(), d.receipts.last()) {
             (Some(first), Some(last)) => {
                 if !d.duplicate {
@@ -203,6 +207,13 @@ async fn records(
         Err(Error::ShuttingDown) => {
             unavailable("outbox is shutting down; nothing was appended".into())
         }
+        Err(Error::Full { sink }) => unavailable(format!(
+            "sink {sink} is at its lag limit (on_full = block); nothing was appended"
+        )),
+        Err(Error::Busy) => unavailable(
+            "the engine's queue is full (too many concurrent requests); nothing was appended"
+                .into(),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "ingest: append failed");
             error(

@@ -13,6 +13,7 @@ mod compact;
 mod config;
 mod dlq;
 mod dump;
+mod exit;
 mod ingest;
 mod jetstream;
 mod logging;
@@ -173,8 +174,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            eprintln!("error: {}", exit::message(&e));
+            ExitCode::from(exit::exit_code(&e))
         }
     }
 }

@@ -150,7 +150,7 @@ mod tests {
             "bad name=stdout",
         ] {
             let e = parse(bad).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert_eq!(crate::cli::exit::exit_code(&e), 2, "{bad}");
             assert!(e.to_string().contains("--sink"), "{e}");
         }
     }
@@ -178,7 +178,7 @@ mod tests {
         ] {
             let flags: Vec<String> = flags.into_iter().map(String::from).collect();
             let e = apply_secret_envs(&mut specs.clone(), &flags).unwrap_err();
-            assert_eq!(e.exit_code(), 2);
+            assert_eq!(crate::cli::exit::exit_code(&e), 2);
             let e = e.to_string();
             assert!(e.contains("--webhook-secret-env") && e.contains(why), "{e}");
         }

@@ -116,7 +116,11 @@ async fn send(
     let outbox = outbox.clone();
     inflight.spawn(async move {
         let n = items.len();
-        let r = outbox.dispatch_many(items).await.map(|_| n);
+        let r = outbox
+            .dispatch_many(items)
+            .await
+            .map(|_| n)
+            .map_err(outbox::Error::from);
         drop(permit);
         r
     });

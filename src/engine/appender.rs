@@ -18,7 +18,11 @@
 //! - a failed write answers every request of its group with the error and
 //!   poisons the store: nothing more is written or receipted until it is
 //!   reopened (what sled had already written may survive, and is then
-//!   delivered after the reopen: a failed dispatch is "maybe appended");
+//!   delivered after the reopen: a failed dispatch is "maybe appended", and
+//!   its items are not handed back);
+//! - a request answered with an error before anything of it was written (a
+//!   reused idempotency key, or one still queued at `Stop`) gets its items
+//!   back in the answer;
 //! - a redrive runs one bounded chunk at a time, and only while no dispatch
 //!   is waiting, so a large redrive never holds dispatch up for long.
 
@@ -29,7 +33,8 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::core::Core;
-use super::msg::{AppendReq, Appended, Completion};
+use super::dispatch_error::DispatchError;
+use super::msg::{AppendReq, Appended, Completion, Reply};
 use crate::codec::{self, BatchHeader, BatchKind, IdemValue, LogEntry};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
@@ -87,6 +92,7 @@ pub(crate) async fn run<T: Send + 'static>(
                 while !redrives.is_empty() {
                     redrive_step(&core, &mut cur, &mut redrives);
                 }
+                refuse_queued(&mut rx);
                 return cur.next;
             }
             AppendReq::Redrive { sink, which, reply } => {
@@ -154,12 +160,30 @@ pub(crate) async fn run<T: Send + 'static>(
     }
 }
 
+/// Closes the queue and answers what is still in it with `ShuttingDown`,
+/// handing each request's items back: nothing of them was written. A later
+/// `send` fails and gets its request back the same way.
+fn refuse_queued<T>(rx: &mut mpsc::Receiver<AppendReq<T>>) {
+    rx.close();
+    while let Ok(req) = rx.try_recv() {
+        match req {
+            AppendReq::Records { items, reply, .. } => {
+                let _ = reply.send(Err(DispatchError::returned(Error::ShuttingDown, items)));
+            }
+            AppendReq::Redrive { reply, .. } => {
+                let _ = reply.send(Err(Error::ShuttingDown));
+            }
+            AppendReq::Stop => {}
+        }
+    }
+}
+
 /// One dispatch request.
 struct Req<T> {
     items: Vec<(Record, Vec<T>)>,
     bytes: usize,
     key: Option<(Vec<u8>, [u8; 16])>,
-    reply: oneshot::Sender<Result<Appended>>,
+    reply: Reply<T>,
     at: Instant,
 }
 
@@ -221,7 +245,7 @@ fn write_group<T: Send + 'static>(core: &Arc<Core<T>>, cur: &mut Cursor, group: 
     let mut in_group: HashMap<Vec<u8>, IdemValue> = HashMap::new();
     let mut oldest: Option<Instant> = None;
     let mut packer = Packer::new(first, value_bytes(core));
-    let mut failed: Vec<(oneshot::Sender<Result<Appended>>, Error)> = Vec::new();
+    let mut failed: Vec<(Reply<T>, DispatchError<T>)> = Vec::new();
     let mut records = 0u64;
     let mut bytes = 0u64;
     for req in group {
@@ -229,7 +253,8 @@ fn write_group<T: Send + 'static>(core: &Arc<Core<T>>, cur: &mut Cursor, group: 
         if let Some(key) = &req.key {
             match resolve_key(core, key, req.items.len(), &in_group) {
                 Err(e) => {
-                    failed.push((req.reply, e));
+                    // Nothing of it is written: hand the items back.
+                    failed.push((req.reply, DispatchError::returned(e, req.items)));
                     continue;
                 }
                 Ok(Keyed::Duplicate(orig)) => {
@@ -285,7 +310,8 @@ fn write_group<T: Send + 'static>(core: &Arc<Core<T>>, cur: &mut Cursor, group: 
             let err = first_err
                 .take()
                 .unwrap_or_else(|| Error::Poisoned(msg.clone()));
-            let _ = reply.send(Err(err));
+            // The write may have reached the disk: nothing comes back.
+            let _ = reply.send(Err(DispatchError::kept(err)));
         }
         return;
     }

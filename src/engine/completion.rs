@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::backpressure::LagLimit;
 use super::core::Core;
+use super::dispatch_error::DispatchError;
 use super::msg::Completion;
 use crate::ack::AckTracker;
 use crate::config::OnFull;
@@ -91,7 +92,10 @@ pub(crate) async fn run<T: Send + 'static>(
                         other => other.to_string(),
                     };
                     for (reply, _) in replies {
-                        let _ = reply.send(Err(crate::Error::Poisoned(why.clone())));
+                        // The records may be on disk: nothing comes back.
+                        let _ = reply.send(Err(DispatchError::kept(crate::Error::Poisoned(
+                            why.clone(),
+                        ))));
                     }
                 }
             },

@@ -25,7 +25,7 @@ use super::tail::{ByteIndex, TailCache};
 use crate::config::{OnFull, OutboxConfig, SinkConfig};
 use crate::metrics::MetricsHook;
 use crate::store::{Durability, Store};
-use crate::types::{DeliveryId, Seq, SinkName};
+use crate::types::{Seq, SinkName};
 
 /// The shared state of one sink.
 pub(crate) struct SinkSlot {
@@ -151,13 +151,6 @@ impl<T> Core<T> {
         let records = first.map_or(0, |f| self.holes.lock().records(f, self.head()));
         let bytes = records.saturating_mul(self.mean_record_bytes.load(Ordering::Relaxed));
         self.metrics.log_size(records, bytes);
-    }
-
-    pub fn delivery_id(&self, origin: Seq) -> DeliveryId {
-        DeliveryId {
-            log_id: self.log_id,
-            seq: origin,
-        }
     }
 
     /// The lowest offset of the orphans, which truncation must not pass.

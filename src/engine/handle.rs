@@ -6,20 +6,25 @@
 //!   is once its records are durable under the sync policy;
 //! - a dispatch waits (never fails) while a Block sink is full, and fails
 //!   with `ShuttingDown` once shutdown has begun or `Poisoned` once the
-//!   store failed, rather than wait forever.
+//!   store failed, rather than wait forever; a `try_dispatch*` never waits
+//!   to be queued;
+//! - a failed dispatch hands its records and tokens back exactly when none
+//!   of them was written.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::breaker::BreakerState;
 use super::core::{Core, SinkSlot};
-use super::msg::AppendReq;
+use super::dispatch_error::{DispatchError, Items};
+use super::msg::{AppendReq, Appended};
+use super::receipt_future::ReceiptFuture;
 use crate::codec::DlqEntry;
 use crate::error::{Error, Result};
 use crate::store::Selection;
@@ -95,38 +100,48 @@ impl<T: Send + 'static> Outbox<T> {
 
     /// Appends one record and returns once it is durable under the sync
     /// policy. `tokens` are released on the ack channel once every sink's
-    /// durable offset has passed the record.
+    /// durable offset has passed the record. While a Block sink is full it
+    /// waits for room; [`Outbox::try_dispatch`] answers at once instead.
     ///
     /// # Errors
-    /// - [`Error::Rejected`] (too large) or [`Error::ShuttingDown`]: nothing
-    ///   was appended.
-    /// - [`Error::Poisoned`] or [`Error::Io`]: the store failed while
-    ///   writing or flushing. The record may or may not have reached the
-    ///   disk; if it did, it is delivered after the outbox is reopened, so a
-    ///   retry may deliver it twice (use [`Outbox::dispatch_once`] with a key
-    ///   to make retries safe). Its seq is never given to another record.
-    ///
-    /// On error the tokens are dropped, never released.
+    /// A [`DispatchError`] holding the error and, when nothing was appended,
+    /// the record and its tokens ([`DispatchError::into_items`]):
+    /// - [`Error::Rejected`] (too large), [`Error::ShuttingDown`], or
+    ///   [`Error::Poisoned`] found before the request was sent: nothing was
+    ///   appended and the items come back.
+    /// - [`Error::Poisoned`] or [`Error::Io`] once the appender took the
+    ///   request: the store failed while writing or flushing. The record
+    ///   may or may not have reached the disk; if it did, it is delivered
+    ///   after the outbox is reopened, so a retry may deliver it twice (use
+    ///   [`Outbox::dispatch_once`] with a key to make retries safe). Its seq
+    ///   is never given to another record. No items come back, and the
+    ///   tokens are dropped, never released.
+    /// - [`Error::ShuttingDown`] without items: the `Outbox` was dropped
+    ///   (not shut down) while the appender held the request, which may
+    ///   have been written. (A request still queued when a shutdown stops
+    ///   the appender comes back with its items.)
     ///
     /// # Cancel safety
     /// Not cancel safe: if the future is dropped after the request reached
     /// the appender, the record is appended (and delivered) all the same;
-    /// only the receipt is lost.
-    pub async fn dispatch(&self, record: Record, tokens: Vec<T>) -> Result<Receipt> {
-        let mut r = self.dispatch_many(vec![(record, tokens)]).await?;
-        r.pop().ok_or(Error::ShuttingDown)
+    /// only the receipt is lost. Dropped while waiting for room, nothing is
+    /// appended and the record and tokens are dropped.
+    pub async fn dispatch(
+        &self,
+        record: Record,
+        tokens: Vec<T>,
+    ) -> Result<Receipt, DispatchError<T>> {
+        let fut = self.admit(vec![(record, tokens)], None).await?;
+        fut.map(one).await
     }
 
     /// Appends records atomically: all or none. Returns one receipt per
     /// record, in order, with consecutive seqs.
     ///
     /// # Errors
-    /// As [`Outbox::dispatch`].
-    pub async fn dispatch_many(&self, items: Vec<(Record, Vec<T>)>) -> Result<Vec<Receipt>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.append(items, None).await.map(|d| d.receipts)
+    /// As [`Outbox::dispatch`]; the items come back all together.
+    pub async fn dispatch_many(&self, items: Items<T>) -> Result<Vec<Receipt>, DispatchError<T>> {
+        self.admit(items, None).await?.map(many).await
     }
 
     /// Appends records atomically unless `key` was used within the
@@ -140,29 +155,76 @@ impl<T: Send + 'static> Outbox<T> {
     /// [`Error::Rejected`] when `key` is empty or longer than 1 KiB;
     /// [`Error::KeyReused`] when it was used within the window for
     /// different records (compared by a digest of the payloads and
-    /// headers); otherwise as [`Outbox::dispatch`].
+    /// headers); both hand the items back. Otherwise as
+    /// [`Outbox::dispatch`].
     pub async fn dispatch_once(
         &self,
         key: &str,
-        items: Vec<(Record, Vec<T>)>,
-    ) -> Result<Dispatched> {
-        if key.is_empty() || key.len() > 1024 {
-            return Err(Error::Rejected(format!(
-                "idempotency key of {} bytes; it must be 1 to 1024 bytes",
-                key.len()
-            )));
-        }
-        if items.is_empty() {
-            return Ok(Dispatched {
-                receipts: Vec::new(),
-                duplicate: false,
-            });
-        }
-        self.append(items, Some(key.as_bytes().to_vec())).await
+        items: Items<T>,
+    ) -> Result<Dispatched, DispatchError<T>> {
+        self.admit(items, Some(key)).await?.await
     }
 
-    /// The first Block sink that is full right now, if any. An ingest
-    /// endpoint uses it to answer 503 instead of waiting.
+    /// [`Outbox::dispatch`] without waiting for room: the record is queued
+    /// for the appender at once or handed back at once. The returned future
+    /// resolves to the receipt once the record is durable; admission never
+    /// waits, durability is awaited by whoever wants the receipt.
+    ///
+    /// # Errors
+    /// At once, with the record and tokens back (nothing was appended):
+    /// [`Error::Full`] naming the first Block sink at its lag limit;
+    /// [`Error::Busy`] when the appender's queue is full;
+    /// [`Error::ShuttingDown`]; [`Error::Poisoned`]; [`Error::Rejected`]
+    /// (too large). The future resolves to the errors of
+    /// [`ReceiptFuture`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future after `Ok`: the record is appended, delivered
+    /// and its tokens released all the same; only the receipt is lost.
+    pub fn try_dispatch(
+        &self,
+        record: Record,
+        tokens: Vec<T>,
+    ) -> Result<ReceiptFuture<T, Receipt>, DispatchError<T>> {
+        Ok(self.try_admit(vec![(record, tokens)], None)?.map(one))
+    }
+
+    /// [`Outbox::dispatch_many`] without waiting for room; see
+    /// [`Outbox::try_dispatch`].
+    ///
+    /// # Errors
+    /// As [`Outbox::try_dispatch`]; the items come back all together.
+    ///
+    /// # Cancel safety
+    /// As [`Outbox::try_dispatch`].
+    pub fn try_dispatch_many(
+        &self,
+        items: Items<T>,
+    ) -> Result<ReceiptFuture<T, Vec<Receipt>>, DispatchError<T>> {
+        Ok(self.try_admit(items, None)?.map(many))
+    }
+
+    /// [`Outbox::dispatch_once`] without waiting for room; see
+    /// [`Outbox::try_dispatch`]. A duplicate key is found by the appender,
+    /// so it resolves through the future (`duplicate` set); a reused key
+    /// resolves to [`Error::KeyReused`] with the items back.
+    ///
+    /// # Errors
+    /// As [`Outbox::try_dispatch`], and [`Error::Rejected`] when `key` is
+    /// empty or longer than 1 KiB.
+    ///
+    /// # Cancel safety
+    /// As [`Outbox::try_dispatch`].
+    pub fn try_dispatch_once(
+        &self,
+        key: &str,
+        items: Items<T>,
+    ) -> Result<ReceiptFuture<T, Dispatched>, DispatchError<T>> {
+        self.try_admit(items, Some(key))
+    }
+
+    /// The first Block sink that is full right now, if any.
+    /// [`Outbox::try_dispatch`] answers [`Error::Full`] with it.
     pub fn full_sink(&self) -> Option<SinkName> {
         self.core.full_sink().map(|s| s.name.clone())
     }
@@ -172,70 +234,132 @@ impl<T: Send + 'static> Outbox<T> {
         self.core.closing.load(Ordering::Acquire)
     }
 
-    async fn append(
+    /// Checks `items` and `key`, waits for room, and queues the request.
+    async fn admit(
         &self,
-        items: Vec<(Record, Vec<T>)>,
-        key: Option<Vec<u8>>,
-    ) -> Result<Dispatched> {
+        items: Items<T>,
+        key: Option<&str>,
+    ) -> Result<ReceiptFuture<T, Dispatched>, DispatchError<T>> {
+        let (req, fut) = self.request(items, key)?;
+        let Some(req) = req else { return Ok(fut) };
+        if let Err(e) = self.wait_for_room().await {
+            return Err(DispatchError::returned(e, req.into_items()));
+        }
+        match self.core.append_tx.send(req).await {
+            Ok(()) => Ok(fut),
+            Err(mpsc::error::SendError(req)) => Err(DispatchError::returned(
+                Error::ShuttingDown,
+                req.into_items(),
+            )),
+        }
+    }
+
+    /// Checks `items` and `key` and queues the request, or hands them back,
+    /// without waiting.
+    fn try_admit(
+        &self,
+        items: Items<T>,
+        key: Option<&str>,
+    ) -> Result<ReceiptFuture<T, Dispatched>, DispatchError<T>> {
+        let (req, fut) = self.request(items, key)?;
+        let Some(req) = req else { return Ok(fut) };
+        if let Some(e) = self.refusal() {
+            return Err(DispatchError::returned(e, req.into_items()));
+        }
+        match self.core.append_tx.try_send(req) {
+            Ok(()) => Ok(fut),
+            Err(mpsc::error::TrySendError::Full(req)) => {
+                Err(DispatchError::returned(Error::Busy, req.into_items()))
+            }
+            Err(mpsc::error::TrySendError::Closed(req)) => Err(DispatchError::returned(
+                Error::ShuttingDown,
+                req.into_items(),
+            )),
+        }
+    }
+
+    /// Validates a dispatch and builds its request (none when there are no
+    /// records: the future is answered already) and its receipt future.
+    fn request(
+        &self,
+        items: Items<T>,
+        key: Option<&str>,
+    ) -> Result<Admission<T>, DispatchError<T>> {
         let core = &self.core;
+        if let Some(key) = key {
+            if key.is_empty() || key.len() > 1024 {
+                return Err(DispatchError::returned(
+                    Error::Rejected(format!(
+                        "idempotency key of {} bytes; it must be 1 to 1024 bytes",
+                        key.len()
+                    )),
+                    items,
+                ));
+            }
+        }
+        if items.is_empty() {
+            let (reply, rx) = oneshot::channel();
+            let _ = reply.send(Ok(Appended {
+                first: Seq(0),
+                duplicate: false,
+            }));
+            return Ok((None, ReceiptFuture::new(rx, Vec::new(), core.log_id, Some)));
+        }
         let mut bytes = 0;
         for (i, (r, _)) in items.iter().enumerate() {
             let size = r.size();
             if size > core.cfg.max_record_bytes {
-                return Err(Error::Rejected(format!(
+                let e = Error::Rejected(format!(
                     "record {i} is {size} bytes; max_record_bytes is {}",
                     core.cfg.max_record_bytes
-                )));
+                ));
+                return Err(DispatchError::returned(e, items));
             }
             bytes += size;
         }
         let given: Vec<Option<DeliveryId>> = items.iter().map(|(r, _)| r.delivery_id()).collect();
-        let key = key.map(|k| (k, digest(&items)));
-        self.wait_for_room().await?;
+        let key = key.map(|k| (k.as_bytes().to_vec(), digest(&items)));
         let (reply, rx) = oneshot::channel();
-        core.append_tx
-            .send(AppendReq::Records {
-                items,
-                bytes,
-                key,
-                reply,
-                at: Instant::now(),
-            })
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        let done = rx.await.map_err(|_| Error::ShuttingDown)??;
-        let receipts = (0..given.len() as u64)
-            .zip(given)
-            .map(|(i, id)| {
-                let seq = Seq(done.first.0 + i);
-                Receipt {
-                    seq,
-                    delivery_id: id.unwrap_or_else(|| core.delivery_id(seq)),
-                }
-            })
-            .collect();
-        Ok(Dispatched {
-            receipts,
-            duplicate: done.duplicate,
+        let req = AppendReq::Records {
+            items,
+            bytes,
+            key,
+            reply,
+            at: Instant::now(),
+        };
+        Ok((Some(req), ReceiptFuture::new(rx, given, core.log_id, Some)))
+    }
+
+    /// Why a dispatch cannot be queued right now: shutdown has begun, the
+    /// store failed, or a Block sink is full.
+    fn refusal(&self) -> Option<Error> {
+        let core = &self.core;
+        if core.closing.load(Ordering::Acquire) {
+            return Some(Error::ShuttingDown);
+        }
+        if let Some(why) = core.store.poisoned() {
+            // The worker that would make room has stopped: waiting would be
+            // forever.
+            return Some(Error::Poisoned(why));
+        }
+        core.full_sink().map(|s| Error::Full {
+            sink: s.name.clone(),
         })
     }
 
+    /// Waits while a Block sink is full.
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`] or [`Error::Poisoned`], at once.
     async fn wait_for_room(&self) -> Result<()> {
-        let core = &self.core;
         loop {
-            if core.closing.load(Ordering::Acquire) {
-                return Err(Error::ShuttingDown);
+            match self.refusal() {
+                None => return Ok(()),
+                Some(Error::Full { .. }) => {}
+                Some(e) => return Err(e),
             }
-            if let Some(why) = core.store.poisoned() {
-                // The worker that would make room has stopped: waiting
-                // would be forever.
-                return Err(Error::Poisoned(why));
-            }
-            if core.full_sink().is_none() {
-                return Ok(());
-            }
-            let notified = core.room.notified();
-            if core.full_sink().is_none() {
+            let notified = self.core.room.notified();
+            if self.core.full_sink().is_none() {
                 return Ok(());
             }
             // The timeout only guards against a missed wake-up.
@@ -526,6 +650,20 @@ impl<T: Send + 'static> Outbox<T> {
         tracing::warn!(sink = %sink, offset = offset.0, "orphaned sink forgotten; its backlog no longer holds back truncation");
         Ok(offset)
     }
+}
+
+/// A checked dispatch: the request to queue (none when there are no
+/// records) and the future of its receipts.
+type Admission<T> = (Option<AppendReq<T>>, ReceiptFuture<T, Dispatched>);
+
+/// The single receipt of a one-record dispatch.
+fn one(d: Dispatched) -> Option<Receipt> {
+    d.receipts.into_iter().next()
+}
+
+/// The receipts of a dispatch.
+fn many(d: Dispatched) -> Option<Vec<Receipt>> {
+    Some(d.receipts)
 }
 
 /// The first 16 bytes of SHA-256 over the records' payloads and headers,

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::dispatch_error::DispatchError;
 use crate::error::Result;
 use crate::store::{Batch, Selection, Ticket};
 use crate::types::{Record, Seq, SinkName};
@@ -23,6 +24,10 @@ pub(crate) struct Appended {
     pub duplicate: bool,
 }
 
+/// Where the appender answers one dispatch request: with the first seq,
+/// or with the error and, when nothing was written, the request's items.
+pub(crate) type Reply<T> = oneshot::Sender<std::result::Result<Appended, DispatchError<T>>>;
+
 /// A request to the appender.
 pub(crate) enum AppendReq<T> {
     /// Records from one `dispatch*` call; appended together or not at all.
@@ -31,7 +36,7 @@ pub(crate) enum AppendReq<T> {
         bytes: usize,
         /// An idempotency key and the digest of the records.
         key: Option<(Vec<u8>, [u8; 16])>,
-        reply: oneshot::Sender<Result<Appended>>,
+        reply: Reply<T>,
         at: Instant,
     },
     /// Move DLQ entries of one sink back into the log, for that sink only.
@@ -44,13 +49,24 @@ pub(crate) enum AppendReq<T> {
     Stop,
 }
 
+impl<T> AppendReq<T> {
+    /// The records and tokens of a `Records` request (none for the others),
+    /// for handing back a request that was never taken.
+    pub(crate) fn into_items(self) -> Vec<(Record, Vec<T>)> {
+        match self {
+            AppendReq::Records { items, .. } => items,
+            AppendReq::Redrive { .. } | AppendReq::Stop => Vec::new(),
+        }
+    }
+}
+
 /// Work for the completion task, processed in the order sent.
 pub(crate) enum Completion<T> {
     Appended {
         ticket: Ticket,
         batches: Vec<Arc<Batch>>,
         tokens: Vec<(Seq, Vec<T>)>,
-        replies: Vec<(oneshot::Sender<Result<Appended>>, Appended)>,
+        replies: Vec<(Reply<T>, Appended)>,
         at: Instant,
     },
     Committed {

@@ -33,8 +33,10 @@ pub use webhook::{WebhookConfig, WebhookSink};
 /// A boxed, sendable future, as the trait methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why one delivery attempt failed.
+/// Why one delivery attempt failed. Non-exhaustive: a later release may add
+/// a variant; decide with [`DeliveryError::is_transient`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DeliveryError {
     /// May succeed later: a timeout, a 5xx, a full disk. The worker retries
     /// with backoff, or after `retry_after` when the receiver gave one.

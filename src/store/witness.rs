@@ -258,9 +258,10 @@ mod tests {
             e.contains("tree `dlq`") && e.contains("holds 1 entries, but 3"),
             "{e}"
         );
-        assert_eq!(
-            verify(&w(), &now(8, 100, &ok, 3)).unwrap_err().exit_code(),
-            3
+        assert!(
+            verify(&w(), &now(8, 100, &ok, 3))
+                .unwrap_err()
+                .is_corruption()
         );
         let e = verify(&w(), &now(7, 100, &[("web", 100)], 3))
             .unwrap_err()

@@ -274,7 +274,7 @@ fn the_source_flag_parses_and_overrides_the_file() {
         "jetstream:nats://h/S/",
     ] {
         let e = parse_source_flag(bad).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(crate::cli::exit::exit_code(&e), 2);
         assert!(e.to_string().contains("--source"), "{e}");
     }
     let flags = Overrides {
@@ -536,7 +536,7 @@ fn bad_delivery_feature_values_name_the_key() {
         ),
     ] {
         let e = plan(&format!("{HOOK}{extra}")).unwrap_err();
-        assert_eq!(e.exit_code(), 2, "{extra}");
+        assert_eq!(crate::cli::exit::exit_code(&e), 2, "{extra}");
         let e = e.to_string();
         assert!(e.contains(want), "{extra}: {e}");
     }

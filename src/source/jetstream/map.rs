@@ -41,7 +41,9 @@ pub enum Validate {
 }
 
 /// Why a message is refused; it is then terminated (`AckKind::Term`).
+/// Non-exhaustive: a later release may refuse for other reasons.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Invalid {
     /// `validate = "json"` and the payload is not one JSON value.
     #[error("stream sequence {seq}: payload is not valid JSON ({reason})")]

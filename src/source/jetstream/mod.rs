@@ -432,4 +432,5 @@ async fn append_once<T: Send + 'static>(
         .dispatch_once(key, vec![(record, tokens)])
         .await
         .map(|d| d.duplicate)
+        .map_err(Error::from)
 }
