@@ -7,6 +7,8 @@
 
 #[path = "../../tests/model/harness.rs"]
 mod harness;
+#[path = "../../tests/common/sinks.rs"]
+mod sinks;
 
 use std::sync::OnceLock;
 use std::time::Duration;

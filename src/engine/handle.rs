@@ -286,16 +286,16 @@ impl<T: Send + 'static> Outbox<T> {
         key: Option<&str>,
     ) -> Result<Admission<T>, DispatchError<T>> {
         let core = &self.core;
-        if let Some(key) = key {
-            if key.is_empty() || key.len() > 1024 {
-                return Err(DispatchError::returned(
-                    Error::Rejected(format!(
-                        "idempotency key of {} bytes; it must be 1 to 1024 bytes",
-                        key.len()
-                    )),
-                    items,
-                ));
-            }
+        if let Some(key) = key
+            && (key.is_empty() || key.len() > 1024)
+        {
+            return Err(DispatchError::returned(
+                Error::Rejected(format!(
+                    "idempotency key of {} bytes; it must be 1 to 1024 bytes",
+                    key.len()
+                )),
+                items,
+            ));
         }
         if items.is_empty() {
             let (reply, rx) = oneshot::channel();

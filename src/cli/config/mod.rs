@@ -18,7 +18,7 @@
 mod listen;
 mod plan;
 mod resolve;
-mod schema;
+pub mod schema;
 mod secret;
 #[cfg(test)]
 mod tests;
