@@ -4,8 +4,10 @@
 //! (without the line ending). Lines are validated first (see
 //! [`super::ndjson`]): a bad line is reported with its line number and not
 //! appended. Lines are grouped into `dispatch_many` calls of up to 256 and
-//! up to 16 calls are in flight, so group commit has work to share. Reading
-//! stops at EOF or on SIGINT/SIGTERM.
+//! up to 16 groups wait for durability at once, so group commit has work to
+//! share. Groups are admitted one after another (`try_dispatch_many`, or a
+//! waiting `dispatch_many` when a sink is full), so the log keeps the order
+//! of the lines. Reading stops at EOF or on SIGINT/SIGTERM.
 
 use std::sync::Arc;
 
@@ -113,17 +115,32 @@ async fn send(
         .await
         .map_err(|_| outbox::Error::ShuttingDown)?;
     let items = std::mem::replace(group, Vec::with_capacity(GROUP));
-    let outbox = outbox.clone();
-    inflight.spawn(async move {
-        let n = items.len();
-        let r = outbox
-            .dispatch_many(items)
-            .await
-            .map(|_| n)
-            .map_err(outbox::Error::from);
-        drop(permit);
-        r
-    });
+    let n = items.len();
+    // Admitted here, one group after another, so the log keeps the order of
+    // the lines; only the wait for durability runs concurrently.
+    match outbox.try_dispatch_many(items) {
+        Ok(receipts) => {
+            inflight.spawn(async move {
+                let r = receipts.await.map(|_| n).map_err(outbox::Error::from);
+                drop(permit);
+                r
+            });
+        }
+        Err(e) if matches!(e.error(), outbox::Error::Full { .. } | outbox::Error::Busy) => {
+            // Backpressure: wait for room in line, so no later group can
+            // overtake this one.
+            let Some(items) = e.into_items() else {
+                return Err(outbox::Error::Busy);
+            };
+            outbox
+                .dispatch_many(items)
+                .await
+                .map_err(outbox::Error::from)?;
+            stats.appended += n as u64;
+            drop(permit);
+        }
+        Err(e) => return Err(e.into_error()),
+    }
     Ok(())
 }
 
