@@ -50,6 +50,12 @@ impl FileSink {
     ///
     /// # Errors
     /// The I/O error of opening, reading, truncating or syncing the file.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the open runs on a blocking thread that finishes even
+    /// if the future is dropped, and the file is then closed again; what
+    /// the open does to the file (creating it, cutting a torn last line) is
+    /// done either way.
     pub async fn open(path: impl AsRef<Path>) -> std::io::Result<FileSink> {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();

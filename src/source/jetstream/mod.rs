@@ -142,6 +142,12 @@ impl JetStreamSource {
     /// The engine's error when an append fails for a reason other than a
     /// refused record or shutdown (a failed flush: [`Error::Poisoned`]);
     /// then the source stops and the message is handed back.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part way, appends already admitted still
+    /// complete and their tokens are acked as usual, but messages fetched
+    /// and not yet appended are neither acked nor nacked; the server
+    /// redelivers them after its ack wait. Resolve `stop` instead.
     pub async fn run<T>(&self, outbox: Arc<Outbox<T>>, stop: impl Future<Output = ()>) -> Result<()>
     where
         T: From<JsAck> + Send + 'static,
@@ -357,6 +363,11 @@ impl JetStreamSource {
     /// Stops the in-progress acks and any ack still retrying, and flushes
     /// what the client has buffered (acks included) to the server. Call it
     /// after the outbox has shut down and its released tokens were acked.
+    ///
+    /// # Cancel safety
+    /// Dropping it part way may leave buffered acks unsent; the server then
+    /// redelivers those messages (the engine answers a redelivered message
+    /// from its idempotency key).
     pub async fn close(self) {
         self.acker.stop();
         let _ = self.progress.await;
