@@ -438,7 +438,6 @@ impl Store {
     /// poisoned).
     pub fn commit_offset(&self, sink: &SinkName, next: Seq, dlq: &[DlqEntry]) -> Result<Seq> {
         use sled::Transactional;
-        self.check_writable()?;
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = dlq
             .iter()
             .map(|e| {
@@ -446,7 +445,11 @@ impl Store {
                 codec::encode_dlq(&key, e).map(|v| (key, v))
             })
             .collect::<Result<_>>()?;
+        // The poison check is under the lock: a commit that failed (and
+        // poisoned) under it is seen by every commit after it, so no other
+        // sink's offset moves once one offset write has failed.
         let _g = self.offset_lock.lock();
+        self.check_writable()?;
         let key = sink.as_str().as_bytes();
         // `written` holds every sink's last written offset (loaded at open,
         // updated here under the lock), so no sled read is needed.
