@@ -33,6 +33,18 @@ async fn pending(js: &async_nats::jetstream::Context) -> (u64, usize) {
     (i.num_pending, i.num_ack_pending)
 }
 
+/// Waits (10 s at most) until consumer `c` has nothing pending or unacked.
+async fn all_acked(js: &async_nats::jetstream::Context) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pending(js).await != (0, 0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "messages left unacked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 struct Running {
     outbox: Arc<Outbox<JsAck>>,
     source: Arc<JetStreamSource>,
@@ -49,10 +61,21 @@ async fn start(
     engine: OutboxConfig,
     sink: TestSink,
 ) -> Running {
+    start_with(dir, cfg, engine, sink, common::fast()).await
+}
+
+/// [`start`] with the sink's settings.
+async fn start_with(
+    dir: &std::path::Path,
+    cfg: JetStreamSourceConfig,
+    engine: OutboxConfig,
+    sink: TestSink,
+    sink_cfg: outbox::SinkConfig,
+) -> Running {
     let source = Arc::new(JetStreamSource::connect(cfg).await.unwrap());
     let (ob, mut acks) = Outbox::<JsAck>::builder(dir)
         .config(engine)
-        .sink("t", sink, common::fast())
+        .sink("t", sink, sink_cfg)
         .open()
         .await
         .unwrap();
@@ -218,14 +241,7 @@ async fn refused_messages_are_terminated_and_counted() {
     );
     assert_eq!(pending(&js).await, (0, 2));
     gate.send(true).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while pending(&js).await != (0, 0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "messages left unacked"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_acked(&js).await;
     assert_eq!(sink.delivered(), [&b"{\"n\":0}"[..], b"{\"n\":3}"]);
     assert_eq!(stats.received.load(Ordering::Relaxed), 4);
     assert_eq!(stats.acked.load(Ordering::Relaxed), 2);
@@ -268,4 +284,66 @@ async fn every_connection_sees_the_same_stream_identity() {
     for s in [a, b, c, d] {
         s.close().await;
     }
+}
+
+/// Under a full Block sink the source waits for room message by message,
+/// and the log keeps the stream's order: 2,000 messages go through a sink
+/// whose lag limit is 40 while its gate opens and closes, and the sink
+/// gets them in stream order, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sink_keeps_the_stream_order() {
+    let server = nats_or_skip!();
+    let js = nats::js(&server.url()).await;
+    nats::stream(&js, "IN", &["in.>"], Duration::from_secs(120)).await;
+    let n = 2_000u64;
+    let mut acks = Vec::new();
+    for i in 0..n {
+        acks.push(
+            js.publish("in.x", format!("{{\"n\":{i}}}").into())
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, gate) = TestSink::gated(Behaviour::Ok);
+    let sink_cfg = outbox::SinkConfig {
+        max_lag_records: Some(40),
+        ..common::fast()
+    };
+    let r = start_with(
+        dir.path(),
+        config(&server.url()),
+        OutboxConfig::default(),
+        sink.clone(),
+        sink_cfg,
+    )
+    .await;
+    // The gate opens and closes while the source waits for room.
+    let mut open = false;
+    while sink.delivered().len() < n as usize {
+        tokio::time::sleep(Duration::from_millis(if open { 5 } else { 20 })).await;
+        open = !open;
+        gate.send(open).unwrap();
+    }
+    gate.send(true).unwrap();
+    let got: Vec<u64> = sink
+        .delivered()
+        .iter()
+        .map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(p).unwrap();
+            v["n"].as_u64().unwrap()
+        })
+        .collect();
+    let first_wrong = got.iter().zip(0..).position(|(g, i)| *g != i);
+    assert_eq!(
+        (got.len(), first_wrong),
+        (n as usize, None),
+        "the stream's order, each once; around the first misplaced: {:?}",
+        first_wrong.map(|i| &got[i.saturating_sub(3)..(i + 3).min(got.len())])
+    );
+    r.finish().await;
+    all_acked(&js).await;
 }

@@ -23,8 +23,11 @@
 //!   JetStream after `ack_wait`.
 //!
 //! Records enter the log in the order the consumer delivers them as far as
-//! one daemon can tell (groups of ready messages are handed to the engine in
-//! order); redeliveries and a fleet reorder them, as JetStream does.
+//! one daemon can tell: each message is admitted (`try_dispatch_once`) before
+//! the next, and when a sink is full the source waits for room in line
+//! rather than letting a later group overtake; only the waits for
+//! durability run concurrently. Redeliveries and a fleet reorder them, as
+//! JetStream does.
 //!
 //! Parts: [`config`] (the settings), [`connect`] (connection and consumer
 //! setup), [`ack`] (the ack-token lifecycle), [`map`] (message to record,
@@ -39,7 +42,6 @@ pub mod stats;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
@@ -245,25 +247,16 @@ impl JetStreamSource {
                         break 'pull;
                     }
                 };
-                let mut append = Box::pin(append_group(
-                    outbox.clone(),
-                    self.acker.clone(),
-                    self.stats.clone(),
-                    self.cfg.ack,
-                    prepared,
-                ));
-                // Poll once here, so this group reaches the engine before the
-                // next one is read: that keeps the log in delivery order.
-                if let Poll::Ready(r) = futures::poll!(&mut append) {
-                    drop(permit);
-                    if let Err(e) = r {
-                        result = Err(e);
-                        break 'pull;
-                    }
-                    continue;
-                }
+                // The whole group is admitted here, in order, before the next
+                // one is read: that keeps the log in delivery order, even
+                // when a full sink makes an admission wait.
+                let admitted = match self.admit(&outbox, prepared, &mut stop).await {
+                    Some(a) => a,
+                    None => break 'pull,
+                };
+                let (acker, stats, mode) = (self.acker.clone(), self.stats.clone(), self.cfg.ack);
                 inflight.spawn(async move {
-                    let r = append.await;
+                    let r = settle(acker, stats, mode, admitted).await;
                     drop(permit);
                     r
                 });
@@ -360,6 +353,59 @@ impl JetStreamSource {
         out
     }
 
+    /// Hands a group's messages to the engine one after another, each under
+    /// its idempotency key, without waiting for durability. When a sink is
+    /// full (or the appender busy) it waits for room for that message before
+    /// admitting the next, so the group keeps its order. Returns `None` when
+    /// `stop` resolved while waiting: the messages not admitted are handed
+    /// back (`Nak`).
+    async fn admit<T>(
+        &self,
+        outbox: &Arc<Outbox<T>>,
+        group: Vec<Prepared>,
+        stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<Vec<(JsAck, Admission)>>
+    where
+        T: From<JsAck> + Send + 'static,
+    {
+        let mut admitted: Vec<(JsAck, Admission)> = Vec::with_capacity(group.len());
+        let mut rest = group.into_iter();
+        while let Some(p) = rest.next() {
+            let tokens = match self.cfg.ack {
+                AckMode::Delivered => vec![T::from(p.token.clone())],
+                AckMode::Accepted => Vec::new(),
+            };
+            let outcome: Admission = match outbox
+                .try_dispatch_once(&p.key, vec![(p.record, tokens)])
+            {
+                Ok(receipt) => Box::pin(FutureExt::map(receipt, |r| {
+                    r.map(|d| d.duplicate).map_err(Error::from)
+                })),
+                Err(e)
+                    if matches!(e.error(), Error::Full { .. } | Error::Busy) && e.has_items() =>
+                {
+                    let items = e.into_items().unwrap_or_default();
+                    let waited = tokio::select! {
+                        r = outbox.dispatch_once(&p.key, items) => r.map(|d| d.duplicate).map_err(Error::from),
+                        _ = stop.as_mut() => {
+                            // Not admitted: this one and the rest go back.
+                            self.acker.nak(&p.token).await;
+                            for q in rest {
+                                self.acker.nak(&q.token).await;
+                            }
+                            settle(self.acker.clone(), self.stats.clone(), self.cfg.ack, admitted).await.ok();
+                            return None;
+                        }
+                    };
+                    Box::pin(futures::future::ready(waited))
+                }
+                Err(e) => Box::pin(futures::future::ready(Err(e.into_error()))),
+            };
+            admitted.push((p.token, outcome));
+        }
+        Some(admitted)
+    }
+
     /// Stops the in-progress acks and any ack still retrying, and flushes
     /// what the client has buffered (acks included) to the server. Call it
     /// after the outbox has shut down and its released tokens were acked.
@@ -381,28 +427,22 @@ fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<
     r.map_err(|e| Error::Source(format!("append task failed: {e}")))?
 }
 
-/// Appends one group, message by message under each message's idempotency
-/// key, then acts on each outcome.
-async fn append_group<T>(
-    outbox: Arc<Outbox<T>>,
+/// A message handed to the engine: its receipt is awaited by [`settle`].
+type Admission = futures::future::BoxFuture<'static, Result<bool>>;
+
+/// Waits for each admitted message's outcome, then acts on it: counts it,
+/// acks it (under `accepted`), terminates a refused one, hands back (`Nak`)
+/// one refused because outbox is stopping or failed.
+async fn settle(
     acker: Arc<Acker>,
     stats: Arc<SourceStats>,
     mode: AckMode,
-    group: Vec<Prepared>,
-) -> Result<()>
-where
-    T: From<JsAck> + Send + 'static,
-{
-    let appends = group.iter().map(|p| {
-        let tokens = match mode {
-            AckMode::Delivered => vec![T::from(p.token.clone())],
-            AckMode::Accepted => Vec::new(),
-        };
-        append_once(&outbox, &p.key, p.record.clone(), tokens)
-    });
-    let results = futures::future::join_all(appends).await;
+    admitted: Vec<(JsAck, Admission)>,
+) -> Result<()> {
+    let (tokens, outcomes): (Vec<JsAck>, Vec<Admission>) = admitted.into_iter().unzip();
+    let results = futures::future::join_all(outcomes).await;
     let mut fatal = None;
-    for (p, r) in group.iter().zip(results) {
+    for (token, r) in tokens.iter().zip(results) {
         match r {
             Ok(duplicate) => {
                 if duplicate {
@@ -411,16 +451,16 @@ where
                     stats.appended.fetch_add(1, Ordering::Relaxed);
                 }
                 if mode == AckMode::Accepted {
-                    acker.ack(p.token.clone()).await;
+                    acker.ack(token.clone()).await;
                 }
             }
             Err(Error::Rejected(why)) => {
-                tracing::warn!(stream_seq = p.token.stream_seq, reason = %why, "jetstream source: record refused; message terminated (Term)");
-                acker.term(&p.token).await;
+                tracing::warn!(stream_seq = token.stream_seq, reason = %why, "jetstream source: record refused; message terminated (Term)");
+                acker.term(token).await;
             }
-            Err(Error::ShuttingDown) => acker.nak(&p.token).await,
+            Err(Error::ShuttingDown) => acker.nak(token).await,
             Err(e) => {
-                acker.nak(&p.token).await;
+                acker.nak(token).await;
                 fatal.get_or_insert(e);
             }
         }
@@ -429,19 +469,4 @@ where
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// Appends `record` at most once under `key`; `Ok(true)` when `key` was
-/// already in the log (then `tokens` join the first record's).
-async fn append_once<T: Send + 'static>(
-    outbox: &Outbox<T>,
-    key: &str,
-    record: Record,
-    tokens: Vec<T>,
-) -> Result<bool> {
-    outbox
-        .dispatch_once(key, vec![(record, tokens)])
-        .await
-        .map(|d| d.duplicate)
-        .map_err(Error::from)
 }
