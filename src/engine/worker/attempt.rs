@@ -95,7 +95,7 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
         tokio::time::sleep(wait).await;
     }
     loop {
-        let probe = pass_gates(&core, idx).await;
+        let (probe, started) = pass_gates(&core, idx).await;
         attempts += 1;
         if !probe {
             counted += 1;
@@ -106,8 +106,6 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
             delivery_id,
             attempt: attempts,
         };
-        let started = Instant::now();
-        let started_ms = now_ms();
         // The call itself sits inside the caught future, so a sink that
         // panics before returning its future is caught too.
         let result: DeliveryResult = match AssertUnwindSafe(async {
@@ -124,7 +122,7 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
                 Err(DeliveryError::transient(format!("sink panicked: {msg}")))
             }
         };
-        report(&core, idx, probe, &result);
+        report(&core, idx, probe, started, &result);
         let error = match result {
             Ok(()) => return Done::Delivered(seq),
             Err(e) => e,
@@ -132,9 +130,10 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
         if history.len() == HISTORY_MAX {
             history.remove(0);
         }
+        let latency = started.elapsed();
         history.push(Attempt {
-            at_ms: started_ms,
-            latency_ms: started.elapsed().as_millis() as u64,
+            at_ms: now_ms().saturating_sub(latency.as_millis() as u64),
+            latency_ms: latency.as_millis() as u64,
             permanent: !error.is_transient(),
             error: error.to_string(),
         });
@@ -210,10 +209,13 @@ async fn keep<T>(core: &Core<T>, idx: usize, seq: Seq, state: &RetryState) {
 }
 
 /// Waits until the breaker and the token bucket let an attempt start.
-/// Returns whether it is the breaker's probe.
-async fn pass_gates<T>(core: &Core<T>, idx: usize) -> bool {
+/// Returns whether it is the breaker's probe, and the time it passed (the
+/// attempt's start). The clock is read once when nothing makes it wait: a
+/// worker delivering a million records reads it a million times, not four
+/// million.
+async fn pass_gates<T>(core: &Core<T>, idx: usize) -> (bool, Instant) {
     let Some(slot) = core.sinks.get(idx) else {
-        return false;
+        return (false, Instant::now());
     };
     let probe = loop {
         let changed = slot.gate_changed.notified();
@@ -239,24 +241,33 @@ async fn pass_gates<T>(core: &Core<T>, idx: usize) -> bool {
         }
     };
     loop {
+        let now = Instant::now();
         let wait = match &slot.bucket {
-            Some(b) => match b.lock().take(Instant::now()) {
-                Ok(()) => return probe,
+            Some(b) => match b.lock().take(now) {
+                Ok(()) => return (probe, now),
                 Err(wait) => wait,
             },
-            None => return probe,
+            None => return (probe, now),
         };
         tokio::time::sleep(wait).await;
     }
 }
 
-/// Tells the breaker what the attempt says about the endpoint.
-fn report<T>(core: &Core<T>, idx: usize, probe: bool, result: &DeliveryResult) {
+/// Tells the breaker what the attempt, started at `started`, says about the
+/// endpoint.
+fn report<T>(core: &Core<T>, idx: usize, probe: bool, started: Instant, result: &DeliveryResult) {
     let Some(slot) = core.sinks.get(idx) else {
         return;
     };
     let health = Health::of(result);
-    let now = Instant::now();
+    // `now` only matters when this result opens or closes the breaker (a
+    // failure, or a probe's result): an ordinary success never trips it, so
+    // it passes the attempt's start instead of reading the clock again.
+    let now = if probe || health == Health::Down {
+        Instant::now()
+    } else {
+        started
+    };
     let mut b = slot.breaker.lock();
     if probe {
         let state = b.on_probe(now, health);
