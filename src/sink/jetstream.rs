@@ -141,6 +141,10 @@ impl JetStreamSink {
     ///
     /// # Errors
     /// [`Error::Config`] for a bad setting or a URL the client cannot parse.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it returns, nothing is published and the
+    /// half-made client is dropped with it.
     pub async fn connect(config: &JetStreamSinkConfig) -> Result<JetStreamSink> {
         config.validate()?;
         let timeout = Duration::from_millis(config.timeout_ms);
@@ -177,6 +181,12 @@ impl JetStreamSink {
     /// not a valid NATS header, a payload over the server's `max_payload`);
     /// transient for everything else (no connection, no PubAck in time, no
     /// stream for the subject, an error answer from the stream).
+    ///
+    /// # Cancel safety
+    /// Dropping the future after the message was sent and before its PubAck
+    /// leaves it unknown whether the stream stored it. Publishing again is
+    /// safe: the message id (`Nats-Msg-Id`, the delivery id) lets the
+    /// stream drop the second copy within its duplicate window.
     pub async fn publish(&self, record: &Record, id: DeliveryId) -> DeliveryResult {
         let headers = nats_headers(record, &id.to_string())?;
         let max = self.client.server_info().max_payload;

@@ -155,6 +155,13 @@ impl WebhookSink {
     /// value, or the record's `content-type` is not a valid header value;
     /// otherwise as the response classifies (the table in
     /// `docs/webhooks.md`).
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the request: the receiver may or may
+    /// not have got it, and nothing says which. The engine drops it only
+    /// when a shutdown's drain timeout passes or the `Outbox` is dropped;
+    /// the record is then delivered again (same `webhook-id`) after the
+    /// next open, and receivers deduplicate by that id.
     pub async fn send(&self, id: &str, record: &Record) -> DeliveryResult {
         let headers = self.request_headers(id, record)?;
         let sent = self
