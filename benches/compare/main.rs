@@ -229,6 +229,7 @@ fn only(rt: &Runtime, sz: &Sizes, what: &str) {
         "sqlite_outbox" => throughput(peers::sqlite_outbox(sz.sqlite), sz.sqlite),
         "latency" => rt.block_on(state::latency(sz.latency_records)),
         "rss" => state::rss_in_child(sz.pending),
+        "restart" => rt.block_on(state::restart(sz.pending, sz.passed)),
         "disk" => rt.block_on(state::disk(sz.pending, sz.stream)),
         "stdin_stdout" => e2e::stdin_run(sz.bin, false),
         "stdin_file" => e2e::stdin_run(sz.bin, true),
@@ -239,7 +240,7 @@ fn only(rt: &Runtime, sz: &Sizes, what: &str) {
         "rss_dead_receiver" => e2e::rss_dead_receiver(rt, sz.dead_receiver),
         _ => {
             eprintln!(
-                "--only inmemory|outbox_1sink_full|outbox_1sink_always|outbox_4sinks|sqlite_outbox|latency|rss|disk|stdin_stdout|stdin_file|ingest_file|webhook_strict|webhook_none|webhook_20ms|rss_dead_receiver"
+                "--only inmemory|outbox_1sink_full|outbox_1sink_always|outbox_4sinks|sqlite_outbox|latency|rss|restart|disk|stdin_stdout|stdin_file|ingest_file|webhook_strict|webhook_none|webhook_20ms|rss_dead_receiver"
             );
             std::process::exit(2);
         }
