@@ -35,9 +35,12 @@
 mod ack;
 pub mod codec;
 pub mod config;
+mod dead_letter;
 mod engine;
 mod error;
 pub mod filter;
+pub mod inspect;
+mod log_record;
 pub mod metrics;
 #[cfg(feature = "jetstream")]
 mod nats;
@@ -52,12 +55,14 @@ pub use config::{
     BreakerConfig, FailureRatio, OnFull, Ordering, OutboxConfig, RateLimit, SinkConfig, Start,
     SyncPolicy,
 };
+pub use dead_letter::{DeadLetter, DeadLetterPage, DeadLetters, FailedAttempt};
 pub use engine::{
-    Breaker, BreakerState, Dispatched, Health, LogRecord, Meta, Outbox, OutboxBuilder, Permit,
-    ReceiptFuture, ShutdownReport, SinkStatus, Status, TokenBucket, Trip,
+    Breaker, BreakerState, Dispatched, Health, Meta, Outbox, OutboxBuilder, Permit, ReceiptFuture,
+    ShutdownReport, SinkStatus, Status, TokenBucket, Trip,
 };
 pub use engine::{DispatchError, Items};
 pub use error::{Error, Result};
+pub use log_record::LogRecord;
 pub use metrics::{MetricsHook, NoopMetrics};
 pub use tuning::{trim_glibc_malloc, tune_glibc_malloc};
 pub use types::{DeliveryId, Receipt, Record, Seq, SinkName};

@@ -95,7 +95,7 @@ async fn permanent_and_transient_take_separate_paths() {
     assert!(by.contains(&("perm", 1)), "{by:?}");
     assert!(by.contains(&("down", 4)), "{by:?}");
     for e in &dl {
-        assert_eq!(e.seq, r.seq.0);
+        assert_eq!(e.seq, r.seq);
         assert_eq!(e.record.payload, b"one");
     }
     assert!(dl.iter().any(|e| e.error.contains("rejected: 400")));
@@ -121,7 +121,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
     let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &fixed), ("file", &other2)]).await;
     let dl = ob.dlq_list(Some(&name("hook"))).unwrap();
     assert_eq!(dl.len(), 1, "DLQ survives a reopen");
-    assert_eq!(dl[0].origin, r.seq.0);
+    assert_eq!(dl[0].delivery_id, r.delivery_id);
     assert_eq!(dl[0].error, "permanent: rejected: 400");
     let moved = ob.dlq_redrive(&name("hook"), None).await.unwrap();
     assert_eq!(moved, 1);
@@ -788,6 +788,6 @@ async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
     let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &TestSink::new(Behaviour::Ok))]).await;
     let dl = ob.dlq_list(None).unwrap();
     assert_eq!(dl.len(), 1, "the entry is still parked");
-    assert_eq!(dl[0].origin, r.seq.0);
+    assert_eq!(dl[0].delivery_id, r.delivery_id);
     ob.close(Duration::from_secs(5)).await.unwrap();
 }

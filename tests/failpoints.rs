@@ -608,8 +608,8 @@ async fn a_failed_offset_and_dlq_transaction_writes_neither() {
         .map(|e| {
             (
                 e.sink.as_str(),
-                e.seq,
-                e.origin,
+                e.seq.0,
+                e.delivery_id.seq.0,
                 e.record.payload.as_slice(),
                 e.attempts,
             )

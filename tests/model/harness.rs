@@ -744,18 +744,18 @@ impl Harness {
                 .iter()
                 .position(|s| *s == e.sink)
                 .ok_or_else(|| format!("DLQ entry for unknown sink {:?}", e.sink))?;
-            let want = self.model.dlq.get(&(sink, e.seq));
+            let want = self.model.dlq.get(&(sink, e.seq.0));
             ensure!(
-                want == Some(&e.origin),
+                want == Some(&e.delivery_id.seq.0),
                 "DLQ holds {}/{} (origin {}), the model has {want:?}",
                 e.sink,
                 e.seq,
-                e.origin
+                e.delivery_id.seq
             );
             let m = self
                 .model
                 .log
-                .get(&e.seq)
+                .get(&e.seq.0)
                 .ok_or("DLQ seq not in the log model")?;
             ensure!(
                 e.record.payload == payload(m.id, m.fates),
@@ -772,7 +772,7 @@ impl Harness {
                 e.attempts,
                 fate.attempts()
             );
-            seen.insert((sink, e.seq));
+            seen.insert((sink, e.seq.0));
         }
         if exact {
             let want: BTreeSet<(usize, u64)> = self.model.dlq.keys().copied().collect();
