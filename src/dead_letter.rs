@@ -63,13 +63,13 @@ impl DeadLetter {
             error: e.error,
             attempts: e.attempts,
             failed_at_ms: e.failed_at_ms,
-            history: e.history.into_iter().map(FailedAttempt::from).collect(),
+            history: e.history.into_iter().map(FailedAttempt::new).collect(),
         }
     }
 }
 
-impl From<Attempt> for FailedAttempt {
-    fn from(a: Attempt) -> FailedAttempt {
+impl FailedAttempt {
+    fn new(a: Attempt) -> FailedAttempt {
         FailedAttempt {
             at_ms: a.at_ms,
             latency_ms: a.latency_ms,
@@ -120,7 +120,8 @@ impl<'a> DeadLetters<'a> {
     /// # Errors
     /// [`crate::Error::Corrupted`] when an entry does not decode.
     pub fn list(&self, sink: Option<&SinkName>) -> Result<Vec<DeadLetter>> {
-        self.iter(sink).collect()
+        let entries = self.store.dlq_list(sink)?;
+        Ok(entries.into_iter().map(|e| self.convert(e)).collect())
     }
 
     /// Streams the entries of one sink (or all sinks) in key order: one

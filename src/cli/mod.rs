@@ -18,6 +18,7 @@ mod exit;
 mod ingest;
 mod jetstream;
 mod logging;
+pub mod malloc;
 mod membership;
 mod ndjson;
 mod pause;

@@ -98,7 +98,7 @@ impl Inspector {
     /// What makes the store unusable: [`crate::Error::Corrupted`] or
     /// [`crate::Error::StoreCorrupt`] naming it.
     pub fn verify(&self) -> Result<Verified> {
-        self.store.verify().map(Verified::from)
+        self.store.verify().map(Verified::new)
     }
 
     /// Every value of every tree decoded and cross-checked, as `outbox
@@ -112,12 +112,7 @@ impl Inspector {
     /// # Errors
     /// [`crate::Error::Corrupted`] when the membership does not decode.
     pub fn members(&self) -> Result<Vec<Member>> {
-        Ok(self
-            .store
-            .members()?
-            .into_iter()
-            .map(Member::from)
-            .collect())
+        Ok(self.store.members()?.into_iter().map(Member::new).collect())
     }
 
     /// Every stored offset, by sink name.

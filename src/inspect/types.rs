@@ -1,8 +1,9 @@
 //! The plain values an [`super::Inspector`] returns, and their one
 //! conversion each from the stored form. Pure: no I/O.
 //!
-//! Invariant: no type here carries a sled or codec type; each is built from
-//! the stored form only by the `From` impls below.
+//! Invariant: no type here carries a sled or codec type, nor names one in a
+//! public impl; each is built from the stored form only by its crate-private
+//! constructor below.
 
 use std::collections::BTreeMap;
 
@@ -21,8 +22,8 @@ pub struct Member {
     pub orphaned_at_ms: Option<u64>,
 }
 
-impl From<codec::Member> for Member {
-    fn from(m: codec::Member) -> Member {
+impl Member {
+    pub(super) fn new(m: codec::Member) -> Member {
         Member {
             name: m.name,
             orphaned_at_ms: m.orphaned_at_ms,
@@ -65,8 +66,8 @@ pub enum BatchKind {
     Lost,
 }
 
-impl From<codec::BatchKind> for BatchKind {
-    fn from(k: codec::BatchKind) -> BatchKind {
+impl BatchKind {
+    fn new(k: codec::BatchKind) -> BatchKind {
         match k {
             codec::BatchKind::Records => BatchKind::Records,
             codec::BatchKind::Hole => BatchKind::Hole,
@@ -85,6 +86,9 @@ pub struct BatchInfo {
     pub count: u32,
     /// What it holds.
     pub kind: BatchKind,
+    /// Sum of the sizes of its records' payloads and headers (0 for a hole
+    /// or lost marker).
+    pub bytes: u64,
     /// When it was appended, ms since the Unix epoch.
     pub appended_at_ms: u64,
 }
@@ -94,7 +98,8 @@ impl BatchInfo {
         BatchInfo {
             first,
             count: h.count,
-            kind: h.kind.into(),
+            kind: BatchKind::new(h.kind),
+            bytes: h.bytes,
             appended_at_ms: h.appended_at_ms,
         }
     }
@@ -118,12 +123,12 @@ pub struct Verified {
     pub markers: Vec<(Seq, Seq)>,
 }
 
-impl From<crate::store::Verified> for Verified {
-    fn from(v: crate::store::Verified) -> Verified {
+impl Verified {
+    pub(super) fn new(v: crate::store::Verified) -> Verified {
         Verified {
             extent: v.extent,
             next: v.next,
-            members: v.members.into_iter().map(Member::from).collect(),
+            members: v.members.into_iter().map(Member::new).collect(),
             offsets: v.offsets,
             dlq: v.dlq,
             markers: v.markers,
