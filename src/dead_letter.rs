@@ -167,3 +167,64 @@ impl<'a> DeadLetters<'a> {
         self.store.dlq_count(sink)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(origin_log: Option<Uuid>) -> DlqEntry {
+        DlqEntry {
+            sink: "web".into(),
+            seq: 12,
+            origin: 4,
+            origin_log,
+            record: Record::new(b"x".to_vec()).with_header("event-type", "a.b"),
+            error: "permanent: HTTP 400".into(),
+            attempts: 2,
+            failed_at_ms: 9,
+            history: vec![Attempt {
+                at_ms: 8,
+                latency_ms: 3,
+                permanent: true,
+                error: "permanent: HTTP 400".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_conversion_keeps_every_field_and_the_receipted_delivery_id() {
+        let here = Uuid::from_u128(1);
+        let d = DeadLetter::from_entry(entry(None), here);
+        assert_eq!(
+            d,
+            DeadLetter {
+                sink: "web".into(),
+                seq: Seq(12),
+                delivery_id: DeliveryId {
+                    log_id: here,
+                    seq: Seq(4),
+                },
+                record: Record::new(b"x".to_vec()).with_header("event-type", "a.b"),
+                error: "permanent: HTTP 400".into(),
+                attempts: 2,
+                failed_at_ms: 9,
+                history: vec![FailedAttempt {
+                    at_ms: 8,
+                    latency_ms: 3,
+                    permanent: true,
+                    error: "permanent: HTTP 400".into(),
+                }],
+            }
+        );
+        // A record redriven from another store keeps that store's id.
+        let other = Uuid::from_u128(2);
+        let d = DeadLetter::from_entry(entry(Some(other)), here);
+        assert_eq!(
+            d.delivery_id,
+            DeliveryId {
+                log_id: other,
+                seq: Seq(4),
+            }
+        );
+    }
+}
