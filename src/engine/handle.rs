@@ -442,9 +442,17 @@ impl<T: Send + 'static> Outbox<T> {
     /// # Errors
     /// [`Error::Corrupted`] when a value does not decode.
     pub fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogRecord>> {
-        crate::log_record::records(&self.core.store, self.core.log_id, from)
-            .take(limit)
-            .collect()
+        let mut out = Vec::new();
+        // The limit is checked when the next record comes, as it always
+        // was: a value that does not decode before it is still an error.
+        for r in crate::log_record::records(&self.core.store, self.core.log_id, from) {
+            let r = r?;
+            if out.len() >= limit {
+                break;
+            }
+            out.push(r);
+        }
+        Ok(out)
     }
 
     /// The data directory's identity and extent.
