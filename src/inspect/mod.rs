@@ -18,10 +18,10 @@
 //! ```
 //!
 //! Invariants:
-//! - an [`Inspector`] writes nothing, not even sled's or the witness file's
-//!   bookkeeping, and does not verify the store first, so a damaged store
-//!   can still be looked at; what does not decode is an error naming the
-//!   tree and the key, never skipped;
+//! - an [`Inspector`] writes nothing of outbox's own (not even the witness
+//!   file), and does not verify the store first, so a damaged store can
+//!   still be looked at; what does not decode is an error naming the tree
+//!   and the key, never skipped;
 //! - an [`Admin`] opens only an existing directory (a typo is an error, not
 //!   a new empty outbox), only after verifying it, and makes what it writes
 //!   durable (fsynced) before it returns;
