@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use outbox::__bench::AckTracker;
-use outbox::codec::{self, BatchHeader, LogEntry};
+use outbox::__bench::{self as codec, AckTracker, BatchHeader, LogEntry};
 use outbox::{Outbox, Record, Seq, SinkConfig};
 
 #[path = "../tests/common/sinks.rs"]

@@ -23,49 +23,71 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Lints: `unsafe` is denied except in three functions that call libc,
-//! each allowed by name with a SAFETY comment (`tune_glibc_malloc` and
-//! `trim_glibc_malloc`, and the store's `flock` probe `store::is_locked`);
-//! every public item is documented; non-test code does not `unwrap`.
+//! A stopped outbox's data directory is read (and repaired) through
+//! [`inspect`]; the store and its on-disk encoding are private.
+//!
+//! Lints: `unsafe` is denied except in the store's `flock` probe (behind
+//! [`inspect::is_locked`]), allowed by name with a SAFETY comment; every
+//! public item is documented; non-test code does not `unwrap`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod ack;
-pub mod codec;
+mod codec;
 pub mod config;
+mod dead_letter;
 mod engine;
 mod error;
 pub mod filter;
+#[cfg(test)]
+mod fixture_v2;
+pub mod inspect;
+mod log_record;
 pub mod metrics;
 #[cfg(feature = "jetstream")]
 mod nats;
 mod retry;
 pub mod sink;
 pub mod source;
-pub mod store;
-mod tuning;
+mod store;
 mod types;
 
 pub use config::{
     BreakerConfig, FailureRatio, OnFull, Ordering, OutboxConfig, RateLimit, SinkConfig, Start,
     SyncPolicy,
 };
+pub use dead_letter::{DeadLetter, DeadLetterPage, DeadLetters, FailedAttempt};
 pub use engine::{
-    Breaker, BreakerState, Dispatched, Health, LogRecord, Meta, Outbox, OutboxBuilder, Permit,
-    ReceiptFuture, ShutdownReport, SinkStatus, Status, TokenBucket, Trip,
+    Breaker, BreakerState, Dispatched, Health, Meta, Outbox, OutboxBuilder, Permit, ReceiptFuture,
+    ShutdownReport, SinkStatus, Status, TokenBucket, Trip,
 };
 pub use engine::{DispatchError, Items};
 pub use error::{Error, Result};
+pub use log_record::LogRecord;
 pub use metrics::{MetricsHook, NoopMetrics};
-pub use tuning::{trim_glibc_malloc, tune_glibc_malloc};
 pub use types::{DeliveryId, Receipt, Record, Seq, SinkName};
 
 /// Not part of the API: internals the crate's own benchmarks
-/// (`benches/hot_paths.rs`) measure. Hidden from the docs, unstable, and
-/// may change or go in any release.
+/// (`benches/hot_paths.rs`) measure: the ack watermark, and the log value
+/// encoder and decoders on the append and delivery paths. Hidden from the
+/// docs, unstable, and may change or go in any release; nothing else may use
+/// it (a stopped store is read through [`inspect`]).
 #[doc(hidden)]
 pub mod __bench {
     pub use crate::ack::AckTracker;
+    pub use crate::codec::{
+        BatchHeader, LogEntry, decode_batch, decode_batch_header, encode_batch, log_key,
+    };
+}
+
+/// Not part of the API: the body of the `decode` fuzz target
+/// (`fuzz/fuzz_targets/decode.rs`), which needs the private codec. Only with
+/// the `fuzzing` feature, which only the fuzz crate enables; hidden and
+/// unstable.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::codec::fuzz::decode;
 }

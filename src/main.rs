@@ -1,7 +1,8 @@
 //! The `outbox` binary. See `outbox --help`.
 //!
 //! Lints as in the library: `unsafe` only where allowed by name with a
-//! SAFETY comment; non-test code does not `unwrap`.
+//! SAFETY comment (the allocator settings in `cli::malloc`); non-test code
+//! does not `unwrap`.
 
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -9,6 +10,6 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
-    outbox::tune_glibc_malloc();
+    cli::malloc::tune_glibc_malloc();
     cli::main()
 }

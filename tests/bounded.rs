@@ -149,14 +149,31 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
 
     // Every value the redrive wrote decodes and is bounded: whole records,
     // several only up to the value size, one alone only if it is larger.
+    // The records of each value come decoded through `outbox::inspect`; the
+    // size of each value as stored, from sled itself.
+    let (batches, targets) = {
+        let store = outbox::inspect::Inspector::open(d.path()).unwrap();
+        let batches: Vec<outbox::inspect::BatchInfo> =
+            store.batches().map(|b| b.unwrap()).collect();
+        let targets: std::collections::BTreeMap<u64, Option<String>> = store
+            .records(outbox::Seq(0))
+            .map(|r| {
+                let r = r.unwrap();
+                (r.seq.0, r.target)
+            })
+            .collect();
+        (batches, targets)
+    };
     let log = common::raw_sled(d.path()).open_tree("log").unwrap();
     let (mut redriven, mut values) = (0u64, 0u64);
-    for kv in log.iter() {
-        let (k, v) = kv.unwrap();
-        let (_, _, entries) = outbox::codec::decode_batch(&k, &v).unwrap();
+    for b in &batches {
+        let v = log.get(b.first.0.to_be_bytes()).unwrap().unwrap();
+        let entries: Vec<&Option<String>> = (b.first.0..b.first.0 + u64::from(b.count))
+            .filter_map(|seq| targets.get(&seq))
+            .collect();
         let ours = entries
             .iter()
-            .filter(|e| e.target.as_deref() == Some("hook"))
+            .filter(|t| t.as_deref() == Some("hook"))
             .count();
         if ours == 0 {
             continue;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::cli::{Daemon, code, http, run, run_config, stderr, stdout};
 use common::held::{
-    N, check, check_names_one_problem, close, fill, remove_middle_value, remove_offset, values,
+    N, check, check_names_one_problem, checksum, close, fill, log_key, remove_middle_value,
+    remove_offset, values,
 };
 use common::raw_sled;
-use outbox::codec;
 
 #[test]
 fn a_hole_in_the_log_stops_run_and_check_with_exit_3_naming_the_range() {
@@ -69,8 +69,8 @@ fn a_checksum_failure_stops_run_with_exit_3_naming_the_range() {
     let i = vals.len() / 2;
     let (first, _) = vals[i];
     let (next, _) = vals[i + 1];
-    let log = db.open_tree(codec::tree::LOG).unwrap();
-    let key = codec::log_key(outbox::Seq(first));
+    let log = db.open_tree("log").unwrap();
+    let key = log_key(first);
     let mut v = log.get(key).unwrap().unwrap().to_vec();
     let at = v.len() / 2;
     v[at] ^= 0x20;
@@ -95,13 +95,13 @@ fn a_checksum_failure_stops_run_with_exit_3_naming_the_range() {
 /// (headers only) accepts it, and the worker that reads it finds it bad.
 fn plant_undecodable_body(data: &Path, first: u64) {
     let db = raw_sled(data);
-    let log = db.open_tree(codec::tree::LOG).unwrap();
-    let key = codec::log_key(outbox::Seq(first));
+    let log = db.open_tree("log").unwrap();
+    let key = log_key(first);
     let old = log.get(key).unwrap().unwrap();
     // Version, kind, count, bytes, time: 22 bytes; then the entries.
     let mut v = old[..22].to_vec();
     v.extend_from_slice(&[0xff; 64]);
-    let crc = codec::checksum(codec::tree::LOG, &key, &v);
+    let crc = checksum("log", &key, &v);
     v.extend_from_slice(&crc.to_be_bytes());
     log.insert(key, v).unwrap();
     drop(log);

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 
 use common::cli::{Daemon, HOOK, Receiver, code, dump_json, run, run_config, stderr, stdout};
 use common::held::{
-    HELD, N, check, close, config_with, fill, input, remove_middle_value, remove_offset,
+    HELD, N, check, close, config_with, dlq_key, fill, input, remove_middle_value, remove_offset,
 };
 use common::raw_sled;
-use outbox::codec;
 use serde_json::Value;
 
 fn salvage(data: &Path, out: &Path) -> std::process::Output {
@@ -190,8 +189,8 @@ fn a_damaged_dlq_entry_is_named_and_the_others_keep_their_history() {
     let (data, _rx) = parked_and_held(t.path(), 20);
     let before = dlq_entries(&data);
     let db = raw_sled(&data);
-    let dlq = db.open_tree(codec::tree::DLQ).unwrap();
-    let key = codec::dlq_key(&outbox::SinkName::new("p").unwrap(), outbox::Seq(7));
+    let dlq = db.open_tree("dlq").unwrap();
+    let key = dlq_key("p", 7);
     let mut v = dlq.get(&key).unwrap().unwrap().to_vec();
     let at = v.len() / 2;
     v[at] ^= 0x01;

@@ -95,7 +95,7 @@ async fn permanent_and_transient_take_separate_paths() {
     assert!(by.contains(&("perm", 1)), "{by:?}");
     assert!(by.contains(&("down", 4)), "{by:?}");
     for e in &dl {
-        assert_eq!(e.seq, r.seq.0);
+        assert_eq!(e.seq, r.seq);
         assert_eq!(e.record.payload, b"one");
     }
     assert!(dl.iter().any(|e| e.error.contains("rejected: 400")));
@@ -121,7 +121,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
     let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &fixed), ("file", &other2)]).await;
     let dl = ob.dlq_list(Some(&name("hook"))).unwrap();
     assert_eq!(dl.len(), 1, "DLQ survives a reopen");
-    assert_eq!(dl[0].origin, r.seq.0);
+    assert_eq!(dl[0].delivery_id, r.delivery_id);
     assert_eq!(dl[0].error, "permanent: rejected: 400");
     let moved = ob.dlq_redrive(&name("hook"), None).await.unwrap();
     assert_eq!(moved, 1);
@@ -237,7 +237,7 @@ async fn seqs_stay_monotonic_after_full_truncation() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         ob.close(Duration::from_secs(1)).await.unwrap();
     }
-    let store = outbox::store::Store::inspect(&path, 8 << 20).unwrap();
+    let store = outbox::inspect::Inspector::open(&path).unwrap();
     let extent = store.extent().unwrap();
     assert_eq!(extent.first, None, "the whole log was truncated");
     assert_eq!(extent.end, Seq(30));
@@ -562,11 +562,11 @@ async fn every_sync_policy_delivers_and_acks() {
         assert_eq!(sink.delivered().len(), 50, "{policy:?}");
         ob.close(Duration::from_secs(5)).await.unwrap();
         // Durable under every policy once closed: a reopen sees all of it.
-        let store = outbox::store::Store::inspect(d.path(), 8 << 20).unwrap();
+        let store = outbox::inspect::Inspector::open(d.path()).unwrap();
         assert_eq!(store.extent().unwrap().end, Seq(50), "{policy:?}");
         assert_eq!(
             store.offset(&name("s")).unwrap().unwrap().next,
-            50,
+            Seq(50),
             "{policy:?}"
         );
     }
@@ -650,17 +650,18 @@ async fn a_backlog_switches_to_small_log_values() {
         .unwrap();
     }
     abandon(ob, d.path()).await;
-    let store = outbox::store::Store::inspect(d.path(), 8 << 20).unwrap();
-    let headers: Vec<_> = store.batch_headers().map(|h| h.unwrap()).collect();
-    let total: u32 = headers.iter().map(|(_, h)| h.count).sum();
+    use outbox::inspect::BatchInfo;
+    let store = outbox::inspect::Inspector::open(d.path()).unwrap();
+    let headers: Vec<BatchInfo> = store.batches().map(|h| h.unwrap()).collect();
+    let total: u32 = headers.iter().map(|h| h.count).sum();
     assert_eq!(total, 500);
     // Until the lag is over 100 records (it is exactly 100 when seq 100 is
     // written), whole requests in large values; after, requests cut into
     // values of at most 1000 bytes.
-    let (early, late): (Vec<_>, Vec<_>) = headers.iter().partition(|(first, _)| first.0 <= 100);
-    assert!(early.iter().all(|(_, h)| h.bytes >= 5_000), "{early:?}");
+    let (early, late): (Vec<&BatchInfo>, Vec<_>) = headers.iter().partition(|h| h.first.0 <= 100);
+    assert!(early.iter().all(|h| h.bytes >= 5_000), "{early:?}");
     assert!(!late.is_empty());
-    assert!(late.iter().all(|(_, h)| h.bytes <= 1_000), "{late:?}");
+    assert!(late.iter().all(|h| h.bytes <= 1_000), "{late:?}");
 }
 
 #[tokio::test]
@@ -788,6 +789,6 @@ async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
     let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &TestSink::new(Behaviour::Ok))]).await;
     let dl = ob.dlq_list(None).unwrap();
     assert_eq!(dl.len(), 1, "the entry is still parked");
-    assert_eq!(dl[0].origin, r.seq.0);
+    assert_eq!(dl[0].delivery_id, r.delivery_id);
     ob.close(Duration::from_secs(5)).await.unwrap();
 }

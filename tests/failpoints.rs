@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use common::*;
 use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, FileSink, Sink};
-use outbox::store::Store;
 use outbox::{DeliveryId, Error, Outbox, OutboxConfig, Receipt, Record, Seq, SinkName};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -156,7 +155,7 @@ async fn acks_n(rx: &mut UnboundedReceiver<u32>, n: usize) -> Vec<u32> {
 /// `meta.seq_reserved` and `meta.seq_floor` of a closed store, and its
 /// log's first seq and end.
 fn inspect(dir: &Path) -> (u64, u64, Option<u64>, u64) {
-    let s = Store::inspect(dir, 8 << 20).unwrap();
+    let s = outbox::inspect::Inspector::open(dir).unwrap();
     let e = s.extent().unwrap();
     (
         s.seq_reserved().unwrap().0,
@@ -608,8 +607,8 @@ async fn a_failed_offset_and_dlq_transaction_writes_neither() {
         .map(|e| {
             (
                 e.sink.as_str(),
-                e.seq,
-                e.origin,
+                e.seq.0,
+                e.delivery_id.seq.0,
                 e.record.payload.as_slice(),
                 e.attempts,
             )
@@ -775,7 +774,7 @@ async fn a_failed_write_at_open_fails_the_open_and_the_next_open_succeeds() {
         assert_eq!(io(&e), says, "open with {point} failing");
         fail::remove(point);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while outbox::store::is_locked(d.path()) && std::time::Instant::now() < deadline {
+        while outbox::inspect::is_locked(d.path()) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -3,8 +3,8 @@
 //! release, each committed as it was left.
 //!
 //! Regenerate only when a new format version is released, into a new folder
-//! (`cargo test --test format_fixture -- --ignored write_fixture_v2` wrote
-//! v2).
+//! (`cargo test --lib -- --ignored write_fixture_v2` wrote v2: the writer
+//! lives inside the crate, since it needs the private encoder).
 
 mod common;
 
@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use common::process::copy_dir;
 use common::*;
-use outbox::codec::{Attempt, BatchHeader, BatchKind, DlqEntry, FormatVersion, LogEntry};
-use outbox::store::{Store, StoreOptions, Verified};
+use outbox::inspect::{Inspector, Verified};
 use outbox::{DeliveryId, Outbox, Seq, SinkConfig, SinkName, Start};
 use uuid::Uuid;
 
@@ -26,16 +25,11 @@ fn fixture(v: &str) -> PathBuf {
 
 /// Copies fixture `v` into `dir` and inspects the copy: it is of `format`,
 /// verifies, and its log holds seqs 0 to `end`, the next seq.
-fn inspect_copy(
-    dir: &Path,
-    v: &str,
-    format: FormatVersion,
-    end: u64,
-) -> (PathBuf, Store, Verified) {
+fn inspect_copy(dir: &Path, v: &str, format: u8, end: u64) -> (PathBuf, Inspector, Verified) {
     let data = dir.join(v);
     copy_dir(&fixture(v), &data);
-    let store = Store::inspect(&data, 8 << 20).unwrap();
-    assert_eq!(store.format(), format);
+    let store = Inspector::open(&data).unwrap();
+    assert_eq!(store.format_version(), format);
     let v = store.verify().unwrap();
     assert_eq!(
         (v.extent.first, v.extent.end, v.next),
@@ -52,20 +46,18 @@ fn offsets(v: &Verified) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn payloads(store: &Store) -> Vec<(u64, String, String)> {
-    let mut out = Vec::new();
-    for b in store.iter_batches(Seq(0)) {
-        let b = b.unwrap();
-        for (i, e) in b.entries.iter().enumerate() {
-            let seq = Seq(b.first.0 + i as u64);
-            out.push((
-                seq.0,
-                String::from_utf8(e.record.payload.clone()).unwrap(),
-                e.delivery_id(seq, store.log_id()).to_string(),
-            ));
-        }
-    }
-    out
+fn payloads(store: &Inspector) -> Vec<(u64, String, String)> {
+    store
+        .records(Seq(0))
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r.seq.0,
+                String::from_utf8(r.record.payload).unwrap(),
+                r.delivery_id.to_string(),
+            )
+        })
+        .collect()
 }
 
 /// The v1 directory holds: 5 records `r0`..`r4` in two batches; sink `file`
@@ -73,7 +65,7 @@ fn payloads(store: &Store) -> Vec<(u64, String, String)> {
 #[tokio::test]
 async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
     let d = tempfile::tempdir().unwrap();
-    let (data, store, v) = inspect_copy(d.path(), "v1", FormatVersion::V1, 5);
+    let (data, store, v) = inspect_copy(d.path(), "v1", 1, 5);
     let log_id = store.log_id();
     let want: Vec<(u64, String, String)> = (0..5)
         .map(|i| (i, format!("r{i}"), format!("msg_{}_{i}", log_id.simple())))
@@ -93,12 +85,12 @@ async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
         vec![("file".to_string(), false), ("hook".to_string(), false)],
         "version 1's configured sinks become members"
     );
-    let dlq = store.dlq_list(None).unwrap();
+    let dlq = store.dead_letters().list(None).unwrap();
     assert_eq!(
         dlq.iter()
             .map(|e| (
                 e.sink.as_str(),
-                e.seq,
+                e.seq.0,
                 e.record.payload.as_slice(),
                 e.history.len()
             ))
@@ -128,18 +120,24 @@ async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
     let hook = SinkName::new("hook").unwrap();
     assert_eq!(ob.dlq_list(Some(&hook)).unwrap().len(), 1);
     ob.close(Duration::from_secs(5)).await.unwrap();
-    let store = Store::inspect(&data, 8 << 20).unwrap();
-    assert_eq!(store.format(), FormatVersion::V2, "upgraded at the open");
+    let store = Inspector::open(&data).unwrap();
+    assert_eq!(
+        (store.format_version(), outbox::inspect::CURRENT_FORMAT),
+        (2, 2),
+        "upgraded at the open"
+    );
     assert!(store.verify().is_ok());
 }
 
-const AT: u64 = 1_700_000_000_000;
-
-/// What `write_fixture_v2` writes: records `a0..a3` (seq 0..4, `a2` with a
-/// caller-given delivery id), a hole over seqs 4..10, a redriven record
-/// `a1` at seq 10 aimed at `hook` with its origin 1; sink `file` at 10, sink
+/// What `tests/fixtures/v2` holds (written by `write_fixture_v2` in
+/// `src/fixture_v2.rs`): records `a0..a3` (seq 0..4, `a2` with a
+/// caller-given delivery id), a hole over seqs 4..10, a redriven record `a1`
+/// at seq 10 aimed at `hook` with its origin 1; sink `file` at 10, sink
 /// `hook` at 4 with seq 1 parked (with a history of two attempts); an orphan
 /// `old` at 0 since `AT`; the seq floor 0 and the reservation 11.
+const AT: u64 = 1_700_000_000_000;
+
+/// The delivery id `a2` was given.
 fn given_id() -> DeliveryId {
     DeliveryId {
         log_id: Uuid::from_u128(0xabcdef),
@@ -147,92 +145,10 @@ fn given_id() -> DeliveryId {
     }
 }
 
-#[test]
-#[ignore = "writes the fixture; run by hand for a new format version"]
-fn write_fixture_v2() {
-    let dir = fixture("v2");
-    let _ = std::fs::remove_dir_all(&dir);
-    let opts = StoreOptions::default();
-    let (store, _) = Store::open(&dir, &opts).unwrap();
-    let entries: Vec<LogEntry> = (0..4)
-        .map(|i| {
-            let r = rec(&format!("a{i}"));
-            LogEntry::new(if i == 2 {
-                r.with_delivery_id(given_id())
-            } else {
-                r
-            })
-        })
-        .collect();
-    let v =
-        outbox::codec::encode_batch(Seq(0), BatchHeader::records(&entries, AT), &entries).unwrap();
-    store.append_runs(vec![(Seq(0), v)], &[]).unwrap();
-    store
-        .write_marker(BatchKind::Hole, Seq(4), Seq(10))
-        .unwrap();
-    let redriven = vec![LogEntry {
-        record: rec("a1"),
-        target: Some("hook".into()),
-        origin: Some(1),
-        origin_log: None,
-    }];
-    let v = outbox::codec::encode_batch(Seq(10), BatchHeader::records(&redriven, AT), &redriven)
-        .unwrap();
-    store.append_runs(vec![(Seq(10), v)], &[]).unwrap();
-    let file = SinkName::new("file").unwrap();
-    let hook = SinkName::new("hook").unwrap();
-    let old = SinkName::new("old").unwrap();
-    store.commit_offset(&file, Seq(10), &[]).unwrap();
-    store.commit_offset(&old, Seq(0), &[]).unwrap();
-    let parked = DlqEntry {
-        sink: "hook".into(),
-        seq: 1,
-        origin: 1,
-        origin_log: None,
-        record: rec("a1"),
-        error: "permanent: HTTP 400".into(),
-        attempts: 2,
-        failed_at_ms: AT + 1,
-        history: vec![
-            Attempt {
-                at_ms: AT,
-                latency_ms: 3,
-                permanent: false,
-                error: "transient: HTTP 503".into(),
-            },
-            Attempt {
-                at_ms: AT + 1,
-                latency_ms: 2,
-                permanent: true,
-                error: "permanent: HTTP 400".into(),
-            },
-        ],
-    };
-    store.commit_offset(&hook, Seq(4), &[parked]).unwrap();
-    store
-        .set_members(&[
-            outbox::codec::Member {
-                name: "file".into(),
-                orphaned_at_ms: None,
-            },
-            outbox::codec::Member {
-                name: "hook".into(),
-                orphaned_at_ms: None,
-            },
-            outbox::codec::Member {
-                name: "old".into(),
-                orphaned_at_ms: Some(AT),
-            },
-        ])
-        .unwrap();
-    store.reserve_seqs(Seq(11)).unwrap();
-    store.flush().unwrap();
-}
-
 #[tokio::test]
 async fn version_2_fixture_opens_with_its_contents() {
     let d = tempfile::tempdir().unwrap();
-    let (data, store, v) = inspect_copy(d.path(), "v2", FormatVersion::V2, 11);
+    let (data, store, v) = inspect_copy(d.path(), "v2", 2, 11);
     let log_id = store.log_id();
     let id = |s: u64| format!("msg_{}_{s}", log_id.simple());
     assert_eq!(
@@ -250,7 +166,7 @@ async fn version_2_fixture_opens_with_its_contents() {
         vec![("file".into(), 10), ("hook".into(), 4), ("old".into(), 0)]
     );
     assert_eq!(v.members[2].orphaned_at_ms, Some(AT));
-    let dlq = store.dlq_list(None).unwrap();
+    let dlq = store.dead_letters().list(None).unwrap();
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].history.len(), 2);
     assert_eq!(dlq[0].history[0].error, "transient: HTTP 503");

@@ -495,7 +495,7 @@ async fn permanent_answers_go_to_the_dlq_after_exactly_one_request() {
     let dl = ob.dlq_list(None).unwrap();
     let got: Vec<(u64, u32, String)> = dl
         .iter()
-        .map(|e| (e.seq, e.attempts, e.error.clone()))
+        .map(|e| (e.seq.0, e.attempts, e.error.clone()))
         .collect();
     let quoted = format!("{}{}", "a".repeat(1000), "b".repeat(24));
     assert_eq!(
@@ -550,7 +550,7 @@ async fn transient_answers_are_retried_then_dead_lettered() {
     let dl = ob.dlq_list(None).unwrap();
     assert_eq!(dl.len(), 1);
     assert_eq!(
-        (dl[0].seq, dl[0].attempts, dl[0].error.as_str()),
+        (dl[0].seq.0, dl[0].attempts, dl[0].error.as_str()),
         (1, 7, "transient: HTTP 503")
     );
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -864,7 +864,7 @@ async fn a_retry_schedule_resumes_where_it_was_after_a_restart_and_parks_at_the_
 
     let dlq = ob.dlq_list(None).unwrap();
     assert_eq!(dlq.len(), 1);
-    assert_eq!((dlq[0].seq, dlq[0].attempts), (r.seq.0, 4));
+    assert_eq!((dlq[0].seq, dlq[0].attempts), (r.seq, 4));
     assert_eq!(dlq[0].history.len(), 4, "{:?}", dlq[0].history);
     assert!(dlq[0].history.iter().all(|a| a.error.contains("503")));
     let st = ob.status().unwrap();

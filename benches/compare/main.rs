@@ -22,6 +22,8 @@ mod daemon;
 mod e2e;
 mod engine;
 mod jetstream;
+#[path = "../../src/cli/malloc.rs"]
+mod malloc;
 #[path = "../../tests/nats/mod.rs"]
 mod nats;
 mod peers;
@@ -130,7 +132,7 @@ impl Sizes {
 }
 
 fn main() {
-    outbox::tune_glibc_malloc();
+    malloc::tune_glibc_malloc();
     let args: Vec<String> = std::env::args().collect();
     let opts = Opts {
         quick: args.iter().any(|a| a == "--quick"),

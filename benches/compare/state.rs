@@ -96,7 +96,7 @@ pub(crate) async fn fill_pending(dir: &Path, pending: u64) {
 /// go (sled flushes on drop: an undrained stop, not a crash).
 async fn stop_undrained<T: Send + 'static>(ob: Outbox<T>, dir: &Path) {
     drop(ob);
-    while outbox::store::is_locked(dir) {
+    while outbox::inspect::is_locked(dir) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -240,8 +240,8 @@ pub(crate) async fn disk(backlog: u64, stream: u64) -> Value {
     let out = tempfile::tempdir().unwrap();
     let compacted = out.path().join("c");
     {
-        let store = outbox::store::Store::inspect(dir2.path(), 16 << 20).unwrap();
-        store.export_to(&compacted, 16 << 20, &mut |_| {}).unwrap();
+        let store = outbox::inspect::Inspector::open(dir2.path()).unwrap();
+        store.export_to(&compacted, &mut |_| {}).unwrap();
     }
     let compacted_disk = dir_size(&compacted);
     json!({
@@ -299,7 +299,7 @@ pub(crate) async fn rss(mode: &str, dir: &Path, backlog: u64) -> Value {
         std::thread::spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_millis(ms));
-                outbox::trim_glibc_malloc();
+                crate::malloc::trim_glibc_malloc();
             }
         });
     }

@@ -1,194 +1,31 @@
-//! Every on-disk key and value decoder in `outbox::codec`, fed arbitrary
-//! bytes. Each must return Ok or `Corrupted`, never panic (debug assertions
-//! and overflow checks are on under cargo-fuzz), and whatever decodes as a
-//! version-2 value must re-encode to exactly the bytes it came from: the
-//! format has one encoding per value, so a decoder that accepts two
-//! spellings of one value is a bug. (Version-1 values decode, and are
-//! re-encoded as version 2.)
+//! Every on-disk key and value decoder, fed arbitrary bytes, and the same
+//! bytes through `outbox check`'s value-by-value verification.
 //!
-//! Random bytes almost never carry a valid CRC32C, so some arms seal an
-//! arbitrary body with the right checksum first, to reach the decoders
-//! behind it.
+//! The codec is private, so its properties (Ok or `Corrupted`, never a
+//! panic; whatever decodes as a version-2 value re-encodes to exactly the
+//! bytes it came from) are asserted by `outbox::__fuzz::decode`, the body
+//! of this target kept inside the crate (`src/codec/fuzz.rs`, behind the
+//! `fuzzing` feature). The public side, [`outbox::inspect::Checker`], must
+//! never panic either, and every problem it reports names one of the trees.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outbox::codec::{self, meta_key, tree};
-use outbox::{Error, Seq};
+use outbox::inspect::{Checker, TREES};
 
 fuzz_target!(|data: &[u8]| {
+    outbox::__fuzz::decode(data);
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    // The next byte splits the rest into a key and a value.
     let (key, value) = match rest.split_first() {
         Some((&k, tail)) => tail.split_at((k as usize).min(tail.len())),
         None => (&[][..], &[][..]),
     };
-    let v2 = value.first() == Some(&2);
-    match which % 14 {
-        0 => log(key, value),
-        1 => {
-            if let Ok((first, header)) = ok(codec::decode_batch_header(key, value)) {
-                assert_eq!(codec::log_key(first), key);
-                assert!(header.count > 0);
-                assert!(first.0.checked_add(u64::from(header.count)).is_some());
-            }
-        }
-        2 => {
-            if let Ok(seq) = ok(codec::decode_log_key(key)) {
-                assert_eq!(codec::log_key(seq), key);
-            }
-        }
-        3 => offset(key, value, v2),
-        4 => {
-            if let Ok(name) = ok(codec::decode_offset_key(key)) {
-                assert_eq!(name.as_str().as_bytes(), key);
-            }
-        }
-        5 => {
-            if let Ok((sink, seq)) = ok(codec::decode_dlq_key(key)) {
-                assert_eq!(codec::dlq_key(&sink, seq), key);
-                assert!(key.starts_with(&codec::dlq_prefix(&sink)));
-            }
-        }
-        6 => dlq(key, value, v2),
-        7 => meta(key, value, v2),
-        8 => idem(key, value, v2),
-        // The same decoders behind a valid checksum.
-        9 => log(key, &seal(tree::LOG, key, value)),
-        10 => offset(key, &seal(tree::OFFSETS, key, value), true),
-        11 => dlq(key, &seal(tree::DLQ, key, value), true),
-        12 => {
-            let k = [
-                meta_key::SEQ_FLOOR,
-                meta_key::LOG_ID,
-                meta_key::MEMBERS,
-                meta_key::SINKS,
-            ][usize::from(which / 14) % 4];
-            meta(k, &seal(tree::META, k, value), true);
-        }
-        _ => {
-            idem(key, &seal(tree::IDEM, key, value), true);
-            sink_state(key, value, v2);
-            sink_state(key, &seal(tree::SINK_STATE, key, value), true);
-            // Rendering a key for an error message never panics either.
-            for t in ["log", "offsets", "dlq", "meta", "idem", "sink_state"] {
-                let _ = codec::render_key(t, key);
-            }
-        }
+    let tree = TREES[usize::from(which) % TREES.len()];
+    let mut c = Checker::new();
+    c.value(tree, key, value);
+    let report = c.finish();
+    for p in &report.problems {
+        assert!(TREES.contains(&p.tree.as_str()), "{p}");
     }
 });
-
-/// `2`, `body`, and the checksum a writer would have put there.
-fn seal(tree: &str, key: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut v = vec![2u8];
-    v.extend_from_slice(body);
-    let crc = codec::checksum(tree, key, &v);
-    v.extend_from_slice(&crc.to_be_bytes());
-    v
-}
-
-fn log(key: &[u8], value: &[u8]) {
-    if let Ok((first, header, entries)) = ok(codec::decode_batch(key, value)) {
-        assert_eq!(codec::log_key(first), key);
-        if header.kind == codec::BatchKind::Records {
-            assert_eq!(header.count as usize, entries.len());
-        } else {
-            assert!(entries.is_empty());
-        }
-        if value.first() == Some(&2) {
-            let again = codec::encode_batch(first, header, &entries).expect("re-encodes");
-            assert_eq!(again, value);
-        }
-    }
-}
-
-fn offset(key: &[u8], value: &[u8], v2: bool) {
-    if let Ok(v) = ok(codec::decode_offset(key, value)) {
-        if v2 {
-            assert_eq!(codec::encode_offset(key, &v).expect("re-encodes"), value);
-        }
-    }
-}
-
-fn dlq(key: &[u8], value: &[u8], v2: bool) {
-    if let Ok(e) = ok(codec::decode_dlq(key, value)) {
-        let (sink, seq) = codec::decode_dlq_key(key).expect("key decoded once");
-        assert_eq!((sink.as_str(), seq), (e.sink.as_str(), Seq(e.seq)));
-        if v2 {
-            assert_eq!(codec::encode_dlq(key, &e).expect("re-encodes"), value);
-        }
-    }
-}
-
-fn meta(key: &[u8], value: &[u8], v2: bool) {
-    match key {
-        meta_key::LOG_ID => {
-            if let Ok(id) = ok(codec::decode_log_id(value)) {
-                if v2 {
-                    assert_eq!(codec::encode_log_id(id).expect("re-encodes"), value);
-                }
-            }
-        }
-        meta_key::MEMBERS => {
-            if let Ok(m) = ok(codec::decode_members(value)) {
-                if v2 {
-                    assert_eq!(codec::encode_members(&m).expect("re-encodes"), value);
-                }
-            }
-        }
-        meta_key::SINKS => {
-            let _ = ok(codec::decode_sink_list(value));
-        }
-        _ => {
-            if let Ok(v) = ok(codec::decode_meta_u64(key, value)) {
-                if v2 {
-                    assert_eq!(codec::encode_meta_u64(key, v).expect("re-encodes"), value);
-                }
-            }
-        }
-    }
-}
-
-fn idem(key: &[u8], value: &[u8], v2: bool) {
-    if let Ok(v) = ok(codec::decode_idem(key, value)) {
-        if v2 {
-            assert_eq!(codec::encode_idem(key, &v).expect("re-encodes"), value);
-        }
-    }
-}
-
-/// A retry state and a pause: the same bytes through both decoders.
-fn sink_state(key: &[u8], value: &[u8], v2: bool) {
-    if let Ok(v) = ok(codec::decode_retry(key, value)) {
-        if v2 {
-            assert_eq!(codec::encode_retry(key, &v).expect("re-encodes"), value);
-        }
-    }
-    if let Ok(v) = ok(codec::decode_pause(key, value)) {
-        if v2 {
-            assert_eq!(codec::encode_pause(key, &v).expect("re-encodes"), value);
-        }
-    }
-    let prefix = key.get(..key.len().saturating_sub(8)).unwrap_or_default();
-    if let Ok(seq) = ok(codec::decode_retry_seq(prefix, key)) {
-        assert_eq!(&key[prefix.len()..], seq.to_be_bytes());
-    }
-}
-
-/// Every decode error must be `Corrupted`, naming a known tree.
-fn ok<T>(r: outbox::Result<T>) -> outbox::Result<T> {
-    if let Err(e) = &r {
-        match e {
-            Error::Corrupted { tree, .. } => {
-                assert!(
-                    ["log", "offsets", "dlq", "meta", "idem", "sink_state"].contains(tree),
-                    "{e}"
-                );
-                assert!(e.is_corruption(), "{e}");
-            }
-            other => panic!("a decoder returned a non-corruption error: {other}"),
-        }
-    }
-    r
-}

@@ -216,7 +216,7 @@ impl DlqQuery {
 
     /// The filter, with `seqs` on top of the query's own.
     fn filter(&self, seqs: Option<&[u64]>) -> outbox::Result<Filter> {
-        Filter::new(&self.filter_query(), seqs, outbox::store::now_ms())
+        Filter::new(&self.filter_query(), seqs, super::clock::now_ms())
     }
 
     fn seq_list(&self) -> outbox::Result<Option<Vec<u64>>> {
@@ -292,17 +292,12 @@ async fn dlq_list(
     });
     match page {
         Ok(page) => {
-            let log_id = s.outbox.log_id();
             // A page cut by `limit` itself is the last one the client wants.
             let next = page
                 .next
                 .filter(|_| page.entries.len() < filter.limit())
                 .map(|n| n.0);
-            let entries: Vec<_> = page
-                .entries
-                .iter()
-                .map(|e| view::dlq_json(log_id, e))
-                .collect();
+            let entries: Vec<_> = page.entries.iter().map(view::dlq_json).collect();
             axum::Json(json!({"sink": sink.as_str(), "entries": entries, "next": next}))
                 .into_response()
         }
@@ -330,7 +325,7 @@ async fn dlq_show(
     };
     match s.outbox.dlq_get(&sink, Seq(seq)) {
         Ok(found) => match found {
-            Some(e) => axum::Json(entry_json(s.outbox.log_id(), &e)).into_response(),
+            Some(e) => axum::Json(entry_json(&e)).into_response(),
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("sink {sink} has no DLQ entry at seq {seq}"),

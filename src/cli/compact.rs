@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use outbox::store::Store;
+use outbox::inspect::Inspector;
 use outbox::{Error, Result};
 
 use super::check;
@@ -67,13 +67,13 @@ pub fn run(args: CompactArgs) -> Result<ExitCode> {
         args.out.display()
     );
     let mut progress = Progress::new(total);
-    src.export_to(&args.out, 16 << 20, &mut |n| progress.set(n))?;
+    src.export_to(&args.out, &mut |n| progress.set(n))?;
     progress.finish();
     drop(src);
 
-    let out = Store::inspect(&args.out, 16 << 20)?;
+    let out = Inspector::open(&args.out)?;
     let out_sum = out.checksum()?;
-    let report = check::check_store(&out);
+    let report = out.check();
     let copied = out.key_count();
     drop(out);
     if out_sum != src_sum || copied != total {

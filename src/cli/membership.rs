@@ -65,7 +65,6 @@ fn forget(a: SinkArgs) -> Result<ExitCode> {
             let store = super::open_existing(dir)?;
             let head = store.extent()?.end.0;
             let offset = store.forget(&sink)?.0;
-            store.sink_state_forget(&sink)?;
             (offset, Some(head.saturating_sub(offset)))
         }
         _ => {

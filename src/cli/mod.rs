@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod check;
 mod client;
+mod clock;
 mod compact;
 mod config;
 mod dlq;
@@ -17,6 +18,7 @@ mod exit;
 mod ingest;
 mod jetstream;
 mod logging;
+pub mod malloc;
 mod membership;
 mod ndjson;
 mod pause;
@@ -34,7 +36,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use outbox::store::{Store, StoreOptions};
+use outbox::inspect::{Admin, Inspector};
 use outbox::{Error, Result};
 
 /// A durable write-ahead delivery engine.
@@ -107,7 +109,7 @@ pub enum Command {
 pub const EXIT_USAGE: u8 = 2;
 
 /// Turns "no such directory" into a usage error naming `--data-dir`.
-fn map_missing(dir: &Path, r: Result<Store>) -> Result<Store> {
+fn map_missing<T>(dir: &Path, r: Result<T>) -> Result<T> {
     match r {
         Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Config {
             param: "--data-dir".into(),
@@ -121,26 +123,15 @@ fn map_missing(dir: &Path, r: Result<Store>) -> Result<Store> {
 /// (redrive, purge, forget), after verifying it; never creates one, so a
 /// typo is an error rather than a new empty outbox. What it writes is
 /// fsynced.
-fn open_existing(dir: &Path) -> Result<Store> {
-    map_missing(
-        dir,
-        Store::open(
-            dir,
-            &StoreOptions {
-                create: false,
-                cache_bytes: 16 << 20,
-                fsync: true,
-            },
-        )
-        .map(|(store, _)| store),
-    )
+fn open_existing(dir: &Path) -> Result<Admin> {
+    map_missing(dir, Admin::open(dir))
 }
 
 /// Opens an existing data directory for an offline command that only
 /// reads (dump, status, list, check), without verifying it, so that a
 /// damaged store can still be looked at. Writes nothing.
-fn inspect_existing(dir: &Path) -> Result<Store> {
-    map_missing(dir, Store::inspect(dir, 16 << 20))
+fn inspect_existing(dir: &Path) -> Result<Inspector> {
+    map_missing(dir, Inspector::open(dir))
 }
 
 pub fn main() -> ExitCode {

@@ -12,7 +12,6 @@
 
 use std::process::ExitCode;
 
-use outbox::codec::PauseState;
 use outbox::{Error, Result, SinkName};
 use serde_json::{Value, json};
 
@@ -85,17 +84,11 @@ fn offline(dir: &std::path::Path, sink: &SinkName, pause: bool) -> Result<Value>
     let before = store.paused(sink)?;
     let (now, changed) = match (pause, before) {
         (true, Some(p)) => (Some(p), false),
-        (true, None) => (
-            Some(PauseState {
-                at_ms: outbox::store::now_ms(),
-            }),
-            true,
-        ),
+        (true, None) => (Some(super::clock::now_ms()), true),
         (false, before) => (None, before.is_some()),
     };
     if changed {
         store.set_paused(sink, now)?;
-        store.flush()?;
     }
-    Ok(answer(sink, now.map(|p| p.at_ms), changed))
+    Ok(answer(sink, now, changed))
 }

@@ -355,7 +355,7 @@ fn spawn_trimmer() -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let _ = tokio::task::spawn_blocking(outbox::trim_glibc_malloc).await;
+            let _ = tokio::task::spawn_blocking(super::malloc::trim_glibc_malloc).await;
         }
     })
 }

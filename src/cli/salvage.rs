@@ -1,6 +1,6 @@
 //! `outbox salvage --data-dir DIR --out NEW`: copies what can still be read
 //! of a damaged, stopped outbox into a fresh directory
-//! ([`outbox::store::salvage`]), and prints exactly what could not be
+//! ([`outbox::inspect::salvage`]), and prints exactly what could not be
 //! recovered, as seq ranges per tree, then what was copied.
 //!
 //! Exit codes: 0 when everything was recovered, [`EXIT_LOSSES`] when the
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use outbox::Result;
-use outbox::store::{SalvageReport, Store};
+use outbox::inspect::{Inspector, SalvageReport};
 
 use super::check;
 
@@ -148,10 +148,10 @@ fn offsets(o: &[(outbox::SinkName, outbox::Seq)]) -> String {
 }
 
 pub fn run(args: SalvageArgs) -> Result<ExitCode> {
-    let report = outbox::store::salvage(&args.data_dir, &args.out, 16 << 20)?;
+    let report = outbox::inspect::salvage(&args.data_dir, &args.out)?;
     print!("{}", render(&args.data_dir, &args.out, &report));
-    let copy = Store::inspect(&args.out, 16 << 20)?;
-    let checked = check::check_store(&copy);
+    let copy = Inspector::open(&args.out)?;
+    let checked = copy.check();
     drop(copy);
     if !checked.problems.is_empty() {
         print!("{}", check::render(&args.out, &checked));

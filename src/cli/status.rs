@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use outbox::store::Store;
+use outbox::inspect::Inspector;
 use outbox::{Outbox, Result, SinkName};
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +79,7 @@ pub struct SinkRow {
 ///
 /// # Errors
 /// Decoding errors of the offsets or meta trees.
-pub fn offline(store: &Store) -> Result<StatusView> {
+pub fn offline(store: &Inspector) -> Result<StatusView> {
     let (head, members, problem) = match store.verify() {
         Ok(v) => (v.next.0, v.members, None),
         Err(e) => (
@@ -91,12 +91,13 @@ pub fn offline(store: &Store) -> Result<StatusView> {
     let mut sinks: Vec<SinkRow> = store
         .offsets()?
         .into_iter()
-        .map(|(name, o)| {
+        .map(|o| {
+            let name = o.sink;
             let orphaned = members
                 .iter()
                 .find(|m| m.name == name.as_str())
                 .is_none_or(|m| m.orphaned_at_ms.is_some());
-            let paused_at_ms = store.paused(&name)?.map(|p| p.at_ms);
+            let paused_at_ms = store.paused(&name)?;
             let state = match (orphaned, paused_at_ms) {
                 (true, _) => "orphan",
                 (false, Some(_)) => "paused",
@@ -109,11 +110,11 @@ pub fn offline(store: &Store) -> Result<StatusView> {
                 paused_at_ms,
                 oldest_pending_ms: None,
                 filter: None,
-                dlq: store.dlq_count(&name),
+                dlq: store.dead_letters().count(&name),
                 sink: name.to_string(),
-                committed: o.next,
+                committed: o.next.0,
                 head,
-                lag: head.saturating_sub(o.next),
+                lag: head.saturating_sub(o.next.0),
             })
         })
         .collect::<Result<_>>()?;

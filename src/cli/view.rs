@@ -1,4 +1,4 @@
-//! The view `dump` prints, built offline from a [`Store`] or online from a
+//! The view `dump` prints, built offline from an [`Inspector`] or online from a
 //! running [`Outbox`] (the admin endpoint's `GET /v1/dump`).
 //!
 //! JSON shape (unchanged from the first `dump --json`, with trees left out
@@ -7,9 +7,8 @@
 //! otherwise.
 
 use base64::Engine;
-use outbox::codec::{DlqEntry, LogEntry};
-use outbox::store::Store;
-use outbox::{DeliveryId, Error, Outbox, Result, Seq, SinkName};
+use outbox::inspect::Inspector;
+use outbox::{DeadLetter, Error, LogRecord, Outbox, Result, Seq, SinkName};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -74,7 +73,7 @@ impl DumpQuery {
 /// # Errors
 /// [`Error::Corrupted`] naming the tree and key of a value that does not
 /// decode; [`Error::Config`] for an invalid `--sink`.
-pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
+pub fn offline(store: &Inspector, q: &DumpQuery) -> Result<Value> {
     let sink = q.sink_name()?;
     let log_id = store.log_id();
     let extent = store.extent()?;
@@ -92,7 +91,7 @@ pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
         out.insert(
             "meta".into(),
             json!({
-                "format_version": store.format() as u8,
+                "format_version": store.format_version(),
                 "log_id": log_id.simple().to_string(),
                 "created_at_ms": store.created_at_ms(),
                 "first_seq": extent.first.map(|s| s.0),
@@ -107,13 +106,13 @@ pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
         let offsets: Vec<Value> = store
             .offsets()?
             .into_iter()
-            .filter(|(name, _)| sink.as_ref().is_none_or(|s| s == name))
-            .map(|(name, o)| {
-                let orphaned = orphan(&name);
+            .filter(|o| sink.as_ref().is_none_or(|s| *s == o.sink))
+            .map(|o| {
+                let orphaned = orphan(&o.sink);
                 json!({
-                    "sink": name.as_str(),
-                    "offset": o.next,
-                    "lag": next.0.saturating_sub(o.next),
+                    "sink": o.sink.as_str(),
+                    "offset": o.next.0,
+                    "lag": next.0.saturating_sub(o.next.0),
                     "orphaned": orphaned,
                     "updated_at_ms": o.updated_at_ms,
                 })
@@ -124,23 +123,20 @@ pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
     if q.tree.has(TreeSel::Log) {
         let from = q.from.unwrap_or(0);
         let mut log = Vec::new();
-        'batches: for batch in store.iter_batches(Seq(from)) {
-            let batch = batch?;
-            for (i, e) in batch.entries.iter().enumerate() {
-                let seq = Seq(batch.first.0 + i as u64);
-                if seq.0 < from || !delivered_by(e, sink.as_ref()) {
-                    continue;
-                }
-                if log.len() >= q.limit() {
-                    break 'batches;
-                }
-                log.push(log_json(log_id, seq, batch.header.appended_at_ms, e));
+        for r in store.records(Seq(from)) {
+            let r = r?;
+            if !delivered_by(&r, sink.as_ref()) {
+                continue;
             }
+            if log.len() >= q.limit() {
+                break;
+            }
+            log.push(log_json(&r));
         }
         out.insert("log".into(), Value::Array(log));
     }
     if q.tree.has(TreeSel::Dlq) {
-        let dlq = dlq_values(log_id, store.dlq_iter(sink.as_ref()), q)?;
+        let dlq = dlq_values(store.dead_letters().iter(sink.as_ref()), q)?;
         out.insert("dlq".into(), dlq);
     }
     Ok(Value::Object(out))
@@ -153,7 +149,6 @@ pub fn offline(store: &Store, q: &DumpQuery) -> Result<Value> {
 /// [`Error::Config`] for an invalid sink; decoding errors.
 pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Value> {
     let sink = q.sink_name()?;
-    let log_id = outbox.log_id();
     let status = super::status::online(outbox)?;
     let meta = outbox.meta()?;
     let mut out = Map::new();
@@ -167,7 +162,7 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Va
         out.insert(
             "meta".into(),
             json!({
-                "format_version": outbox::codec::FormatVersion::CURRENT as u8,
+                "format_version": outbox::inspect::CURRENT_FORMAT,
                 "log_id": status.log_id,
                 "created_at_ms": meta.created_at_ms,
                 "first_seq": meta.first_seq.map(|s| s.0),
@@ -203,36 +198,26 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Va
                 break;
             };
             for r in page {
-                let wanted = match (&sink, &r.target) {
-                    (Some(s), Some(t)) => s.as_str() == t,
-                    _ => true,
-                };
-                if !wanted {
+                if !delivered_by(&r, sink.as_ref()) {
                     continue;
                 }
                 if log.len() >= q.limit() {
                     break 'pages;
                 }
-                log.push(record_json(
-                    r.seq,
-                    r.delivery_id,
-                    r.appended_at_ms,
-                    r.target.as_deref(),
-                    &r.record,
-                ));
+                log.push(log_json(&r));
             }
             from = last.next();
         }
         out.insert("log".into(), Value::Array(log));
     }
     if q.tree.has(TreeSel::Dlq) {
-        let dlq = dlq_values(log_id, outbox.dlq_iter(sink.as_ref()), q)?;
+        let dlq = dlq_values(outbox.dlq_iter(sink.as_ref()), q)?;
         out.insert("dlq".into(), dlq);
     }
     Ok(Value::Object(out))
 }
 
-fn delivered_by(e: &LogEntry, sink: Option<&SinkName>) -> bool {
+fn delivered_by(e: &LogRecord, sink: Option<&SinkName>) -> bool {
     match (sink, &e.target) {
         (Some(s), Some(t)) => s.as_str() == t,
         _ => true,
@@ -241,11 +226,7 @@ fn delivered_by(e: &LogEntry, sink: Option<&SinkName>) -> bool {
 
 /// The DLQ entries at or after `q.from`, at most `q.limit()`, read from
 /// `dlq` as a stream: a large DLQ is never loaded whole.
-fn dlq_values(
-    log_id: uuid::Uuid,
-    dlq: impl Iterator<Item = Result<DlqEntry>>,
-    q: &DumpQuery,
-) -> Result<Value> {
+fn dlq_values(dlq: impl Iterator<Item = Result<DeadLetter>>, q: &DumpQuery) -> Result<Value> {
     let from = q.from.unwrap_or(0);
     let mut out = Vec::new();
     for e in dlq {
@@ -253,8 +234,8 @@ fn dlq_values(
             break;
         }
         let e = e?;
-        if e.seq >= from {
-            out.push(dlq_json(log_id, &e));
+        if e.seq.0 >= from {
+            out.push(dlq_json(&e));
         }
     }
     Ok(Value::Array(out))
@@ -268,40 +249,24 @@ pub fn payload_json(p: &[u8]) -> Value {
     }
 }
 
-fn log_json(log_id: uuid::Uuid, seq: Seq, at: u64, e: &LogEntry) -> Value {
-    record_json(
-        seq,
-        e.delivery_id(seq, log_id),
-        at,
-        e.target.as_deref(),
-        &e.record,
-    )
-}
-
 /// One log record as JSON, the same offline and through the admin endpoint.
-fn record_json(
-    seq: Seq,
-    id: DeliveryId,
-    at: u64,
-    target: Option<&str>,
-    r: &outbox::Record,
-) -> Value {
+fn log_json(r: &LogRecord) -> Value {
     json!({
-        "seq": seq.0,
-        "delivery_id": id.to_string(),
-        "appended_at_ms": at,
-        "target": target,
-        "headers": r.headers,
-        "payload": payload_json(&r.payload),
+        "seq": r.seq.0,
+        "delivery_id": r.delivery_id.to_string(),
+        "appended_at_ms": r.appended_at_ms,
+        "target": r.target.as_deref(),
+        "headers": r.record.headers,
+        "payload": payload_json(&r.record.payload),
     })
 }
 
 /// One DLQ entry as JSON.
-pub fn dlq_json(log_id: uuid::Uuid, e: &DlqEntry) -> Value {
+pub fn dlq_json(e: &DeadLetter) -> Value {
     json!({
         "sink": e.sink,
-        "seq": e.seq,
-        "delivery_id": e.delivery_id(log_id).to_string(),
+        "seq": e.seq.0,
+        "delivery_id": e.delivery_id.to_string(),
         "error": e.error,
         "attempts": e.attempts,
         "failed_at_ms": e.failed_at_ms,
@@ -331,6 +296,7 @@ pub fn payload_text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use outbox::DeliveryId;
 
     #[test]
     fn payloads_are_text_or_base64() {
@@ -343,7 +309,16 @@ mod tests {
     #[test]
     fn sink_filter_keeps_untargeted_and_own_records() {
         let s = SinkName::new("a").unwrap();
-        let mut e = LogEntry::new(outbox::Record::new(b"x".to_vec()));
+        let mut e = LogRecord {
+            seq: Seq(0),
+            delivery_id: DeliveryId {
+                log_id: uuid::Uuid::from_u128(1),
+                seq: Seq(0),
+            },
+            appended_at_ms: 0,
+            target: None,
+            record: outbox::Record::new(b"x".to_vec()),
+        };
         assert!(delivered_by(&e, Some(&s)));
         e.target = Some("b".into());
         assert!(!delivered_by(&e, Some(&s)));

@@ -237,4 +237,18 @@ mod tests {
         assert_eq!((e.origin, e.origin_log, e.attempts), (4, None, 1));
         assert!(e.history.is_empty());
     }
+
+    /// A DLQ key that does not decode must give `Corrupted`, like any bad key.
+    /// Regression: `decode_dlq_key` built its error with `render_key`, which
+    /// called `decode_dlq_key` on the same key again, recursing until the stack
+    /// overflowed and the process aborted (found by the `decode` fuzz target).
+    /// Moved here from `tests/faults/corruption.rs` when the codec became
+    /// private.
+    #[test]
+    fn a_bad_dlq_key_is_an_error_not_a_stack_overflow() {
+        let err = decode_dlq_key(b"").unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+        let err = decode_dlq_key(&[3, b'a', b'b']).unwrap_err();
+        assert!(err.to_string().contains("tree `dlq`"), "{err}");
+    }
 }

@@ -138,7 +138,7 @@ const V2_HEADER_LEN: usize = 1 + 1 + 4 + 8 + 8;
 ///
 /// # Errors
 /// [`Error::Rejected`] when the value would exceed
-/// [`super::MAX_VALUE_BYTES`], or the entries disagree with the header.
+/// `codec::MAX_VALUE_BYTES`, or the entries disagree with the header.
 pub fn encode_batch(first: Seq, header: BatchHeader, entries: &[LogEntry]) -> Result<Vec<u8>> {
     let expect = match header.kind {
         BatchKind::Records => header.count as usize,

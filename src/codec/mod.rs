@@ -17,6 +17,8 @@
 //! The byte-level layout is written out in `docs/design.md`.
 
 mod dlq;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod log;
 mod meta;
 mod sink_state;

@@ -25,25 +25,11 @@ use super::core::{Core, SinkSlot};
 use super::dispatch_error::{DispatchError, Items};
 use super::msg::{AppendReq, Appended};
 use super::receipt_future::ReceiptFuture;
-use crate::codec::DlqEntry;
+use crate::dead_letter::{DeadLetter, DeadLetterPage, DeadLetters};
 use crate::error::{Error, Result};
+use crate::log_record::LogRecord;
 use crate::store::Selection;
 use crate::types::{DeliveryId, Receipt, Record, Seq, SinkName};
-
-/// One record as [`Outbox::read_log`] returns it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogRecord {
-    /// Its seq.
-    pub seq: Seq,
-    /// Its delivery id (the origin's, for a redriven record).
-    pub delivery_id: DeliveryId,
-    /// When its batch was appended, ms since the Unix epoch.
-    pub appended_at_ms: u64,
-    /// The only sink that delivers it, for a redriven record.
-    pub target: Option<String>,
-    /// The record.
-    pub record: Record,
-}
 
 /// What [`Outbox::meta`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -457,24 +443,14 @@ impl<T: Send + 'static> Outbox<T> {
     /// [`Error::Corrupted`] when a value does not decode.
     pub fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogRecord>> {
         let mut out = Vec::new();
-        for batch in self.core.store.iter_batches(from) {
-            let batch = batch?;
-            for (i, e) in batch.entries.into_iter().enumerate() {
-                let seq = Seq(batch.first.0 + i as u64);
-                if seq < from {
-                    continue;
-                }
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-                out.push(LogRecord {
-                    seq,
-                    delivery_id: e.delivery_id(seq, self.core.log_id),
-                    appended_at_ms: batch.header.appended_at_ms,
-                    target: e.target,
-                    record: e.record,
-                });
+        // The limit is checked when the next record comes, as it always
+        // was: a value that does not decode before it is still an error.
+        for r in crate::log_record::records(&self.core.store, self.core.log_id, from) {
+            let r = r?;
+            if out.len() >= limit {
+                break;
             }
+            out.push(r);
         }
         Ok(out)
     }
@@ -498,8 +474,12 @@ impl<T: Send + 'static> Outbox<T> {
     ///
     /// # Errors
     /// [`Error::Corrupted`] when an entry does not decode.
-    pub fn dlq_list(&self, sink: Option<&SinkName>) -> Result<Vec<DlqEntry>> {
-        self.core.store.dlq_list(sink)
+    pub fn dlq_list(&self, sink: Option<&SinkName>) -> Result<Vec<DeadLetter>> {
+        self.dlq().list(sink)
+    }
+
+    fn dlq(&self) -> DeadLetters<'_> {
+        DeadLetters::new(&self.core.store, self.core.log_id)
     }
 
     /// One page of the DLQ of `sink`, from seq `from`: the entries `keep`
@@ -513,13 +493,16 @@ impl<T: Send + 'static> Outbox<T> {
         &self,
         sink: &SinkName,
         from: Seq,
-        keep: impl FnMut(&DlqEntry) -> bool,
+        keep: impl FnMut(&DeadLetter) -> bool,
         max_entries: usize,
         max_bytes: usize,
-    ) -> Result<crate::store::DlqPage> {
-        self.core
-            .store
-            .dlq_page(sink, from, keep, max_entries, max_bytes)
+    ) -> Result<DeadLetterPage> {
+        let dlq = self.dlq();
+        let page =
+            self.core
+                .store
+                .dlq_page(sink, from, dlq.keep_stored(keep), max_entries, max_bytes)?;
+        Ok(dlq.page_of(page))
     }
 
     /// The seqs of the DLQ entries of `sink` that `keep` accepts, at most
@@ -531,23 +514,26 @@ impl<T: Send + 'static> Outbox<T> {
     pub fn dlq_select(
         &self,
         sink: &SinkName,
-        keep: impl FnMut(&DlqEntry) -> bool,
+        keep: impl FnMut(&DeadLetter) -> bool,
         limit: usize,
     ) -> Result<Vec<Seq>> {
-        self.core.store.dlq_select(sink, keep, limit)
+        self.dlq().select(sink, keep, limit)
     }
 
     /// Streams the DLQ entries of one sink (or all sinks) in key order.
-    pub fn dlq_iter(&self, sink: Option<&SinkName>) -> impl Iterator<Item = Result<DlqEntry>> + '_ {
-        self.core.store.dlq_iter(sink)
+    pub fn dlq_iter(
+        &self,
+        sink: Option<&SinkName>,
+    ) -> impl Iterator<Item = Result<DeadLetter>> + '_ {
+        self.dlq().iter(sink)
     }
 
     /// The DLQ entry of `sink` at `seq`, if any.
     ///
     /// # Errors
     /// [`Error::Corrupted`] when the entry does not decode.
-    pub fn dlq_get(&self, sink: &SinkName, seq: Seq) -> Result<Option<DlqEntry>> {
-        self.core.store.dlq_get(sink, seq)
+    pub fn dlq_get(&self, sink: &SinkName, seq: Seq) -> Result<Option<DeadLetter>> {
+        self.dlq().get(sink, seq)
     }
 
     /// How many DLQ entries `sink` has (configured or orphaned).

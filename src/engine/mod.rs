@@ -41,7 +41,7 @@ mod worker;
 
 pub use breaker::{Breaker, BreakerState, Health, Permit, Trip};
 pub use dispatch_error::{DispatchError, Items};
-pub use handle::{Dispatched, LogRecord, Meta, Outbox};
+pub use handle::{Dispatched, Meta, Outbox};
 pub use lifecycle::ShutdownReport;
 pub use open::OutboxBuilder;
 pub use rate_limit::TokenBucket;

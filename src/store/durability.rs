@@ -149,11 +149,6 @@ impl Durability {
         self.wait(t).await
     }
 
-    /// Whether `ticket` is already durable, without waiting.
-    pub fn is_done(&self, ticket: Ticket) -> bool {
-        self.inner.done.borrow().flushed >= ticket.0
-    }
-
     /// Stops the flusher thread after a last flush of whatever is pending.
     pub fn stop(&self) {
         self.inner.state.lock().stop = true;

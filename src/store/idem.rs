@@ -116,9 +116,4 @@ impl Store {
         }
         Ok(n)
     }
-
-    /// Keys recorded (for status and tests).
-    pub fn idem_len(&self) -> usize {
-        self.idem.scan_prefix([BY_KEY]).count()
-    }
 }

@@ -49,7 +49,6 @@ mod verify;
 pub mod witness;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use uuid::Uuid;
@@ -58,10 +57,10 @@ use crate::codec::{self, BatchHeader, BatchKind, DlqEntry, LogEntry, OffsetValue
 use crate::error::{Error, Result};
 use crate::types::{Seq, SinkName};
 
-pub use chain::{Break, ChainWalk, LogExtent};
-pub use dlq::{DlqPage, REDRIVE_CHUNK_BYTES, REDRIVE_CHUNK_ENTRIES, RedriveChunk, Selection};
+pub use chain::LogExtent;
+pub use dlq::{DlqPage, Selection};
 pub use durability::{Durability, FlushMode, Ticket};
-pub use members::{MembershipPlan, SinkStart, plan_membership};
+pub use members::plan_membership;
 pub use open::{StoreOptions, is_locked};
 pub use pending::RecordsAt;
 pub use salvage::{Loss, Restart, SalvageReport, SeqRanges, salvage};
@@ -656,11 +655,6 @@ impl Store {
         )));
         witness::write(&self.path, w)
     }
-
-    /// Bytes sled reports on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
 }
 
 impl Drop for Store {
@@ -746,6 +740,3 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
-
-/// Shared handle.
-pub type SharedStore = Arc<Store>;

@@ -241,11 +241,11 @@ pub fn raw_sled(data: &std::path::Path) -> sled::Db {
 pub async fn abandon<T: Send + 'static>(ob: outbox::Outbox<T>, data: &std::path::Path) {
     drop(ob);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while outbox::store::is_locked(data) && std::time::Instant::now() < deadline {
+    while outbox::inspect::is_locked(data) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(
-        !outbox::store::is_locked(data),
+        !outbox::inspect::is_locked(data),
         "the data directory is still locked 10 s after the drop"
     );
 }

@@ -51,7 +51,7 @@ async fn close_releases_the_directory_at_once() {
                     // An undrained close: the records stay pending.
                     ob.close(Duration::ZERO).await.unwrap();
                 }
-                match outbox::store::Store::open(d.path(), &Default::default()) {
+                match outbox::inspect::Admin::open(d.path()) {
                     Ok(s) => drop(s),
                     Err(Error::Locked { .. }) => locked.push(round),
                     Err(e) => panic!("round {round}: {e}"),
@@ -296,7 +296,7 @@ async fn a_second_process_on_the_same_directory_is_refused_with_exit_code_3() {
     let mut held = false;
     for _ in 0..500 {
         if data.join("db").exists() {
-            match outbox::store::Store::open(&data, &Default::default()) {
+            match outbox::inspect::Admin::open(&data) {
                 Err(Error::Locked { .. }) => {
                     held = true;
                     break;

@@ -74,7 +74,7 @@ async fn a_sink_that_panics_in_deliver_parks_the_record_and_loses_nothing() {
     let dl = ob.dlq_list(Some(&SinkName::new("p").unwrap())).unwrap();
     assert_eq!(
         dl.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![ids[1].seq.0, ids[3].seq.0]
+        vec![ids[1].seq, ids[3].seq]
     );
     assert!(dl.iter().all(|e| e.error.contains("sink panicked")));
     ob.close(Duration::from_secs(5)).await.unwrap();

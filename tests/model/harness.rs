@@ -519,7 +519,7 @@ impl Harness {
                 let data = self.dir.path().join("data");
                 drop(s.outbox);
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                while outbox::store::is_locked(&data) && std::time::Instant::now() < deadline {
+                while outbox::inspect::is_locked(&data) && std::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 let _ = s.acks.await;
@@ -744,18 +744,18 @@ impl Harness {
                 .iter()
                 .position(|s| *s == e.sink)
                 .ok_or_else(|| format!("DLQ entry for unknown sink {:?}", e.sink))?;
-            let want = self.model.dlq.get(&(sink, e.seq));
+            let want = self.model.dlq.get(&(sink, e.seq.0));
             ensure!(
-                want == Some(&e.origin),
+                want == Some(&e.delivery_id.seq.0),
                 "DLQ holds {}/{} (origin {}), the model has {want:?}",
                 e.sink,
                 e.seq,
-                e.origin
+                e.delivery_id.seq
             );
             let m = self
                 .model
                 .log
-                .get(&e.seq)
+                .get(&e.seq.0)
                 .ok_or("DLQ seq not in the log model")?;
             ensure!(
                 e.record.payload == payload(m.id, m.fates),
@@ -772,7 +772,7 @@ impl Harness {
                 e.attempts,
                 fate.attempts()
             );
-            seen.insert((sink, e.seq));
+            seen.insert((sink, e.seq.0));
         }
         if exact {
             let want: BTreeSet<(usize, u64)> = self.model.dlq.keys().copied().collect();
@@ -834,8 +834,8 @@ impl Harness {
     /// Offline: the log's extent and every record left in it.
     fn final_check(&self) -> Result<(), String> {
         let path = self.dir.path().join("data");
-        let store = outbox::store::Store::inspect(&path, 8 << 20)
-            .map_err(|e| format!("reopen store: {e}"))?;
+        let store =
+            outbox::inspect::Inspector::open(&path).map_err(|e| format!("reopen store: {e}"))?;
         store.verify().map_err(|e| format!("verify: {e}"))?;
         let ext = store.extent().map_err(|e| format!("extent: {e}"))?;
         ensure!(
@@ -844,22 +844,20 @@ impl Harness {
             ext.end.0,
             self.model.next_seq
         );
-        for b in store.iter_batches(outbox::Seq(0)) {
-            let b = b.map_err(|e| format!("stored batch: {e}"))?;
-            for (k, e) in b.entries.iter().enumerate() {
-                let seq = b.first.0 + k as u64;
-                let m = self
-                    .model
-                    .log
-                    .get(&seq)
-                    .ok_or_else(|| format!("log holds seq {seq}, unknown to the model"))?;
-                ensure!(
-                    e.record.payload == payload(m.id, m.fates)
-                        && e.delivery_id(outbox::Seq(seq), store.log_id()).seq.0 == m.origin
-                        && e.target.as_deref() == m.target.map(|t| SINKS[t]),
-                    "log record {seq} differs from the model"
-                );
-            }
+        for e in store.records(outbox::Seq(0)) {
+            let e = e.map_err(|e| format!("stored record: {e}"))?;
+            let seq = e.seq.0;
+            let m = self
+                .model
+                .log
+                .get(&seq)
+                .ok_or_else(|| format!("log holds seq {seq}, unknown to the model"))?;
+            ensure!(
+                e.record.payload == payload(m.id, m.fates)
+                    && e.delivery_id.seq.0 == m.origin
+                    && e.target.as_deref() == m.target.map(|t| SINKS[t]),
+                "log record {seq} differs from the model"
+            );
         }
         Ok(())
     }

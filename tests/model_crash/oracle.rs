@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use outbox::DeliveryId;
-use outbox::store::Store;
+use outbox::inspect::Inspector;
 
 use crate::child::ID_STRIDE;
 use crate::harness::SINKS;
@@ -496,49 +496,47 @@ impl Oracle {
 
 /// Opens the stopped store read-only and reads offsets, DLQ and log.
 fn inspect(data: &Path) -> Result<Durable, String> {
-    let store = Store::inspect(data, 8 << 20).map_err(|e| format!("inspect: {e}"))?;
+    let store = Inspector::open(data).map_err(|e| format!("inspect: {e}"))?;
     let verified = store
         .verify()
         .map_err(|e| format!("the store does not verify after the crash: {e}"))?;
-    let log_id = store.log_id();
     let sink_of = |name: &str| SINKS.iter().position(|s| *s == name);
     let mut offsets = [None; 2];
-    for (name, o) in store.offsets().map_err(|e| format!("offsets: {e}"))? {
-        if let Some(k) = sink_of(name.as_str()) {
-            offsets[k] = Some(o.next);
+    for o in store.offsets().map_err(|e| format!("offsets: {e}"))? {
+        if let Some(k) = sink_of(o.sink.as_str()) {
+            offsets[k] = Some(o.next.0);
         }
     }
     let [Some(a), Some(b)] = offsets else {
         return Err(format!("a sink's offset is missing: {offsets:?}"));
     };
     let mut dlq = BTreeMap::new();
-    for e in store.dlq_list(None).map_err(|e| format!("dlq: {e}"))? {
+    let dead = store.dead_letters();
+    for e in dead.list(None).map_err(|e| format!("dlq: {e}"))? {
         let k = sink_of(&e.sink).ok_or_else(|| format!("DLQ of unknown sink {}", e.sink))?;
-        dlq.insert((k, e.seq), e.delivery_id(log_id));
+        dlq.insert((k, e.seq.0), e.delivery_id);
     }
     let mut log = BTreeMap::new();
-    for b in store.iter_batches(outbox::Seq(0)) {
-        let b = b.map_err(|e| format!("log: {e}"))?;
-        for (i, e) in b.entries.iter().enumerate() {
-            let seq = b.first.0 + i as u64;
-            let (id, _) = crate::harness::parse_payload(&e.record.payload)
-                .ok_or_else(|| format!("log seq {seq} holds an unreadable payload"))?;
-            let target = match &e.target {
-                Some(t) => Some(sink_of(t).ok_or_else(|| format!("target {t}"))?),
-                None => None,
-            };
-            log.insert(
-                seq,
-                Stored {
-                    id,
-                    did: e.delivery_id(outbox::Seq(seq), log_id),
-                    target,
-                },
-            );
-        }
+    for e in store.records(outbox::Seq(0)) {
+        let e = e.map_err(|e| format!("log: {e}"))?;
+        let seq = e.seq.0;
+        let (id, _) = crate::harness::parse_payload(&e.record.payload)
+            .ok_or_else(|| format!("log seq {seq} holds an unreadable payload"))?;
+        let target = match &e.target {
+            Some(t) => Some(sink_of(t).ok_or_else(|| format!("target {t}"))?),
+            None => None,
+        };
+        log.insert(
+            seq,
+            Stored {
+                id,
+                did: e.delivery_id,
+                target,
+            },
+        );
     }
     Ok(Durable {
-        log_id,
+        log_id: store.log_id(),
         offsets: [a, b],
         dlq,
         log,

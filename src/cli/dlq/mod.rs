@@ -22,8 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use outbox::store::Selection;
-use outbox::store::Store;
+use outbox::inspect::{DlqSelection, Inspector};
 use outbox::{Error, Result, Seq, SinkName};
 use serde_json::{Value, json};
 
@@ -104,7 +103,7 @@ impl Target {
 
     /// The checked filter; relative times count back from now.
     fn filter(&self) -> Result<Filter> {
-        Filter::new(&self.filter, self.seqs(), outbox::store::now_ms())
+        Filter::new(&self.filter, self.seqs(), super::clock::now_ms())
     }
 
     /// Redrive and purge must be told what: `--seq`, `--all` or a filter
@@ -182,9 +181,10 @@ pub fn run(cmd: DlqCommand) -> Result<ExitCode> {
 
 /// The seqs of the entries of `sink` that `filter` selects, from a stopped
 /// outbox, streamed: seqs are held, records are not.
-fn select_offline(store: &Store, sink: &SinkName, filter: &Filter) -> Result<Vec<u64>> {
+fn select_offline(store: &Inspector, sink: &SinkName, filter: &Filter) -> Result<Vec<u64>> {
     Ok(store
-        .dlq_select(sink, |e| filter.matches(e), filter.limit())?
+        .dead_letters()
+        .select(sink, |e| filter.matches(e), filter.limit())?
         .into_iter()
         .map(|s| s.0)
         .collect())
@@ -192,7 +192,7 @@ fn select_offline(store: &Store, sink: &SinkName, filter: &Filter) -> Result<Vec
 
 /// Fails with [`Error::UnknownSink`] unless `sink` has an offset: a typo
 /// must not look like an empty DLQ to a command that changes things.
-fn known_sink(store: &Store, sink: &SinkName) -> Result<()> {
+fn known_sink(store: &Inspector, sink: &SinkName) -> Result<()> {
     match store.offset(sink)? {
         Some(_) => Ok(()),
         None => Err(Error::UnknownSink(sink.to_string())),
@@ -206,15 +206,14 @@ fn list(a: Target) -> Result<ExitCode> {
     match a.offline() {
         Some(dir) => {
             let store = super::inspect_existing(dir)?;
-            let log_id = store.log_id();
             // Streamed: one entry in memory at a time, however large the DLQ.
-            for e in store.dlq_iter(Some(&sink)) {
+            for e in store.dead_letters().iter(Some(&sink)) {
                 if out.count >= filter.limit() {
                     break;
                 }
                 let e = e?;
                 if filter.matches(&e) {
-                    out.entry(&dlq_json(log_id, &e));
+                    out.entry(&dlq_json(&e));
                 }
             }
         }
@@ -330,11 +329,11 @@ fn redrive(a: ChangeArgs) -> Result<ExitCode> {
                 let chosen: Vec<Seq> = selected.iter().map(|s| Seq(*s)).collect();
                 // All of them: let the store take the whole prefix.
                 let which = if filter.is_everything() {
-                    Selection::All
+                    DlqSelection::All
                 } else {
-                    Selection::Seqs(chosen)
+                    DlqSelection::Seqs(chosen)
                 };
-                let seqs = store.redrive_offline(
+                let seqs = store.redrive(
                     &sink,
                     &which,
                     outbox::OutboxConfig::default().max_value_bytes,
@@ -448,9 +447,8 @@ fn purge(a: ChangeArgs) -> Result<ExitCode> {
             let n = if selected.is_empty() {
                 0
             } else {
-                store.dlq_purge(&sink, &Selection::Seqs(seqs))?
+                store.purge(&sink, &DlqSelection::Seqs(seqs))?
             };
-            store.flush()?;
             Outcome {
                 selected,
                 changed: n as u64,

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use outbox::codec::DlqEntry;
+use outbox::DeadLetter;
 use outbox::{Error, Result};
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
@@ -152,8 +152,8 @@ impl Filter {
     }
 
     /// Whether one entry passes every condition (the limit aside).
-    pub fn matches(&self, e: &DlqEntry) -> bool {
-        self.seqs.as_ref().is_none_or(|s| s.contains(&e.seq))
+    pub fn matches(&self, e: &DeadLetter) -> bool {
+        self.seqs.as_ref().is_none_or(|s| s.contains(&e.seq.0))
             && self.since_ms.is_none_or(|t| e.failed_at_ms >= t)
             && self.until_ms.is_none_or(|t| e.failed_at_ms < t)
             && self.error.as_ref().is_none_or(|r| r.is_match(&e.error))
@@ -161,10 +161,10 @@ impl Filter {
 
     /// The entries that pass, in input order, at most `limit` of them.
     /// Stops reading the input once the limit is reached. The reference for
-    /// what the streaming selections (`Store::dlq_select`, `dlq_page`)
+    /// what the streaming selections (`dlq_select`, `dlq_page`)
     /// take with [`Filter::matches`] and [`Filter::limit`].
     #[cfg(test)]
-    pub fn select<I: IntoIterator<Item = DlqEntry>>(&self, entries: I) -> Vec<DlqEntry> {
+    pub fn select<I: IntoIterator<Item = DeadLetter>>(&self, entries: I) -> Vec<DeadLetter> {
         entries
             .into_iter()
             .filter(|e| self.matches(e))
@@ -237,18 +237,20 @@ pub fn ranges(seqs: &[u64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outbox::Record;
+    use outbox::{DeliveryId, Record, Seq};
 
     const H: u64 = 3_600_000;
     /// 2026-03-01T12:00:00Z
     const NOON: u64 = 1_772_366_400_000;
 
-    fn entry(seq: u64, failed_at_ms: u64, error: &str) -> DlqEntry {
-        DlqEntry {
+    fn entry(seq: u64, failed_at_ms: u64, error: &str) -> DeadLetter {
+        DeadLetter {
             sink: "web".into(),
-            seq,
-            origin: seq,
-            origin_log: None,
+            seq: Seq(seq),
+            delivery_id: DeliveryId {
+                log_id: uuid::Uuid::from_u128(1),
+                seq: Seq(seq),
+            },
             record: Record::new(format!("{{\"n\":{seq}}}").into_bytes()),
             error: error.into(),
             attempts: 1,
@@ -258,7 +260,7 @@ mod tests {
     }
 
     /// Seqs 0..6, parked an hour apart ending at noon, alternating errors.
-    fn dlq() -> Vec<DlqEntry> {
+    fn dlq() -> Vec<DeadLetter> {
         (0..6)
             .map(|s| {
                 let err = if s % 2 == 0 {
@@ -286,7 +288,7 @@ mod tests {
     }
 
     fn seqs(f: &Filter) -> Vec<u64> {
-        f.select(dlq()).iter().map(|e| e.seq).collect()
+        f.select(dlq()).iter().map(|e| e.seq.0).collect()
     }
 
     #[test]
@@ -377,7 +379,7 @@ mod tests {
         let f = Filter::new(&q(None, None, None, Some(2)), None, NOON).unwrap();
         let mut read = 0;
         let got = f.select(dlq().into_iter().inspect(|_| read += 1));
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(got.iter().map(|e| e.seq.0).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(read, 2);
     }
 

@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use outbox::codec::DlqEntry;
-use outbox::{Error, Result, Seq, SinkName};
+use outbox::{DeadLetter, Error, Result, Seq, SinkName};
 use serde_json::{Value, json};
 
 use super::super::client::{self, AdminArgs};
@@ -39,7 +38,7 @@ pub struct ShowArgs {
 
 /// The attempt history of `e`, oldest first: `{attempt, at_ms, status,
 /// latency_ms, error}` per attempt kept.
-pub fn history(e: &DlqEntry) -> Value {
+pub fn history(e: &DeadLetter) -> Value {
     if e.history.is_empty() {
         return json!([{
             "attempt": e.attempts,
@@ -69,8 +68,8 @@ pub fn history(e: &DlqEntry) -> Value {
 }
 
 /// One entry as `dlq show --json` and `GET /v1/dlq/{sink}/{seq}` give it.
-pub fn entry_json(log_id: uuid::Uuid, e: &DlqEntry) -> Value {
-    let mut v = dlq_json(log_id, e);
+pub fn entry_json(e: &DeadLetter) -> Value {
+    let mut v = dlq_json(e);
     if let Some(o) = v.as_object_mut() {
         o.insert("history".into(), history(e));
     }
@@ -86,9 +85,10 @@ pub fn run(a: ShowArgs) -> Result<ExitCode> {
         (None, Some(dir)) => {
             let store = super::super::inspect_existing(dir)?;
             let entry = store
-                .dlq_get(&sink, Seq(a.seq))?
+                .dead_letters()
+                .get(&sink, Seq(a.seq))?
                 .ok_or_else(|| not_found(&sink, a.seq))?;
-            entry_json(store.log_id(), &entry)
+            entry_json(&entry)
         }
         _ => client::call(
             &a.admin,

@@ -1,10 +1,10 @@
-//! Process-wide allocator settings, opt-in: an embedder may apply them at
-//! startup.
+//! The binary's process-wide allocator settings.
 //!
-//! The library never calls them itself: the allocator belongs to the
+//! They live in the binary, not the library: the allocator belongs to the
 //! process, and these change it for every thread and every library in it,
-//! not only for outbox. The `outbox` binary and the benchmark harness call
-//! [`tune_glibc_malloc`] first thing, and the binary calls
+//! not only for outbox, so an embedder decides for itself. The `outbox`
+//! binary and the benchmark harness (`benches/compare`, which includes this
+//! file) call [`tune_glibc_malloc`] first thing, and the binary calls
 //! [`trim_glibc_malloc`] once a second.
 
 /// Raises glibc's mmap threshold to 32 MiB.
