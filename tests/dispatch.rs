@@ -186,7 +186,8 @@ async fn try_dispatch_with_a_full_block_sink_answers_at_once_and_succeeds_once_i
 #[tokio::test]
 async fn the_receipt_future_resolves_to_what_dispatch_gives() {
     let d = dir();
-    let sink = TestSink::new(Behaviour::Ok);
+    // Held: a delivered record may be truncated away before `read_log`.
+    let (sink, gate) = TestSink::gated(Behaviour::Ok);
     let (ob, _acks) = open_outbox::<u32>(d.path(), &[("s", &sink)]).await;
     let given = outbox::DeliveryId {
         log_id: uuid::Uuid::from_u128(7),
@@ -236,7 +237,13 @@ async fn the_receipt_future_resolves_to_what_dispatch_gives() {
             .unwrap()
             .is_empty()
     );
-    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    gate.send(true).unwrap();
+    assert!(ob.shutdown(Duration::from_secs(5)).await.unwrap().drained);
+    assert_eq!(
+        sink.delivered(),
+        [&b"a"[..], b"b", b"c", b"d"],
+        "delivered once the gate opened"
+    );
 }
 
 #[tokio::test]
