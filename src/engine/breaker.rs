@@ -1,6 +1,6 @@
 //! A sink's circuit breaker: pure and synchronous. The caller passes `now`
-//! in and reports each attempt's result; nothing here reads a clock, sleeps
-//! or logs.
+//! in (or a clock, asked only when the time matters) and reports each
+//! attempt's result; nothing here reads a clock of its own, sleeps or logs.
 //!
 //! ```text
 //!            trip                  probe_interval passes
@@ -132,24 +132,44 @@ impl Breaker {
     /// Whether a delivery may start at `now`. Opening the way for a probe
     /// (Open → HalfOpen) happens here.
     pub fn permit(&mut self, now: Instant) -> Permit {
+        self.permit_with(|| now)
+    }
+
+    /// [`Breaker::permit`], asking `clock` for the time only when it
+    /// matters (while Open): a worker delivering records through a closed
+    /// breaker then reads no clock for it.
+    pub fn permit_with(&mut self, clock: impl FnOnce() -> Instant) -> Permit {
         match self.state {
             BreakerState::Closed => Permit::Deliver,
             BreakerState::Paused => Permit::Paused,
             BreakerState::HalfOpen => Permit::ProbeInFlight,
-            BreakerState::Open => match self.next_probe {
-                Some(at) if now < at => Permit::Wait(at - now),
-                _ => {
-                    self.state = BreakerState::HalfOpen;
-                    self.next_probe = None;
-                    Permit::Probe
+            BreakerState::Open => {
+                let now = clock();
+                match self.next_probe {
+                    Some(at) if now < at => Permit::Wait(at - now),
+                    _ => {
+                        self.state = BreakerState::HalfOpen;
+                        self.next_probe = None;
+                        Permit::Probe
+                    }
                 }
-            },
+            }
         }
     }
 
     /// Reports an ordinary delivery's result. Returns why the breaker
     /// opened, when this result opened it.
     pub fn on_result(&mut self, now: Instant, health: Health) -> Option<Trip> {
+        self.on_result_with(|| now, health)
+    }
+
+    /// [`Breaker::on_result`], asking `clock` for the time only when the
+    /// result opens the breaker.
+    pub fn on_result_with(
+        &mut self,
+        clock: impl FnOnce() -> Instant,
+        health: Health,
+    ) -> Option<Trip> {
         if self.state != BreakerState::Closed {
             return None;
         }
@@ -168,7 +188,7 @@ impl Breaker {
             }
         }
         let trip = self.trip()?;
-        self.open(now);
+        self.open(clock());
         Some(trip)
     }
 
@@ -285,6 +305,36 @@ mod tests {
         assert_eq!(b.permit(t0), Permit::Deliver);
         assert_eq!(b.on_result(t0, Down), Some(Trip::Consecutive(3)));
         assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    /// The clock is asked only when the time matters: never while Closed,
+    /// and for a result only when it opens the breaker (a success can, once
+    /// the ratio's window fills with enough failures already in it).
+    #[test]
+    fn the_clock_is_read_only_when_the_time_matters() {
+        let t0 = Instant::now();
+        let reads = std::cell::Cell::new(0u32);
+        let clock = || {
+            reads.set(reads.get() + 1);
+            t0
+        };
+        let mut b = ratio(50, 4);
+        assert_eq!(b.permit_with(clock), Permit::Deliver);
+        assert_eq!(b.on_result_with(clock, Down), None);
+        assert_eq!(b.on_result_with(clock, Down), None);
+        assert_eq!(b.on_result_with(clock, Up), None);
+        assert_eq!(reads.get(), 0, "closed, nothing tripped: no clock read");
+        assert_eq!(
+            b.on_result_with(clock, Up),
+            Some(Trip::Ratio {
+                failures: 2,
+                window: 4
+            }),
+            "the window is full with 2 of 4 failed"
+        );
+        assert_eq!(reads.get(), 1, "the trip read the clock once");
+        assert_eq!(b.permit_with(clock), Permit::Wait(PROBE));
+        assert_eq!(reads.get(), 2, "open: the wait needs the time");
     }
 
     #[test]
