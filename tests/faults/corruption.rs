@@ -186,8 +186,9 @@ async fn damaged_sled_files_are_reported_not_silently_recovered() {
 /// from the middle while the log's head survives in a later segment is not
 /// caught at open by the witness (it records the head, offsets and DLQ
 /// count, not every batch); `outbox check` finds a hole it leaves, and open
-/// refuses an offset below the first record. Left: 2 of 43 copies, where a
-/// second open of the damaged files sees a shorter log than the first did.
+/// refuses an offset below the first record. None of the 43 copies may lose
+/// a record without an error (the open's chain walk reads through sled's
+/// iterators, which stop where the damaged tree does; see `Store::verify`).
 #[tokio::test]
 async fn damage_in_the_middle_of_a_long_pending_log_is_reported() {
     let lost = silent_losses(300, 40_000, false).await;
