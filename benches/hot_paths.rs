@@ -153,7 +153,7 @@ fn worker(c: &mut Criterion) {
                     // Replay from offset 0, measured by the committed offset.
                     loop {
                         let st = ob.status().unwrap();
-                        if st.sinks[0].committed >= 16 * 1024 {
+                        if st.sinks[0].offset >= 16 * 1024 {
                             break;
                         }
                         tokio::task::yield_now().await;

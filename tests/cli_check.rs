@@ -143,15 +143,7 @@ fn status_marks_orphans() {
         .collect();
     assert_eq!(
         lines[1],
-        [
-            "SINK",
-            "COMMITTED",
-            "HEAD",
-            "LAG",
-            "DLQ",
-            "STATE",
-            "ORPHANED"
-        ]
+        ["SINK", "OFFSET", "HEAD", "LAG", "DLQ", "STATE", "ORPHANED"]
     );
     assert_eq!(lines[2], ["console", "3", "3", "0", "0", "ok", "no"]);
     assert_eq!(lines[3], ["out", "2", "3", "1", "0", "orphan", "yes"]);

@@ -158,7 +158,7 @@ fn a_value_only_a_worker_finds_bad_marks_the_sink_corrupt_while_the_daemon_runs(
     };
     let sink = &status["sinks"][0];
     assert_eq!(sink["sink"], "h");
-    assert_eq!(sink["committed"], first, "{status}");
+    assert_eq!(sink["offset"], first, "{status}");
     assert_eq!(sink["lag"], N as u64 - first, "{status}");
     let why = sink["error"].as_str().unwrap();
     assert!(

@@ -71,7 +71,7 @@ fn redrive_after_a_permanent_failure_redelivers_with_the_same_id() {
     assert_eq!(seen[1], (200, id.clone(), "{\"alert\":1}".to_string()));
     let o = run(&["status", "--data-dir", dir, "--json"], b"");
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(s["sinks"][0]["committed"], 2, "{s}");
+    assert_eq!(s["sinks"][0]["offset"], 2, "{s}");
     assert_eq!(s["sinks"][0]["dlq"], 0, "{s}");
 }
 

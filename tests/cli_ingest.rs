@@ -104,13 +104,13 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
     );
     wait_for("delivery", 20, || {
         let s = http(admin, "GET", "/v1/status", &[], b"").json();
-        s["sinks"][0]["committed"] == 2
+        s["sinks"][0]["offset"] == 2
     });
     let s = http(admin, "GET", "/v1/status", &[], b"").json();
     assert_eq!(s["head"], 2);
     assert_eq!(
         s["sinks"][0],
-        json!({"sink": "out", "committed": 2, "head": 2, "lag": 0, "dlq": 0, "orphaned": false, "state": "ok"})
+        json!({"sink": "out", "offset": 2, "head": 2, "lag": 0, "dlq": 0, "orphaned": false, "state": "ok"})
     );
     assert_eq!(s["sinks"][1]["sink"], "zz-hold");
     assert_eq!(s["sinks"][1]["lag"], 2);
@@ -174,7 +174,7 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
     let o = run(&["status", "--admin", &url, "--json"], b"");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["sinks"][0]["committed"], 2);
+    assert_eq!(v["sinks"][0]["offset"], 2);
 
     let (c, err) = d.stop();
     assert_eq!(c, 0, "{err}");

@@ -81,7 +81,7 @@ fn unordered(n: usize) -> SinkConfig {
 }
 
 async fn committed(ob: &Outbox<u32>) -> u64 {
-    ob.status().unwrap().sinks[0].committed
+    ob.status().unwrap().sinks[0].offset
 }
 
 #[tokio::test]
@@ -170,7 +170,7 @@ async fn a_restart_with_deliveries_in_flight_delivers_everything_above_the_water
         .unwrap();
     eventually("all but r2 delivered", || sink.payloads().len() == 7).await;
     eventually("r0, r1 committed", || {
-        ob.status().unwrap().sinks[0].committed == 2
+        ob.status().unwrap().sinks[0].offset == 2
     })
     .await;
     // Stop without a drain: r2 is still in flight.
@@ -238,7 +238,7 @@ async fn a_filtered_out_record_is_passed_and_counted() {
     assert_eq!(alerts.payloads(), ["r0", "r2"]);
     assert_eq!(all.payloads(), ["r0", "r1", "r2", "r3"]);
     let st = ob.status().unwrap();
-    assert_eq!((st.sinks[0].filtered, st.sinks[0].committed), (2, 4));
+    assert_eq!((st.sinks[0].filtered, st.sinks[0].offset), (2, 4));
     assert_eq!(st.sinks[0].filter.as_deref(), Some("event-type=alert.*"));
     ob.close(Duration::from_secs(5)).await.unwrap();
 }

@@ -54,7 +54,7 @@ async fn ack_waits_for_the_slow_sink() {
     eventually("fast sink delivers", || fast_sink.delivered().len() == 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(acks.try_recv().is_err(), "ack must wait for the slow sink");
-    assert_eq!(ob.status().unwrap().sinks[1].committed, 0);
+    assert_eq!(ob.status().unwrap().sinks[1].offset, 0);
     gate.send(true).unwrap();
     let t = tokio::time::timeout(Duration::from_secs(5), acks.recv())
         .await
@@ -62,7 +62,7 @@ async fn ack_waits_for_the_slow_sink() {
     assert_eq!(t, Some("tok"));
     let st = ob.status().unwrap();
     assert_eq!(
-        st.sinks.iter().map(|s| s.committed).collect::<Vec<_>>(),
+        st.sinks.iter().map(|s| s.offset).collect::<Vec<_>>(),
         vec![1, 1]
     );
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -138,11 +138,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
     let st = ob.status().unwrap();
     let head = st.head;
     eventually("other sink passes the redriven record", || {
-        ob.status()
-            .unwrap()
-            .sinks
-            .iter()
-            .all(|s| s.committed == head)
+        ob.status().unwrap().sinks.iter().all(|s| s.offset == head)
     })
     .await;
     assert!(
@@ -347,7 +343,7 @@ async fn orphans_hold_nothing_back_and_new_sinks_start_where_told() {
         .map(|o| (o.name.as_str(), o.offset))
         .collect();
     assert_eq!(orphans, vec![("old", 5)]);
-    assert_eq!(st.sinks[0].committed, 5, "head");
+    assert_eq!(st.sinks[0].offset, 5, "head");
     ob.dispatch(rec("fresh"), vec![9]).await.unwrap();
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(5), acks.recv())
@@ -565,7 +561,7 @@ async fn every_sync_policy_delivers_and_acks() {
         let store = outbox::inspect::Inspector::open(d.path()).unwrap();
         assert_eq!(store.extent().unwrap().end, Seq(50), "{policy:?}");
         assert_eq!(
-            store.offset(&name("s")).unwrap().unwrap().next,
+            store.offset(&name("s")).unwrap().unwrap().offset,
             Seq(50),
             "{policy:?}"
         );
@@ -688,7 +684,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
         .await
         .unwrap();
     eventually("both passed 10", || {
-        ob.status().unwrap().sinks.iter().all(|s| s.committed == 10)
+        ob.status().unwrap().sinks.iter().all(|s| s.offset == 10)
     })
     .await;
     ob.close(Duration::from_secs(5)).await.unwrap();
@@ -701,10 +697,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
     ob.dispatch_many((10..25).map(|i| (rec(&format!("{i}")), vec![])).collect())
         .await
         .unwrap();
-    eventually("a passed 25", || {
-        ob.status().unwrap().sinks[0].committed == 25
-    })
-    .await;
+    eventually("a passed 25", || ob.status().unwrap().sinks[0].offset == 25).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let st = ob.status().unwrap();
     assert_eq!(st.orphans.len(), 1);
@@ -753,7 +746,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
     let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok)), ("b", b.clone())])
         .await
         .unwrap();
-    assert_eq!(ob.status().unwrap().sinks[1].committed, 26);
+    assert_eq!(ob.status().unwrap().sinks[1].offset, 26);
     ob.close(Duration::from_secs(5)).await.unwrap();
     assert!(b.delivered().is_empty());
 }

@@ -440,7 +440,7 @@ async fn a_failed_flush_releases_no_ack_and_refuses_writes() {
         .await
         .unwrap();
     eventually("a commits durably", || {
-        ob.status().unwrap().sinks[0].committed == 3
+        ob.status().unwrap().sinks[0].offset == 3
     })
     .await;
 
@@ -455,7 +455,7 @@ async fn a_failed_flush_releases_no_ack_and_refuses_writes() {
         Err(TryRecvError::Empty),
         "b's offset never became durable: no ack"
     );
-    assert_eq!(ob.status().unwrap().sinks[1].committed, 0);
+    assert_eq!(ob.status().unwrap().sinks[1].offset, 0);
     let e = ob.dispatch(rec("r3"), vec![3]).await.unwrap_err();
     assert_eq!(poisoned(&e), "flush: injected flush failure");
     fail::remove("store::flush");
@@ -548,7 +548,7 @@ async fn a_failed_offset_commit_redelivers_with_the_same_ids() {
     })
     .await;
     let st = ob.status().unwrap();
-    assert_eq!((st.sinks[0].committed, st.sinks[1].committed), (3, 3));
+    assert_eq!((st.sinks[0].offset, st.sinks[1].offset), (3, 3));
     let e = ob.dispatch(rec("r6"), vec![6]).await.unwrap_err();
     assert_eq!(poisoned(&e), "I/O error: injected offset failure");
     fail::remove("store::commit_offset");
@@ -598,7 +598,7 @@ async fn a_failed_offset_and_dlq_transaction_writes_neither() {
     let (ob, mut acks) = open_outbox(d.path(), &[("p", &p2)]).await;
     eventually("r0 is parked again, and p passes the hole after it", || {
         let st = ob.status().unwrap();
-        st.sinks[0].committed == st.head
+        st.sinks[0].offset == st.head
     })
     .await;
     let dlq = ob.dlq_list(None).unwrap();
@@ -911,7 +911,7 @@ async fn file_sink_recovers_at(point: &str) {
         ob.status().unwrap().sinks[0].retries >= 3
     })
     .await;
-    assert_eq!(ob.status().unwrap().sinks[0].committed, 2);
+    assert_eq!(ob.status().unwrap().sinks[0].offset, 2);
     assert_eq!(acks.try_recv(), Err(TryRecvError::Empty));
     assert!(
         ob.is_healthy(),

@@ -183,7 +183,7 @@ fn out_offset(data: &Path) -> u64 {
         .unwrap()
         .iter()
         .find(|s| s["sink"] == "out")
-        .and_then(|s| s["committed"].as_u64())
+        .and_then(|s| s["offset"].as_u64())
         .unwrap()
 }
 

@@ -44,11 +44,11 @@ pub struct StatusView {
 pub struct SinkRow {
     /// The sink's name.
     pub sink: String,
-    /// Every seq below it is done for this sink.
-    pub committed: u64,
+    /// Its committed offset: every seq below it is done for this sink.
+    pub offset: u64,
     /// The head, repeated for convenience.
     pub head: u64,
-    /// `head - committed`.
+    /// `head - offset`.
     pub lag: u64,
     /// DLQ entries of this sink.
     pub dlq: usize,
@@ -112,9 +112,9 @@ pub fn offline(store: &Inspector) -> Result<StatusView> {
                 filter: None,
                 dlq: store.dead_letters().count(&name),
                 sink: name.to_string(),
-                committed: o.next.0,
+                offset: o.offset.0,
                 head,
-                lag: head.saturating_sub(o.next.0),
+                lag: head.saturating_sub(o.offset.0),
             })
         })
         .collect::<Result<_>>()?;
@@ -122,7 +122,7 @@ pub fn offline(store: &Inspector) -> Result<StatusView> {
         if !sinks.iter().any(|s| s.sink == m.name) {
             sinks.push(SinkRow {
                 sink: m.name.clone(),
-                committed: 0,
+                offset: 0,
                 head,
                 lag: 0,
                 dlq: 0,
@@ -155,7 +155,7 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
         .iter()
         .map(|s| SinkRow {
             sink: s.name.clone(),
-            committed: s.committed,
+            offset: s.offset,
             head: st.head,
             lag: s.lag,
             dlq: s.dlq,
@@ -174,7 +174,7 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>) -> Result<StatusView> {
         };
         sinks.push(SinkRow {
             sink: o.name.clone(),
-            committed: o.offset,
+            offset: o.offset,
             head: st.head,
             lag: st.head.saturating_sub(o.offset),
             dlq,
@@ -213,13 +213,13 @@ pub fn table(v: &StatusView) -> String {
     let mut out = format!("log {}  head {}\n", v.log_id, v.head);
     out += &format!(
         "{:<w$}  {:>12}  {:>12}  {:>10}  {:>6}  {:<8}  ORPHANED\n",
-        "SINK", "COMMITTED", "HEAD", "LAG", "DLQ", "STATE"
+        "SINK", "OFFSET", "HEAD", "LAG", "DLQ", "STATE"
     );
     for s in &v.sinks {
         out += &format!(
             "{:<w$}  {:>12}  {:>12}  {:>10}  {:>6}  {:<8}  {}\n",
             s.sink,
-            s.committed,
+            s.offset,
             s.head,
             s.lag,
             s.dlq,
@@ -300,7 +300,7 @@ mod tests {
             sinks: vec![
                 SinkRow {
                     sink: "out".into(),
-                    committed: 7,
+                    offset: 7,
                     head: 10,
                     lag: 3,
                     dlq: 1,
@@ -313,7 +313,7 @@ mod tests {
                 },
                 SinkRow {
                     sink: "old-sink".into(),
-                    committed: 2,
+                    offset: 2,
                     head: 10,
                     lag: 8,
                     dlq: 0,

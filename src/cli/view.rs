@@ -111,8 +111,8 @@ pub fn offline(store: &Inspector, q: &DumpQuery) -> Result<Value> {
                 let orphaned = orphan(&o.sink);
                 json!({
                     "sink": o.sink.as_str(),
-                    "offset": o.next.0,
-                    "lag": next.0.saturating_sub(o.next.0),
+                    "offset": o.offset.0,
+                    "lag": next.0.saturating_sub(o.offset.0),
                     "orphaned": orphaned,
                     "updated_at_ms": o.updated_at_ms,
                 })
@@ -179,7 +179,7 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Va
             .map(|s| {
                 json!({
                     "sink": s.sink,
-                    "offset": s.committed,
+                    "offset": s.offset,
                     "lag": s.lag,
                     "orphaned": s.orphaned,
                     "updated_at_ms": null,

@@ -22,7 +22,7 @@ use crate::types::SinkName;
 pub struct OffsetValue {
     /// Every seq below this one is done for the sink: delivered, dropped,
     /// passed over, or parked in the DLQ.
-    pub next: u64,
+    pub offset: u64,
     /// When it was last written, ms since the Unix epoch.
     pub updated_at_ms: u64,
 }
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn offsets_meta_members_and_idem_round_trip() {
         let o = OffsetValue {
-            next: 99,
+            offset: 99,
             updated_at_ms: 5,
         };
         let v = encode_offset(b"s", &o).unwrap();
@@ -241,6 +241,6 @@ mod tests {
         let mut v = vec![1u8];
         v.extend_from_slice(&3u64.to_be_bytes());
         v.extend_from_slice(&4u64.to_be_bytes());
-        assert_eq!(decode_offset(b"s", &v).unwrap().next, 3);
+        assert_eq!(decode_offset(b"s", &v).unwrap().offset, 3);
     }
 }

@@ -20,9 +20,9 @@ pub struct SinkStatus {
     pub state: String,
     /// Why the sink is not `ok`: for `corrupt`, the range and the reason.
     pub error: Option<String>,
-    /// Durable committed offset: every seq below it is done.
-    pub committed: u64,
-    /// Head minus committed.
+    /// Its durable committed offset: every seq below it is done.
+    pub offset: u64,
+    /// Head minus offset.
     pub lag: u64,
     /// DLQ entries.
     pub dlq: usize,
@@ -90,7 +90,7 @@ impl<T: Send + 'static> Outbox<T> {
                     name: s.name.to_string(),
                     state: state.to_string(),
                     error,
-                    committed,
+                    offset: committed,
                     lag: core.lag(s),
                     dlq: core.store.dlq_count(&s.name),
                     delivered: s.delivered.load(Ordering::Relaxed),

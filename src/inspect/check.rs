@@ -289,7 +289,7 @@ impl Checker {
             Err(e) => return self.push(problem_from(e, tree::OFFSETS, k)),
         };
         match codec::decode_offset(k, v) {
-            Ok(o) => self.offsets.push((name.to_string(), o.next)),
+            Ok(o) => self.offsets.push((name.to_string(), o.offset)),
             Err(e) => self.push(problem_from(e, tree::OFFSETS, k)),
         }
     }
@@ -534,7 +534,7 @@ mod tests {
             &codec::encode_offset(
                 name.as_bytes(),
                 &OffsetValue {
-                    next,
+                    offset: next,
                     updated_at_ms: 0,
                 },
             )

@@ -39,7 +39,7 @@ pub struct Offset {
     pub sink: SinkName,
     /// Every seq below this one is done for the sink: delivered, dropped,
     /// passed over, or parked in the DLQ.
-    pub next: Seq,
+    pub offset: Seq,
     /// When it was last written, ms since the Unix epoch.
     pub updated_at_ms: u64,
 }
@@ -48,7 +48,7 @@ impl Offset {
     pub(super) fn new(sink: SinkName, o: codec::OffsetValue) -> Offset {
         Offset {
             sink,
-            next: Seq(o.next),
+            offset: Seq(o.offset),
             updated_at_ms: o.updated_at_ms,
         }
     }

@@ -170,7 +170,10 @@ impl Store {
         let Some(i) = members.iter().position(|m| m.name == sink.as_str()) else {
             return Err(Error::UnknownSink(sink.to_string()));
         };
-        let offset = self.offset(sink)?.map(|o| Seq(o.next)).unwrap_or_default();
+        let offset = self
+            .offset(sink)?
+            .map(|o| Seq(o.offset))
+            .unwrap_or_default();
         {
             let _g = self.offset_lock.lock();
             let mut f = self.witness_file.lock();

@@ -427,7 +427,7 @@ impl Store {
         }
     }
 
-    /// Writes `sink`'s offset as `next` (never lower than what is stored) and
+    /// Writes `sink`'s offset as `offset` (never lower than what is stored) and
     /// inserts `dlq` entries, all in one sled transaction. Returns the offset
     /// now stored. Not durable until the next flush.
     ///
@@ -435,7 +435,7 @@ impl Store {
     /// [`Error::Poisoned`], [`Error::Rejected`] (a DLQ entry too large to
     /// store; nothing is written), or [`Error::Io`] (and the store is
     /// poisoned).
-    pub fn commit_offset(&self, sink: &SinkName, next: Seq, dlq: &[DlqEntry]) -> Result<Seq> {
+    pub fn commit_offset(&self, sink: &SinkName, offset: Seq, dlq: &[DlqEntry]) -> Result<Seq> {
         use sled::Transactional;
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = dlq
             .iter()
@@ -453,11 +453,11 @@ impl Store {
         // `written` holds every sink's last written offset (loaded at open,
         // updated here under the lock), so no sled read is needed.
         let stored = self.written.lock().offsets.get(sink.as_str()).copied();
-        let next = next.0.max(stored.unwrap_or(0));
+        let offset = offset.0.max(stored.unwrap_or(0));
         let value = codec::encode_offset(
             key,
             &OffsetValue {
-                next,
+                offset,
                 updated_at_ms: now_ms(),
             },
         )?;
@@ -468,12 +468,12 @@ impl Store {
             ))
         )));
         if encoded.is_empty() {
-            if stored != Some(next) {
+            if stored != Some(offset) {
                 let r = self.offsets.insert(key, value).map(|_| ());
                 self.write_result(r)?;
             }
-            self.written.lock().offsets.insert(sink.to_string(), next);
-            return Ok(Seq(next));
+            self.written.lock().offsets.insert(sink.to_string(), offset);
+            return Ok(Seq(offset));
         }
         let parked = encoded.len() as u64;
         let r = (&self.offsets, &self.dlq).transaction(|(offsets, dlq_t)| {
@@ -486,9 +486,9 @@ impl Store {
         match r {
             Ok(()) => {
                 let mut w = self.written.lock();
-                w.offsets.insert(sink.to_string(), next);
+                w.offsets.insert(sink.to_string(), offset);
                 w.dlq += parked;
-                Ok(Seq(next))
+                Ok(Seq(offset))
             }
             Err(sled::transaction::TransactionError::Storage(e)) => self.write_result(Err(e)),
             Err(sled::transaction::TransactionError::Abort(())) => {

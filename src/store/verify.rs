@@ -86,7 +86,7 @@ impl Store {
         let stored: BTreeMap<SinkName, Seq> = self
             .offsets()?
             .into_iter()
-            .map(|(n, o)| (n, Seq(o.next)))
+            .map(|(n, o)| (n, Seq(o.offset)))
             .collect();
         for m in &members {
             if !stored.keys().any(|n| n.as_str() == m.name) {

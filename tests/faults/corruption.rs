@@ -56,7 +56,7 @@ async fn filled_with(root: &Path, n: usize, pad: usize, park: bool) -> PathBuf {
 /// removed them yet), the DLQ entries, and `s`'s offset.
 fn contents(data: &Path) -> outbox::Result<(usize, usize, Option<u64>)> {
     let s = outbox::inspect::Admin::open(data)?;
-    let off = s.offset(&SinkName::new("s").unwrap())?.map(|o| o.next.0);
+    let off = s.offset(&SinkName::new("s").unwrap())?.map(|o| o.offset.0);
     let from = off.unwrap_or(0);
     let mut n = 0;
     for r in s.records(Seq(0)) {

@@ -137,7 +137,7 @@ async fn a_sink_that_panics_in_commit_does_not_stop_delivery() {
         got,
         vec![1, 2],
         "after a panic in commit, the sink's worker stopped: committed {} of head {}, delivered {:?}",
-        st.sinks[0].committed,
+        st.sinks[0].offset,
         st.head,
         sink.inner.delivered()
     );

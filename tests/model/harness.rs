@@ -511,7 +511,7 @@ impl Harness {
             Op::Settle => self.settle(&s).await?,
             Op::Kill => {
                 let st = s.outbox.status().map_err(|e| format!("status: {e}"))?;
-                let offsets = [st.sinks[0].committed, st.sinks[1].committed];
+                let offsets = [st.sinks[0].offset, st.sinks[1].offset];
                 self.model.kills.push(offsets);
                 // Not a crash (sled flushes what it holds when its last
                 // handle goes): an undrained stop. Real crashes are in
@@ -689,7 +689,7 @@ impl Harness {
             let caught_up = st.head == self.model.next_seq
                 && st.sinks.iter().enumerate().all(|(i, k)| {
                     let parked = self.model.dlq.keys().filter(|(s, _)| *s == i).count();
-                    k.committed == st.head && k.dlq == parked
+                    k.offset == st.head && k.dlq == parked
                 });
             let released = {
                 let a = lock(&self.acks);

@@ -504,7 +504,7 @@ fn inspect(data: &Path) -> Result<Durable, String> {
     let mut offsets = [None; 2];
     for o in store.offsets().map_err(|e| format!("offsets: {e}"))? {
         if let Some(k) = sink_of(o.sink.as_str()) {
-            offsets[k] = Some(o.next.0);
+            offsets[k] = Some(o.offset.0);
         }
     }
     let [Some(a), Some(b)] = offsets else {

@@ -477,7 +477,7 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
         match codec::decode_offset_key(k) {
             Ok(name) => match codec::decode_offset(k, v) {
                 Ok(o) => {
-                    readable.insert(name.clone(), Seq(o.next));
+                    readable.insert(name.clone(), Seq(o.offset));
                     raw_offsets.insert(name, v.to_vec());
                 }
                 Err(e) => unreadable.push((name, reason(&e))),
