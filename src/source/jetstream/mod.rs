@@ -393,7 +393,10 @@ impl JetStreamSource {
                             for q in rest {
                                 self.acker.nak(&q.token).await;
                             }
-                            settle(self.acker.clone(), self.stats.clone(), self.cfg.ack, admitted).await.ok();
+                            let settled = settle(self.acker.clone(), self.stats.clone(), self.cfg.ack, admitted).await;
+                            if let Err(e) = settled {
+                                tracing::error!(error = %e, "jetstream source: an append admitted before the stop failed; its message was handed back (Nak)");
+                            }
                             return None;
                         }
                     };
