@@ -21,14 +21,6 @@ use crate::codec::{FormatVersion, Member, tree};
 use crate::error::{Error, Result};
 use crate::types::{Seq, SinkName};
 
-/// Log values [`Store::verify`] reads through one sled iterator (a value
-/// holds up to a group commit's records, tens of KiB).
-const CHUNK: usize = 16;
-
-/// Extra cache accesses per log value during [`Store::verify`]; see
-/// [`Store::touch`].
-const TOUCHES: usize = 8;
-
 /// What [`Store::verify`] found in a sound store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -62,9 +54,8 @@ impl Store {
         let reserved = self.seq_reserved()?;
         let mut walk = ChainWalk::default();
         let mut markers = Vec::new();
-        for kv in self.log_chunks() {
-            let (k, v) = kv?;
-            self.touch(&k);
+        for kv in self.log.iter() {
+            let (k, v) = kv.map_err(Error::from_sled)?;
             let (first, header) = crate::codec::decode_batch_header(&k, &v)
                 .map_err(|e| self.unreadable_value(&k, &v, e))?;
             if header.kind != crate::codec::BatchKind::Records {
@@ -163,63 +154,6 @@ impl Store {
             legacy_raise,
             dlq,
             markers,
-        })
-    }
-
-    /// Reads `key` again [`TOUCHES`] times, so that sled's cache evicts
-    /// behind a walk. sled 0.34's LRU has 256 shards, and a shard applies
-    /// its queued accesses, evicting what is over its share of
-    /// `cache_bytes`, only once 64 have queued. One pass over the log
-    /// touches each leaf a few times, so no shard fills and nothing is
-    /// evicted: the whole log stayed in memory (1M records: 350 MiB peak
-    /// against a 64 MiB cache). With the extra accesses each shard fills
-    /// as the walk passes its leaves (122-196 MiB, the same open time).
-    fn touch(&self, key: &[u8]) {
-        for _ in 0..TOUCHES {
-            let _ = self.log.get(key);
-        }
-    }
-
-    /// Every log value in key order, read through iterators of at most
-    /// [`CHUNK`] values each. One sled iterator pins its epoch for its whole
-    /// life, so nothing the cache evicts behind it is freed until it is
-    /// dropped: a walk over a 1M-record log with one iterator holds the
-    /// whole log in memory, whatever the cache size. A fresh iterator per
-    /// chunk lets sled free what it evicts.
-    fn log_chunks(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        let mut after: Option<sled::IVec> = None;
-        let mut done = false;
-        let mut chunk = Vec::new().into_iter();
-        std::iter::from_fn(move || {
-            loop {
-                if let Some(kv) = chunk.next() {
-                    return Some(kv);
-                }
-                if done {
-                    return None;
-                }
-                let from = match after.take() {
-                    Some(k) => std::ops::Bound::Excluded(k),
-                    None => std::ops::Bound::Unbounded,
-                };
-                let mut got: Vec<Result<(sled::IVec, sled::IVec)>> = Vec::with_capacity(CHUNK);
-                for kv in self
-                    .log
-                    .range::<sled::IVec, _>((from, std::ops::Bound::Unbounded))
-                {
-                    let kv = kv.map_err(Error::from_sled);
-                    let failed = kv.is_err();
-                    if let Ok((k, _)) = &kv {
-                        after = Some(k.clone());
-                    }
-                    got.push(kv);
-                    if failed || got.len() == CHUNK {
-                        break;
-                    }
-                }
-                done = got.len() < CHUNK || got.last().is_some_and(|kv| kv.is_err());
-                chunk = got.into_iter();
-            }
         })
     }
 
