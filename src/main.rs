@@ -1,7 +1,7 @@
 //! The `outbox` binary. See `outbox --help`.
 //!
 //! Lints as in the library: `unsafe` only where allowed by name with a
-//! SAFETY comment (the allocator settings in `cli::malloc`); non-test code
+//! SAFETY comment (the allocator in `cli::malloc`); non-test code
 //! does not `unwrap`.
 
 #![deny(unsafe_code)]
@@ -9,7 +9,9 @@
 
 mod cli;
 
+#[global_allocator]
+static ALLOC: cli::malloc::Alloc = cli::malloc::Alloc;
+
 fn main() -> std::process::ExitCode {
-    cli::malloc::tune_glibc_malloc();
     cli::main()
 }

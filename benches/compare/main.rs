@@ -24,6 +24,8 @@ mod engine;
 mod jetstream;
 #[path = "../../src/cli/malloc.rs"]
 mod malloc;
+#[global_allocator]
+static ALLOC: malloc::Alloc = malloc::Alloc;
 #[path = "../../tests/nats/mod.rs"]
 mod nats;
 mod peers;
@@ -132,7 +134,6 @@ impl Sizes {
 }
 
 fn main() {
-    malloc::tune_glibc_malloc();
     let args: Vec<String> = std::env::args().collect();
     let opts = Opts {
         quick: args.iter().any(|a| a == "--quick"),
