@@ -118,7 +118,7 @@ impl<'a> DeadLetters<'a> {
     /// The entries of one sink (or all sinks), collected in memory.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when an entry does not decode.
+    /// [`crate::StoreError::Corrupted`] when an entry does not decode.
     pub fn list(&self, sink: Option<&SinkName>) -> Result<Vec<DeadLetter>> {
         let entries = self.store.dlq_list(sink)?;
         Ok(entries.into_iter().map(|e| self.convert(e)).collect())
@@ -129,7 +129,7 @@ impl<'a> DeadLetters<'a> {
     pub fn iter(self, sink: Option<&SinkName>) -> impl Iterator<Item = Result<DeadLetter>> + 'a {
         self.store
             .dlq_iter(sink)
-            .map(move |e| e.map(|e| self.convert(e)))
+            .map(move |e| e.map(|e| self.convert(e)).map_err(Into::into))
     }
 
     /// A page of the stored form, converted.
@@ -144,20 +144,20 @@ impl<'a> DeadLetters<'a> {
     /// `limit`, streamed: what a filtered redrive or purge selects.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when an entry does not decode.
+    /// [`crate::StoreError::Corrupted`] when an entry does not decode.
     pub fn select(
         &self,
         sink: &SinkName,
         keep: impl FnMut(&DeadLetter) -> bool,
         limit: usize,
     ) -> Result<Vec<Seq>> {
-        self.store.dlq_select(sink, self.keep_stored(keep), limit)
+        Ok(self.store.dlq_select(sink, self.keep_stored(keep), limit)?)
     }
 
     /// The entry of `sink` at `seq`, if any: one point lookup.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when the entry does not decode.
+    /// [`crate::StoreError::Corrupted`] when the entry does not decode.
     pub fn get(&self, sink: &SinkName, seq: Seq) -> Result<Option<DeadLetter>> {
         Ok(self.store.dlq_get(sink, seq)?.map(|e| self.convert(e)))
     }

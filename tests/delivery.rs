@@ -313,7 +313,7 @@ async fn an_operator_pause_holds_every_record_until_resume() {
     assert_eq!((st.sinks[0].state.as_str(), st.sinks[0].lag), ("paused", 3));
     assert!(matches!(
         ob.pause_sink(&name("nope")).await,
-        Err(outbox::Error::UnknownSink(_))
+        Err(outbox::Error::Config(outbox::ConfigError::UnknownSink(_)))
     ));
     ob.resume_sink(&name("web")).await.unwrap();
     let mut got = acks_n(&mut acks, 3).await;
@@ -391,7 +391,10 @@ async fn dispatch_once_appends_a_key_once_and_holds_the_retry_s_tokens_against_t
         .dispatch_once("req-1", vec![(rec("b"), vec![3])])
         .await
         .unwrap_err();
-    assert!(matches!(e.error(), outbox::Error::KeyReused(_)), "{e}");
+    assert!(
+        matches!(e.kind(), outbox::DispatchErrorKind::KeyReused(_)),
+        "{e}"
+    );
     let back = e
         .into_items()
         .expect("nothing appended: the items come back");

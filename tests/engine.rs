@@ -147,7 +147,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
     );
     assert!(matches!(
         ob.dlq_redrive(&name("nope"), None).await,
-        Err(outbox::Error::UnknownSink(_))
+        Err(outbox::Error::Config(outbox::ConfigError::UnknownSink(_)))
     ));
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
@@ -376,8 +376,8 @@ async fn shutdown_with_a_hung_sink_stops_at_the_timeout_and_keeps_the_rest() {
     assert!(matches!(
         ob.dispatch(rec("x"), vec![])
             .await
-            .map_err(outbox::DispatchError::into_error),
-        Err(outbox::Error::ShuttingDown)
+            .map_err(outbox::DispatchError::into_kind),
+        Err(outbox::DispatchErrorKind::ShuttingDown)
     ));
     drop(ob);
 
@@ -439,7 +439,10 @@ async fn a_second_open_of_the_same_directory_is_refused() {
     let d = dir();
     let (ob, _) = Outbox::<()>::builder(d.path()).open().await.unwrap();
     let err = Outbox::<()>::builder(d.path()).open().await.err().unwrap();
-    assert!(matches!(err, outbox::Error::Locked { .. }), "{err}");
+    assert!(
+        matches!(err, outbox::Error::Store(outbox::StoreError::Locked { .. })),
+        "{err}"
+    );
     assert!(err.is_locked(), "{err}");
     assert!(err.to_string().contains("locked"), "{err}");
     ob.shutdown(Duration::from_secs(1)).await.unwrap();
@@ -731,7 +734,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
     assert!(e.to_string().contains("configured"), "{e}");
     assert!(matches!(
         ob.forget_orphan(&name("zz")).await,
-        Err(outbox::Error::UnknownSink(_))
+        Err(outbox::Error::Config(outbox::ConfigError::UnknownSink(_)))
     ));
     assert_eq!(ob.forget_orphan(&name("b")).await.unwrap(), Seq(25));
     assert!(ob.status().unwrap().orphans.is_empty());
@@ -768,14 +771,24 @@ async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
         .await
         .expect("purge after shutdown returns instead of hanging");
     assert!(
-        matches!(purge, Err(outbox::Error::ShuttingDown)),
+        matches!(
+            purge,
+            Err(outbox::Error::Dispatch(
+                outbox::DispatchErrorKind::ShuttingDown
+            ))
+        ),
         "{purge:?}"
     );
     let redrive = tokio::time::timeout(Duration::from_secs(5), ob.dlq_redrive(&name("hook"), None))
         .await
         .expect("redrive after shutdown returns");
     assert!(
-        matches!(redrive, Err(outbox::Error::ShuttingDown)),
+        matches!(
+            redrive,
+            Err(outbox::Error::Dispatch(
+                outbox::DispatchErrorKind::ShuttingDown
+            ))
+        ),
         "{redrive:?}"
     );
     abandon(ob, d.path()).await;

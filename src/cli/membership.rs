@@ -56,10 +56,7 @@ pub fn run(c: SinksCommand) -> Result<ExitCode> {
 }
 
 fn forget(a: SinkArgs) -> Result<ExitCode> {
-    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::Config {
-        param: "NAME".into(),
-        reason: e.to_string(),
-    })?;
+    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::config("NAME", e.to_string()))?;
     let (offset, pending) = match (&a.admin.admin, &a.data_dir) {
         (None, Some(dir)) => {
             let store = super::open_existing(dir)?;

@@ -21,13 +21,10 @@ use super::membership::SinkArgs;
 /// Pauses (`pause`) or resumes the sink and prints what changed.
 ///
 /// # Errors
-/// [`Error::Config`] (exit 2) for a bad name or a sink the outbox does not
-/// know; the admin client's errors; storage errors offline.
+/// [`outbox::ConfigError::Invalid`] (exit 2) for a bad name or a sink the
+/// outbox does not know; the admin client's errors; storage errors offline.
 pub fn run(a: SinkArgs, pause: bool) -> Result<ExitCode> {
-    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::Config {
-        param: "NAME".into(),
-        reason: e.to_string(),
-    })?;
+    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::config("NAME", e.to_string()))?;
     let v = match (&a.admin.admin, &a.data_dir) {
         (None, Some(dir)) => offline(dir, &sink, pause)?,
         _ => client::call(
@@ -76,10 +73,10 @@ fn text(v: &Value) -> String {
 fn offline(dir: &std::path::Path, sink: &SinkName, pause: bool) -> Result<Value> {
     let store = super::open_existing(dir)?;
     if !store.members()?.iter().any(|m| m.name == sink.as_str()) {
-        return Err(Error::Config {
-            param: "NAME".into(),
-            reason: format!("the outbox in {} has no sink `{sink}`", dir.display()),
-        });
+        return Err(Error::config(
+            "NAME",
+            format!("the outbox in {} has no sink `{sink}`", dir.display()),
+        ));
     }
     let before = store.paused(sink)?;
     let (now, changed) = match (pause, before) {

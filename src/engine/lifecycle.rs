@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::core::Core;
 use super::handle::{Outbox, Tasks};
 use super::msg::{AppendReq, Completion};
-use crate::error::{Error, Result};
+use crate::error::{DispatchErrorKind, Error, Result, StoreError};
 use crate::types::{Seq, SinkName};
 
 /// What [`Outbox::shutdown`] reports.
@@ -59,15 +59,15 @@ impl<T: Send + 'static> Outbox<T> {
     /// [`Outbox::close`], which also waits for that).
     ///
     /// # Errors
-    /// [`Error::ShuttingDown`] when called twice; [`Error::Poisoned`] when
-    /// the final flush fails.
+    /// [`DispatchErrorKind::ShuttingDown`] when called twice;
+    /// [`StoreError::Poisoned`] when the final flush fails.
     ///
     /// # Cancel safety
     /// Not cancel safe: dropping the future part way leaves the outbox
     /// stopping; drop the `Outbox` too, which stops what is left.
     pub async fn shutdown(&self, drain_timeout: Duration) -> Result<ShutdownReport> {
         let Some(tasks) = self.tasks.lock().take() else {
-            return Err(Error::ShuttingDown);
+            return Err(DispatchErrorKind::ShuttingDown.into());
         };
         let core = &self.core;
         core.closing.store(true, Ordering::Release);
@@ -117,8 +117,9 @@ impl<T: Send + 'static> Outbox<T> {
             let store = core.store.clone();
             flushed = tokio::task::spawn_blocking(move || store.reserve_seqs(head))
                 .await
-                .map_err(|e| Error::Storage(format!("shutdown task failed: {e}")))
-                .and_then(|r| r);
+                .map_err(|e| StoreError::task("shutdown", e))
+                .and_then(|r| r)
+                .map_err(Error::from);
         }
         core.durability.stop();
         let pending = core

@@ -16,7 +16,7 @@ use sled::Transactional;
 
 use super::{Batch, Store};
 use crate::codec::{self, BatchHeader, DlqEntry, LogEntry};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::{Seq, SinkName};
 
 /// Most record bytes moved by one redrive transaction.
@@ -365,15 +365,16 @@ impl Store {
     /// were appended under.
     ///
     /// # Errors
-    /// [`Error::UnknownSink`] when `sink` has no offset; storage errors.
+    /// [`crate::ConfigError::UnknownSink`] when `sink` has no offset; store
+    /// errors.
     pub fn redrive_offline(
         &self,
         sink: &SinkName,
         which: &Selection,
         value_bytes: usize,
-    ) -> Result<Vec<Seq>> {
+    ) -> crate::Result<Vec<Seq>> {
         if self.offset(sink)?.is_none() {
-            return Err(Error::UnknownSink(sink.to_string()));
+            return Err(crate::ConfigError::UnknownSink(sink.to_string()).into());
         }
         let verified = self.verify()?;
         if verified.next > verified.extent.end {

@@ -77,10 +77,7 @@ pub fn entry_json(e: &DeadLetter) -> Value {
 }
 
 pub fn run(a: ShowArgs) -> Result<ExitCode> {
-    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::Config {
-        param: "--sink".into(),
-        reason: e.to_string(),
-    })?;
+    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::config("--sink", e.to_string()))?;
     let v = match (&a.admin.admin, &a.data_dir) {
         (None, Some(dir)) => {
             let store = super::super::inspect_existing(dir)?;
@@ -108,10 +105,10 @@ pub fn run(a: ShowArgs) -> Result<ExitCode> {
 /// The error for a seq with no entry: a usage error (exit 2), like an
 /// unknown sink, since the operator named something that is not there.
 pub fn not_found(sink: &SinkName, seq: u64) -> Error {
-    Error::Config {
-        param: "SEQ".into(),
-        reason: format!("sink {sink} has no DLQ entry at seq {seq} (see `outbox dlq list`)"),
-    }
+    Error::config(
+        "SEQ",
+        format!("sink {sink} has no DLQ entry at seq {seq} (see `outbox dlq list`)"),
+    )
 }
 
 fn text(v: &Value) -> String {
