@@ -53,7 +53,7 @@ async fn after_shutdown_the_items_come_back_with_shutting_down() {
     let d = dir();
     let sink = TestSink::new(Behaviour::Ok);
     let (ob, mut acks) = open_outbox::<u32>(d.path(), &[("s", &sink)]).await;
-    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    ob.clone().shutdown(Duration::from_secs(5)).await.unwrap();
     let e = ob.dispatch(rec("late"), vec![7]).await.unwrap_err();
     assert!(matches!(e.kind(), DispatchErrorKind::ShuttingDown), "{e}");
     assert_eq!(e.into_items(), Some(vec![(rec("late"), vec![7])]));
@@ -264,7 +264,7 @@ async fn try_dispatch_after_shutdown_hands_the_items_back() {
     let d = dir();
     let sink = TestSink::new(Behaviour::Ok);
     let (ob, _acks) = open_outbox::<u32>(d.path(), &[("s", &sink)]).await;
-    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    ob.clone().shutdown(Duration::from_secs(5)).await.unwrap();
     let e = ob.try_dispatch(rec("late"), vec![1]).unwrap_err();
     assert!(matches!(e.kind(), DispatchErrorKind::ShuttingDown), "{e}");
     assert_eq!(e.into_items(), Some(vec![(rec("late"), vec![1])]));

@@ -143,7 +143,7 @@ async fn close(
     ob: Outbox<u32>,
     acks: &mut UnboundedReceiver<u32>,
 ) -> (outbox::Result<outbox::ShutdownReport>, Vec<u32>) {
-    let r = ob.close(Duration::from_millis(500)).await;
+    let r = ob.shutdown(Duration::from_millis(500)).await;
     let mut rest = Vec::new();
     while let Some(t) = acks.recv().await {
         rest.push(t);
@@ -1007,5 +1007,5 @@ async fn a_flusher_that_cannot_start_fails_the_open_instead_of_hanging() {
     let r = ob.dispatch(rec("after"), vec![1]).await.unwrap();
     assert_eq!(acks_n(&mut acks, 1).await, vec![1]);
     assert_eq!(sink.delivered_ids(), vec![r.delivery_id.to_string()]);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }

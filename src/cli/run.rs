@@ -272,7 +272,9 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
             (stats.appended, stats.rejected, Pending::Stdin(stats.error))
         }
     };
-    let report = outbox.shutdown(plan.drain_timeout).await;
+    // The admin endpoint keeps its handle, to answer status while this
+    // drains: the directory is released when the last handle goes.
+    let report = Engine::clone(&outbox).shutdown(plan.drain_timeout).await;
     let source_error = match source_error {
         Pending::Server(Some(server)) => {
             let _ = server.await;

@@ -54,7 +54,7 @@ pub struct Dispatched {
     pub duplicate: bool,
 }
 
-/// The handles of the engine's tasks, held by the [`Outbox`] until it stops.
+/// The handles of the engine's tasks, held until the outbox stops.
 pub(super) struct Tasks {
     pub appender: JoinHandle<Seq>,
     pub completion: JoinHandle<()>,
@@ -62,20 +62,53 @@ pub(super) struct Tasks {
     pub truncator: JoinHandle<()>,
 }
 
+/// What the clones of one [`Outbox`] share: the tasks, until a shutdown
+/// takes them. Dropped with the last clone, it stops whatever still runs
+/// where it stands (`lifecycle.rs`).
+pub(super) struct Running<T: Send + 'static> {
+    pub core: Arc<Core<T>>,
+    pub tasks: Mutex<Option<Tasks>>,
+}
+
 /// A durable outbox. `T` is the embedder's ack token type.
 ///
 /// Open one with [`Outbox::builder`]. Dispatch from any number of tasks;
 /// concurrent dispatches share group commits. Tokens come back on the
 /// receiver returned by [`OutboxBuilder::open`](crate::OutboxBuilder::open).
+/// An `Outbox` is a handle: its clones share one engine.
 ///
-/// Stop it with [`Outbox::shutdown`] (or [`Outbox::close`], which also
-/// waits until the data directory is released). Dropping it without a
-/// shutdown stops every task where it stands: nothing is drained, and what
-/// was not yet delivered stays in the log for the next open, with its
-/// tokens unreleased. Either way, a record that was receipted is never lost.
+/// # Stopping
+/// [`Outbox::shutdown`] is the one way to stop: it drains for at most its
+/// timeout, stops the tasks and, called on the last handle, returns only
+/// once the data directory is released, so it can be opened again at once.
+/// A holder of an `Arc<Outbox>` shuts down a clone,
+/// `Outbox::clone(&outbox).shutdown(timeout)`; the handles left answer
+/// dispatches and operator calls with
+/// [`DispatchErrorKind::ShuttingDown`], still read the log, the DLQ and
+/// the status, and hold the directory until the last is dropped.
+///
+/// # Dropping
+/// Dropping the last handle without a shutdown stops every task where it
+/// stands: nothing is drained, a delivery in progress is abandoned, and
+/// nothing more is committed. A record that was receipted is never lost:
+/// what was not delivered stays in the log and is delivered again at the
+/// next open, with the same delivery id, and its tokens are dropped, never
+/// released, so the source delivers them again. Dropping does not wait for
+/// sled to release the directory's lock, so an open of the same directory
+/// right after may fail with [`StoreError::Locked`] for a moment.
 pub struct Outbox<T: Send + 'static = ()> {
     pub(super) core: Arc<Core<T>>,
-    pub(super) tasks: Mutex<Option<Tasks>>,
+    pub(super) running: Arc<Running<T>>,
+}
+
+impl<T: Send + 'static> Clone for Outbox<T> {
+    /// Another handle to the same engine.
+    fn clone(&self) -> Self {
+        Outbox {
+            core: self.core.clone(),
+            running: self.running.clone(),
+        }
+    }
 }
 
 impl<T: Send + 'static> Outbox<T> {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::appender::Cursor;
 use super::breaker::Breaker;
 use super::core::{Core, Orphan, SinkSlot};
-use super::handle::{Outbox, Tasks};
+use super::handle::{Outbox, Running, Tasks};
 use super::holes::Holes;
 use super::rate_limit::TokenBucket;
 use super::tail::{ByteIndex, TailCache};
@@ -255,13 +255,16 @@ impl<T: Send + 'static> OutboxBuilder<T> {
         );
         Ok((
             Outbox {
+                running: Arc::new(Running {
+                    core: core.clone(),
+                    tasks: Mutex::new(Some(Tasks {
+                        appender,
+                        completion,
+                        workers,
+                        truncator,
+                    })),
+                }),
                 core,
-                tasks: Mutex::new(Some(Tasks {
-                    appender,
-                    completion,
-                    workers,
-                    truncator,
-                })),
             },
             ack_rx,
         ))

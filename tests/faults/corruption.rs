@@ -42,9 +42,9 @@ async fn filled_with(root: &Path, n: usize, pad: usize, park: bool) -> PathBuf {
     }
     if park {
         eventually("parked", || ob.dlq_list(None).unwrap().len() == n).await;
-        ob.close(Duration::from_secs(5)).await.unwrap();
+        ob.shutdown(Duration::from_secs(5)).await.unwrap();
     } else {
-        let report = ob.close(Duration::from_millis(100)).await.unwrap();
+        let report = ob.shutdown(Duration::from_millis(100)).await.unwrap();
         assert!(!report.drained);
     }
     drop(gate);

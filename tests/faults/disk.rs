@@ -12,13 +12,13 @@ use outbox::{DispatchErrorKind, Error, Outbox, Record, StoreError};
 
 // -------------------------------------------------------- lock lingering --
 
-/// `close()` documents that it returns once the data
-/// directory is released, "so it can be opened again at once". Four
+/// `shutdown()` on the last handle documents that it returns once the data
+/// directory is released, "so the directory can be opened again at once". Four
 /// directories at a time, so the machine is busy as it is in CI.
 /// Regression: sled's thread pool could still hold the `db` file's lock
 /// for a moment after they returned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn close_releases_the_directory_at_once() {
+async fn shutdown_releases_the_directory_at_once() {
     let mut tasks = Vec::new();
     for t in 0..4u32 {
         tasks.push(tokio::spawn(async move {
@@ -46,10 +46,10 @@ async fn close_releases_the_directory_at_once() {
                 .await
                 .unwrap();
                 if round % 2 == 0 {
-                    ob.close(Duration::from_secs(5)).await.unwrap();
+                    ob.shutdown(Duration::from_secs(5)).await.unwrap();
                 } else {
-                    // An undrained close: the records stay pending.
-                    ob.close(Duration::ZERO).await.unwrap();
+                    // An undrained shutdown: the records stay pending.
+                    ob.shutdown(Duration::ZERO).await.unwrap();
                 }
                 match outbox::inspect::Admin::open(d.path()) {
                     Ok(s) => drop(s),
@@ -67,7 +67,7 @@ async fn close_releases_the_directory_at_once() {
     }
     assert!(
         locked.is_empty(),
-        "of 200 opens right after close(), {} found the directory locked (rounds {locked:?})",
+        "of 200 opens right after shutdown(), {} found the directory locked (rounds {locked:?})",
         locked.len()
     );
 }
@@ -222,7 +222,7 @@ async fn a_full_disk_fails_dispatch_loses_nothing_and_recovers_once_space_is_fre
         "a seq above every receipted one: {r:?}"
     );
     assert_eq!(acks_n(&mut acks, 1).await, vec![100_000]);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 // ------------------------------------------------------------ read-only --
@@ -276,7 +276,7 @@ async fn a_read_only_data_directory_is_a_clear_error_and_loses_nothing() {
     eventually("replayed", || sink.delivered().len() == 10).await;
     let want: Vec<String> = receipts.iter().map(|r| r.delivery_id.to_string()).collect();
     assert_eq!(sink.delivered_ids(), want);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 // ------------------------------------------------------ two processes --
