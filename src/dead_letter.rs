@@ -1,5 +1,6 @@
-//! [`DeadLetter`]: a parked delivery as the API shows it, and the DLQ reads
-//! that return it, shared by [`crate::Outbox`] and [`crate::inspect`].
+//! [`DeadLetter`]: a dead-lettered delivery as the API shows it, and the
+//! DLQ reads that return it, shared by [`crate::Outbox`] and
+//! [`crate::inspect`].
 //!
 //! Invariants:
 //! - this file is the only place an on-disk DLQ entry becomes a
@@ -29,8 +30,8 @@ pub struct FailedAttempt {
     pub error: String,
 }
 
-/// A record one sink gave up on, parked in its DLQ until an operator
-/// redrives or purges it.
+/// A record one sink gave up on: dead-lettered, it stays in the sink's DLQ
+/// until an operator redrives or purges it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
     /// The sink that failed.
@@ -45,7 +46,7 @@ pub struct DeadLetter {
     pub error: String,
     /// Delivery attempts made.
     pub attempts: u32,
-    /// When it was parked, ms since the Unix epoch.
+    /// When it was dead-lettered, ms since the Unix epoch.
     pub failed_at_ms: u64,
     /// The last attempts (at most ten), oldest first.
     pub history: Vec<FailedAttempt>,

@@ -24,8 +24,8 @@ use super::client::{self, AdminArgs};
 pub enum SinksCommand {
     /// Forget an orphaned sink: its backlog no longer holds back truncation.
     Forget(SinkArgs),
-    /// Pause a sink: nothing is delivered or parked, its records stay in the
-    /// log, until it is resumed (kept across restarts).
+    /// Pause a sink: nothing is delivered or dead-lettered, its records stay
+    /// in the log, until it is resumed (kept across restarts).
     Pause(SinkArgs),
     /// Resume a paused sink: deliveries start at once.
     Resume(SinkArgs),

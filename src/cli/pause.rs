@@ -3,7 +3,7 @@
 //! /v1/sinks/pause`, `POST /v1/sinks/resume`) or, for a stopped outbox,
 //! in its data directory.
 //!
-//! A paused sink delivers nothing and parks nothing in the DLQ: its records
+//! A paused sink delivers nothing and dead-letters nothing: its records
 //! stay in the log and its lag grows (its `on_full` policy still applies).
 //! The pause is durable when the command returns and holds across restarts
 //! until it is resumed. Each change is logged by the daemon, shows in

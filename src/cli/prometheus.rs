@@ -68,7 +68,7 @@ pub fn install() -> Result<PrometheusHandle> {
     describe_counter!(
         "outbox_dlq_total",
         Unit::Count,
-        "Records parked in the DLQ."
+        "Records dead-lettered (moved to the DLQ)."
     );
     describe_counter!(
         "outbox_dropped_total",

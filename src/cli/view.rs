@@ -20,7 +20,7 @@ pub enum TreeSel {
     Log,
     /// Each sink's committed offset.
     Offsets,
-    /// Parked failures.
+    /// Dead-lettered failures (the DLQ).
     Dlq,
     /// Format version, log id, creation time, extent.
     Meta,

@@ -29,7 +29,7 @@ pub struct Attempt {
     pub error: String,
 }
 
-/// A terminal failure, parked for one sink.
+/// A terminal failure, dead-lettered for one sink: its DLQ entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DlqEntry {
     /// The sink that failed.
@@ -47,7 +47,7 @@ pub struct DlqEntry {
     pub error: String,
     /// Delivery attempts made.
     pub attempts: u32,
-    /// When it was parked, ms since the Unix epoch.
+    /// When it was dead-lettered, ms since the Unix epoch.
     pub failed_at_ms: u64,
     /// The last attempts (at most [`HISTORY_MAX`]), oldest first.
     pub history: Vec<Attempt>,

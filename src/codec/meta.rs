@@ -21,7 +21,7 @@ use crate::types::SinkName;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetValue {
     /// Every seq below this one is done for the sink: delivered, dropped,
-    /// passed over, or parked in the DLQ.
+    /// passed over, or dead-lettered.
     pub offset: u64,
     /// When it was last written, ms since the Unix epoch.
     pub updated_at_ms: u64,

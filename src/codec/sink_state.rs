@@ -31,7 +31,7 @@ pub struct RetryState {
     /// When the next attempt is due, ms since the Unix epoch.
     pub next_at_ms: u64,
     /// The last attempts (at most [`super::HISTORY_MAX`]), oldest first: what
-    /// a DLQ entry keeps if the record is parked.
+    /// a DLQ entry keeps if the record is dead-lettered.
     pub history: Vec<Attempt>,
 }
 

@@ -3,7 +3,7 @@
 //! tokio's `SendError<T>` does.
 //!
 //! Invariant: `items` is `Some` only when nothing of the call was written:
-//! the records can be dispatched again (or parked) without a duplicate.
+//! the records can be dispatched again (or set aside) without a duplicate.
 //! When the store failed after the appender took the request, the records
 //! may be durable ("maybe appended"), so they are not handed back and their
 //! tokens are dropped, never released.

@@ -401,7 +401,7 @@ mod tests {
     use crate::Record;
     use crate::store::{StoreOptions, witness};
 
-    fn parked(seq: u64) -> DlqEntry {
+    fn entry(seq: u64) -> DlqEntry {
         DlqEntry {
             sink: "a".into(),
             seq,
@@ -429,7 +429,7 @@ mod tests {
         let (store, _) = Store::open(d.path().join("data"), &StoreOptions::default()).unwrap();
         let a = SinkName::new("a").unwrap();
         store
-            .commit_offset(&a, Seq(4), &[parked(0), parked(1), parked(2), parked(3)])
+            .commit_offset(&a, Seq(4), &[entry(0), entry(1), entry(2), entry(3)])
             .unwrap();
         store.flush().unwrap();
         let before = store.written();

@@ -485,7 +485,7 @@ impl Store {
             self.written.lock().offsets.insert(sink.to_string(), offset);
             return Ok(Seq(offset));
         }
-        let parked = encoded.len() as u64;
+        let dead_lettered = encoded.len() as u64;
         let r = (&self.offsets, &self.dlq).transaction(|(offsets, dlq_t)| {
             offsets.insert(key, value.as_slice())?;
             for (k, v) in &encoded {
@@ -497,7 +497,7 @@ impl Store {
             Ok(()) => {
                 let mut w = self.written.lock();
                 w.offsets.insert(sink.to_string(), offset);
-                w.dlq += parked;
+                w.dlq += dead_lettered;
                 Ok(Seq(offset))
             }
             Err(sled::transaction::TransactionError::Storage(e)) => self.write_result(Err(e)),

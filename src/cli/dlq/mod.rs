@@ -259,7 +259,7 @@ impl Listing {
         } else {
             println!(
                 "{:>10}  {:<48}  {:<24}  {:>8}  ERROR / PAYLOAD",
-                "SEQ", "DELIVERY ID", "PARKED AT", "ATTEMPTS"
+                "SEQ", "DELIVERY ID", "IN DLQ SINCE", "ATTEMPTS"
             );
         }
         Listing { json, count: 0 }

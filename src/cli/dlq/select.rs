@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - an entry is selected only when it passes every given condition: its
-//!   seq is among `--seq` (when given), it was parked in the window
+//!   seq is among `--seq` (when given), it was dead-lettered in the window
 //!   `since <= failed_at < until`, and `--error-match` finds a match in
 //!   its last error;
 //! - selection keeps the order of the input (seq order, as the DLQ tree
@@ -30,12 +30,12 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// (`since`, `until`, `error_match`, `limit`, `seqs` as `1,2,3`).
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilterQuery {
-    /// Only entries parked at or after this time: RFC 3339
+    /// Only entries dead-lettered at or after this time: RFC 3339
     /// (2026-03-01T12:00:00Z) or a duration back from now (2h, 30m, 7d).
     #[arg(long, value_name = "TIME")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    /// Only entries parked before this time (same forms as --since).
+    /// Only entries dead-lettered before this time (same forms as --since).
     #[arg(long, value_name = "TIME")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
@@ -243,7 +243,8 @@ mod tests {
         }
     }
 
-    /// Seqs 0..6, parked an hour apart ending at noon, alternating errors.
+    /// Seqs 0..6, dead-lettered an hour apart ending at noon, alternating
+    /// errors.
     fn dlq() -> Vec<DeadLetter> {
         (0..6)
             .map(|s| {
@@ -310,7 +311,7 @@ mod tests {
 
     #[test]
     fn window_is_half_open() {
-        // Parked at 07:00, 08:00, ..., 12:00.
+        // Dead-lettered at 07:00, 08:00, ..., 12:00.
         let f = Filter::new(
             &q(
                 Some("2026-03-01T09:00:00Z"),

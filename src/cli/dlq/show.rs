@@ -3,9 +3,10 @@
 //!
 //! The history has one row per attempt kept with the entry (the last 10,
 //! oldest first): when it began, whether the failure was transient or
-//! permanent, how long it took, and what the sink said. An entry parked by
-//! outbox 0.1 kept no history: it shows one row, the last attempt, at the
-//! time the entry was parked, with its status and latency unknown (`null`).
+//! permanent, how long it took, and what the sink said. An entry
+//! dead-lettered by outbox 0.1 kept no history: it shows one row, the last
+//! attempt, at the time the entry was dead-lettered, with its status and
+//! latency unknown (`null`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,7 +120,7 @@ fn text(v: &Value) -> String {
     line("seq", v["seq"].to_string());
     line("delivery id", s("delivery_id"));
     line(
-        "parked at",
+        "in DLQ since",
         v["failed_at_ms"]
             .as_u64()
             .map(render_ms)
