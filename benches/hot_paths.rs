@@ -109,7 +109,8 @@ fn append(c: &mut Criterion) {
         })
     });
     g.finish();
-    rt.block_on(ob.shutdown(Duration::from_secs(5))).unwrap();
+    rt.block_on(outbox::Outbox::clone(&ob).shutdown(Duration::from_secs(5)))
+        .unwrap();
 }
 
 /// The worker loop: 16k records already in the log, one no-op sink
@@ -139,7 +140,7 @@ fn worker(c: &mut Criterion) {
                         ob.dispatch_many(items).await.unwrap();
                     }
                     // Undrained: everything stays pending for the replay.
-                    ob.close(Duration::ZERO).await.unwrap();
+                    ob.shutdown(Duration::ZERO).await.unwrap();
                 });
                 dir
             },
@@ -158,7 +159,7 @@ fn worker(c: &mut Criterion) {
                         }
                         tokio::task::yield_now().await;
                     }
-                    ob.close(Duration::ZERO).await.unwrap();
+                    ob.shutdown(Duration::ZERO).await.unwrap();
                 });
             },
             BatchSize::PerIteration,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::ConfigError;
 use crate::filter::{Filter, FilterSpec};
 
 /// When a dispatch is reported durable, and what survives what.
@@ -43,8 +43,8 @@ impl SyncPolicy {
     /// Parses `always`, `full`, or `interval:MS` / `interval(MS)`.
     ///
     /// # Errors
-    /// [`Error::Config`] naming `sync` on anything else.
-    pub fn parse(s: &str) -> Result<SyncPolicy> {
+    /// [`ConfigError::Invalid`] naming `sync` on anything else.
+    pub fn parse(s: &str) -> Result<SyncPolicy, ConfigError> {
         let s = s.trim();
         match s {
             "always" => return Ok(SyncPolicy::Always),
@@ -60,7 +60,7 @@ impl SyncPolicy {
             .and_then(|n| n.trim().trim_end_matches("ms").parse::<u64>().ok());
         match ms {
             Some(ms) if ms > 0 => Ok(SyncPolicy::Interval(Duration::from_millis(ms))),
-            _ => Err(Error::config(
+            _ => Err(ConfigError::invalid(
                 "sync",
                 format!("`{s}` is not one of always, full, interval:MS (MS > 0)"),
             )),
@@ -110,12 +110,12 @@ impl Ordering {
     /// Parses `strict` or `none`.
     ///
     /// # Errors
-    /// [`Error::Config`] naming `param` on anything else.
-    pub fn parse(s: &str, param: &str) -> Result<Ordering> {
+    /// [`ConfigError::Invalid`] naming `param` on anything else.
+    pub fn parse(s: &str, param: &str) -> Result<Ordering, ConfigError> {
         match s {
             "strict" => Ok(Ordering::Strict),
             "none" => Ok(Ordering::Unordered),
-            other => Err(Error::config(
+            other => Err(ConfigError::invalid(
                 param,
                 format!("`{other}` is not one of strict, none"),
             )),
@@ -257,23 +257,32 @@ impl SinkConfig {
     /// Checks the values; `sink` names the sink in the error.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the parameter.
-    pub fn validate(&self, sink: &str) -> Result<()> {
+    /// [`ConfigError::Invalid`] naming the parameter.
+    pub fn validate(&self, sink: &str) -> Result<(), ConfigError> {
         let p = |name: &str| format!("sinks.{sink}.{name}");
         if self.batch_max == 0 {
-            return Err(Error::config(p("batch_max"), "must be at least 1"));
+            return Err(ConfigError::invalid(p("batch_max"), "must be at least 1"));
         }
         if self.max_lag_records == Some(0) {
-            return Err(Error::config(p("max_lag_records"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                p("max_lag_records"),
+                "must be at least 1",
+            ));
         }
         if self.max_lag_bytes == Some(0) {
-            return Err(Error::config(p("max_lag_bytes"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                p("max_lag_bytes"),
+                "must be at least 1",
+            ));
         }
         if self.backoff_base.is_zero() {
-            return Err(Error::config(p("backoff_base"), "must be above zero"));
+            return Err(ConfigError::invalid(
+                p("backoff_base"),
+                "must be above zero",
+            ));
         }
         if self.backoff_max < self.backoff_base {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 p("backoff_max"),
                 "must be at least backoff_base",
             ));
@@ -282,17 +291,20 @@ impl SinkConfig {
             && self.max_lag_records.is_none()
             && self.max_lag_bytes.is_none()
         {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 p("on_full"),
                 "drop needs max_lag_records or max_lag_bytes",
             ));
         }
         match (self.ordering, self.max_in_flight) {
             (_, Some(0)) => {
-                return Err(Error::config(p("max_in_flight"), "must be at least 1"));
+                return Err(ConfigError::invalid(
+                    p("max_in_flight"),
+                    "must be at least 1",
+                ));
             }
             (Ordering::Strict, Some(n)) if n > 1 => {
-                return Err(Error::config(
+                return Err(ConfigError::invalid(
                     p("max_in_flight"),
                     format!(
                         "is {n}, but ordering = \"strict\" delivers one record at a time; set ordering = \"none\" to keep several in flight"
@@ -304,7 +316,7 @@ impl SinkConfig {
         if let Some(schedule) = &self.retry_schedule
             && schedule.is_empty()
         {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 p("retry_schedule"),
                 "must list at least one delay (for no retries, set retry_max = 0)",
             ));
@@ -314,13 +326,16 @@ impl SinkConfig {
         }
         if let Some(r) = &self.rate_limit {
             if r.per_second == 0 {
-                return Err(Error::config(
+                return Err(ConfigError::invalid(
                     p("rate_limit.per_second"),
                     "must be at least 1",
                 ));
             }
             if r.burst == 0 {
-                return Err(Error::config(p("rate_limit.burst"), "must be at least 1"));
+                return Err(ConfigError::invalid(
+                    p("rate_limit.burst"),
+                    "must be at least 1",
+                ));
             }
         }
         if let Some(f) = &self.filter {
@@ -334,37 +349,40 @@ impl BreakerConfig {
     /// Checks the values; `param` prefixes the parameter in the error.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the parameter.
-    pub fn validate(&self, param: &str) -> Result<()> {
+    /// [`ConfigError::Invalid`] naming the parameter.
+    pub fn validate(&self, param: &str) -> Result<(), ConfigError> {
         let p = |name: &str| format!("{param}.{name}");
         if self.consecutive_failures.is_none() && self.failure_ratio.is_none() {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 param,
                 "set consecutive_failures or failure_percent (or remove the breaker)",
             ));
         }
         if self.consecutive_failures == Some(0) {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 p("consecutive_failures"),
                 "must be at least 1",
             ));
         }
         if let Some(r) = self.failure_ratio {
             if !(1..=100).contains(&r.percent) {
-                return Err(Error::config(
+                return Err(ConfigError::invalid(
                     p("failure_percent"),
                     format!("{} is not between 1 and 100", r.percent),
                 ));
             }
             if !(1..=Self::MAX_WINDOW).contains(&r.window) {
-                return Err(Error::config(
+                return Err(ConfigError::invalid(
                     p("failure_window"),
                     format!("{} is not between 1 and {}", r.window, Self::MAX_WINDOW),
                 ));
             }
         }
         if self.probe_interval.is_zero() {
-            return Err(Error::config(p("probe_interval"), "must be above zero"));
+            return Err(ConfigError::invalid(
+                p("probe_interval"),
+                "must be above zero",
+            ));
         }
         Ok(())
     }
@@ -444,19 +462,28 @@ impl OutboxConfig {
     /// Checks the values.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the parameter.
-    pub fn validate(&self) -> Result<()> {
+    /// [`ConfigError::Invalid`] naming the parameter.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_batch_records == 0 {
-            return Err(Error::config("max_batch_records", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "max_batch_records",
+                "must be at least 1",
+            ));
         }
         if self.max_value_bytes == 0 {
-            return Err(Error::config("max_value_bytes", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "max_value_bytes",
+                "must be at least 1",
+            ));
         }
         if self.backlog_value_bytes == 0 {
-            return Err(Error::config("backlog_value_bytes", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "backlog_value_bytes",
+                "must be at least 1",
+            ));
         }
         if self.max_record_bytes == 0 || self.max_record_bytes > crate::codec::MAX_VALUE_BYTES / 2 {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 "max_record_bytes",
                 format!(
                     "must be between 1 and {}",
@@ -465,13 +492,19 @@ impl OutboxConfig {
             ));
         }
         if self.cache_bytes < (1 << 20) {
-            return Err(Error::config("cache_bytes", "must be at least 1 MiB"));
+            return Err(ConfigError::invalid(
+                "cache_bytes",
+                "must be at least 1 MiB",
+            ));
         }
         if self.truncate_every.is_zero() {
-            return Err(Error::config("truncate_every", "must be above zero"));
+            return Err(ConfigError::invalid("truncate_every", "must be above zero"));
         }
         if self.idempotency_window.is_zero() {
-            return Err(Error::config("idempotency_window", "must be above zero"));
+            return Err(ConfigError::invalid(
+                "idempotency_window",
+                "must be above zero",
+            ));
         }
         Ok(())
     }

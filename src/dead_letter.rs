@@ -1,5 +1,6 @@
-//! [`DeadLetter`]: a parked delivery as the API shows it, and the DLQ reads
-//! that return it, shared by [`crate::Outbox`] and [`crate::inspect`].
+//! [`DeadLetter`]: a dead-lettered delivery as the API shows it, and the
+//! DLQ reads that return it, shared by [`crate::Outbox`] and
+//! [`crate::inspect`].
 //!
 //! Invariants:
 //! - this file is the only place an on-disk DLQ entry becomes a
@@ -29,8 +30,8 @@ pub struct FailedAttempt {
     pub error: String,
 }
 
-/// A record one sink gave up on, parked in its DLQ until an operator
-/// redrives or purges it.
+/// A record one sink gave up on: dead-lettered, it stays in the sink's DLQ
+/// until an operator redrives or purges it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
     /// The sink that failed.
@@ -45,7 +46,7 @@ pub struct DeadLetter {
     pub error: String,
     /// Delivery attempts made.
     pub attempts: u32,
-    /// When it was parked, ms since the Unix epoch.
+    /// When it was dead-lettered, ms since the Unix epoch.
     pub failed_at_ms: u64,
     /// The last attempts (at most ten), oldest first.
     pub history: Vec<FailedAttempt>,
@@ -118,7 +119,7 @@ impl<'a> DeadLetters<'a> {
     /// The entries of one sink (or all sinks), collected in memory.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when an entry does not decode.
+    /// [`crate::StoreError::Corrupted`] when an entry does not decode.
     pub fn list(&self, sink: Option<&SinkName>) -> Result<Vec<DeadLetter>> {
         let entries = self.store.dlq_list(sink)?;
         Ok(entries.into_iter().map(|e| self.convert(e)).collect())
@@ -129,7 +130,7 @@ impl<'a> DeadLetters<'a> {
     pub fn iter(self, sink: Option<&SinkName>) -> impl Iterator<Item = Result<DeadLetter>> + 'a {
         self.store
             .dlq_iter(sink)
-            .map(move |e| e.map(|e| self.convert(e)))
+            .map(move |e| e.map(|e| self.convert(e)).map_err(Into::into))
     }
 
     /// A page of the stored form, converted.
@@ -144,20 +145,20 @@ impl<'a> DeadLetters<'a> {
     /// `limit`, streamed: what a filtered redrive or purge selects.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when an entry does not decode.
+    /// [`crate::StoreError::Corrupted`] when an entry does not decode.
     pub fn select(
         &self,
         sink: &SinkName,
         keep: impl FnMut(&DeadLetter) -> bool,
         limit: usize,
     ) -> Result<Vec<Seq>> {
-        self.store.dlq_select(sink, self.keep_stored(keep), limit)
+        Ok(self.store.dlq_select(sink, self.keep_stored(keep), limit)?)
     }
 
     /// The entry of `sink` at `seq`, if any: one point lookup.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when the entry does not decode.
+    /// [`crate::StoreError::Corrupted`] when the entry does not decode.
     pub fn get(&self, sink: &SinkName, seq: Seq) -> Result<Option<DeadLetter>> {
         Ok(self.store.dlq_get(sink, seq)?.map(|e| self.convert(e)))
     }

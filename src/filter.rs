@@ -26,7 +26,7 @@ use std::fmt;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::ConfigError;
 use crate::types::Record;
 
 /// A sink's filter, as configured.
@@ -87,23 +87,23 @@ impl Filter {
     /// prefixes the parameter named in an error.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the entry, e.g.
+    /// [`ConfigError::Invalid`] naming the entry, e.g.
     /// `sinks.alerts.filter.headers.event-type[1]`: an empty header name,
     /// two header names that differ only in case, a JSON pointer that does
     /// not start with `/`, an empty list of patterns, or a pattern that is
     /// not a valid glob.
-    pub fn new(spec: &FilterSpec, param: &str) -> Result<Filter> {
+    pub fn new(spec: &FilterSpec, param: &str) -> Result<Filter, ConfigError> {
         let mut headers = Vec::with_capacity(spec.headers.len());
         for (name, patterns) in &spec.headers {
             let key = format!("{param}.headers.{name}");
             if name.is_empty() {
-                return Err(Error::config(key, "the header name is empty"));
+                return Err(ConfigError::invalid(key, "the header name is empty"));
             }
             if headers
                 .iter()
                 .any(|(n, _): &(String, GlobSet)| n.eq_ignore_ascii_case(name))
             {
-                return Err(Error::config(
+                return Err(ConfigError::invalid(
                     key,
                     "is given twice (header names are compared case-insensitively)",
                 ));
@@ -114,7 +114,7 @@ impl Filter {
         for (pointer, patterns) in &spec.json {
             let key = format!("{param}.json.{pointer}");
             if !pointer.starts_with('/') {
-                return Err(Error::config(
+                return Err(ConfigError::invalid(
                     key,
                     "is not a JSON pointer: it must start with `/`, e.g. \"/severity\"",
                 ));
@@ -154,9 +154,9 @@ impl Filter {
     }
 }
 
-fn compile(key: &str, patterns: &[String]) -> Result<GlobSet> {
+fn compile(key: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
     if patterns.is_empty() {
-        return Err(Error::config(
+        return Err(ConfigError::invalid(
             key,
             "lists no pattern, so no record could pass; remove it or add a pattern",
         ));
@@ -164,14 +164,14 @@ fn compile(key: &str, patterns: &[String]) -> Result<GlobSet> {
     let mut set = GlobSetBuilder::new();
     for (i, p) in patterns.iter().enumerate() {
         set.add(glob(p).map_err(|e| {
-            Error::config(
+            ConfigError::invalid(
                 format!("{key}[{i}]"),
                 format!("`{p}` is not a valid pattern: {}", e.kind()),
             )
         })?);
     }
     set.build()
-        .map_err(|e| Error::config(key, format!("the patterns do not compile: {e}")))
+        .map_err(|e| ConfigError::invalid(key, format!("the patterns do not compile: {e}")))
 }
 
 fn glob(pattern: &str) -> std::result::Result<Glob, globset::Error> {
@@ -315,7 +315,7 @@ mod tests {
         ];
         for (s, want) in cases {
             let e = Filter::new(&s, "sinks.s.filter").unwrap_err();
-            assert!(e.is_config(), "{e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
             let e = e.to_string();
             assert!(e.contains("sinks.s.filter.") && e.contains(want), "{e}");
         }

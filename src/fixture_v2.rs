@@ -63,7 +63,7 @@ fn write_fixture_v2() {
     let old = SinkName::new("old").unwrap();
     store.commit_offset(&file, Seq(10), &[]).unwrap();
     store.commit_offset(&old, Seq(0), &[]).unwrap();
-    let parked = DlqEntry {
+    let dead_letter = DlqEntry {
         sink: "hook".into(),
         seq: 1,
         origin: 1,
@@ -87,7 +87,7 @@ fn write_fixture_v2() {
             },
         ],
     };
-    store.commit_offset(&hook, Seq(4), &[parked]).unwrap();
+    store.commit_offset(&hook, Seq(4), &[dead_letter]).unwrap();
     store
         .set_members(&[
             codec::Member {

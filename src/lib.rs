@@ -64,7 +64,7 @@ pub use engine::{
     ShutdownReport, SinkStatus, Status, TokenBucket, Trip,
 };
 pub use engine::{DispatchError, Items};
-pub use error::{Error, Result};
+pub use error::{ConfigError, DispatchErrorKind, Error, Result, StoreError};
 pub use log_record::LogRecord;
 pub use metrics::{MetricsHook, NoopMetrics};
 pub use types::{DeliveryId, Receipt, Record, Seq, SinkName};

@@ -37,7 +37,7 @@ pub(crate) fn records(
     store.iter_batches(from).flat_map(move |batch| {
         let (batch, err) = match batch {
             Ok(b) => (Some(b), None),
-            Err(e) => (None, Some(Err(e))),
+            Err(e) => (None, Some(Err(e.into()))),
         };
         let recs = batch.into_iter().flat_map(move |batch| {
             let at = batch.header.appended_at_ms;

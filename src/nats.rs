@@ -3,26 +3,26 @@
 
 use async_nats::ServerAddr;
 
-use crate::error::{Error, Result};
+use crate::error::ConfigError;
 
 /// The servers of a `url` setting: one URL, or several separated by commas
 /// (the client moves to another when its server goes away).
 ///
 /// # Errors
-/// [`Error::Config`] naming `key` when the list is empty or an entry does
-/// not parse.
-pub(crate) fn server_addrs(key: &str, url: &str) -> Result<Vec<ServerAddr>> {
+/// [`ConfigError::Invalid`] naming `key` when the list is empty or an entry
+/// does not parse.
+pub(crate) fn server_addrs(key: &str, url: &str) -> Result<Vec<ServerAddr>, ConfigError> {
     let addrs = url
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .map(|u| {
             u.parse::<ServerAddr>()
-                .map_err(|e| Error::config(key, format!("`{u}` is not a NATS URL: {e}")))
+                .map_err(|e| ConfigError::invalid(key, format!("`{u}` is not a NATS URL: {e}")))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, ConfigError>>()?;
     if addrs.is_empty() {
-        return Err(Error::config(key, "is empty"));
+        return Err(ConfigError::invalid(key, "is empty"));
     }
     Ok(addrs)
 }
@@ -39,7 +39,7 @@ mod tests {
         assert_eq!(server_addrs("k", "nats://h").unwrap().len(), 1);
         for bad in ["", " , ", "nats://h:notaport"] {
             let e = server_addrs("source.url", bad).unwrap_err();
-            assert!(e.is_config(), "{e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
             assert!(e.to_string().contains("source.url"), "{e}");
         }
     }

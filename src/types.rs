@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::ConfigError;
 
 /// A log sequence number. Strictly increasing, never reused.
 #[derive(
@@ -56,12 +56,12 @@ impl SinkName {
     /// Validates a name.
     ///
     /// # Errors
-    /// [`Error::Config`] when the name is empty, longer than
+    /// [`ConfigError::Invalid`] when the name is empty, longer than
     /// [`SinkName::MAX_LEN`], or has a byte outside `[A-Za-z0-9_.-]`.
-    pub fn new(name: impl Into<String>) -> Result<SinkName> {
+    pub fn new(name: impl Into<String>) -> Result<SinkName, ConfigError> {
         let name = name.into();
         if name.is_empty() || name.len() > Self::MAX_LEN {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 "sink name",
                 format!("`{name}` must be 1 to {} bytes long", Self::MAX_LEN),
             ));
@@ -70,7 +70,7 @@ impl SinkName {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
         {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 "sink name",
                 format!("`{name}` has the character {c:?}; use only A-Z a-z 0-9 _ - ."),
             ));

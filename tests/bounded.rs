@@ -145,7 +145,7 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
     .await;
     let peak = peak();
     assert_eq!(ob.dlq_count(&name), 0, "the DLQ is empty after the redrive");
-    ob.close(Duration::ZERO).await.unwrap();
+    ob.shutdown(Duration::ZERO).await.unwrap();
 
     // Every value the redrive wrote decodes and is bounded: whole records,
     // several only up to the value size, one alone only if it is larger.

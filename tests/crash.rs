@@ -112,7 +112,7 @@ async fn crash_child() {
         }
     });
     if drain {
-        let report = ob.close(Duration::from_secs(60)).await.unwrap();
+        let report = ob.shutdown(Duration::from_secs(60)).await.unwrap();
         assert!(report.drained, "{report:?}");
         ack_task.await.unwrap();
         return;
@@ -390,6 +390,6 @@ async fn replay_after_sigkill_keeps_delivery_ids() {
         next.seq.0 >= 50,
         "a seq at or above a receipted one: {next:?}"
     );
-    let report = ob.close(Duration::from_secs(10)).await.unwrap();
+    let report = ob.shutdown(Duration::from_secs(10)).await.unwrap();
     assert!(report.drained && report.corrupt.is_empty(), "{report:?}");
 }

@@ -110,7 +110,7 @@ async fn unordered_delivery_does_not_wait_for_a_slow_record_but_the_offset_does(
     assert_eq!(got, vec![0, 1, 2, 3]);
     assert_eq!(committed(&ob).await, 4);
     assert_eq!(sink.payloads(), ["r1", "r2", "r3", "r0"]);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn strict_delivers_in_order_even_with_retries() {
     eventually("all delivered", || sink.payloads().len() == 10).await;
     let want: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
     assert_eq!(sink.payloads(), want);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -174,7 +174,7 @@ async fn a_restart_with_deliveries_in_flight_delivers_everything_above_the_water
     })
     .await;
     // Stop without a drain: r2 is still in flight.
-    ob.close(Duration::ZERO).await.unwrap();
+    ob.shutdown(Duration::ZERO).await.unwrap();
     drop(held);
 
     let again = Steered::default();
@@ -191,7 +191,7 @@ async fn a_restart_with_deliveries_in_flight_delivers_everything_above_the_water
         .map(|r| (r.seq.0, r.delivery_id.to_string(), format!("r{}", r.seq.0)))
         .collect();
     assert_eq!(got, want, "r2..r7, the same seqs and ids");
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -240,7 +240,7 @@ async fn a_filtered_out_record_is_passed_and_counted() {
     let st = ob.status().unwrap();
     assert_eq!((st.sinks[0].filtered, st.sinks[0].offset), (2, 4));
     assert_eq!(st.sinks[0].filter.as_deref(), Some("event-type=alert.*"));
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -291,7 +291,7 @@ async fn an_open_breaker_keeps_records_out_of_the_dlq_and_probes_until_the_endpo
     assert_eq!(sink.payloads(), ["r0", "r1", "r2", "r3", "r4"]);
     let st = ob.status().unwrap();
     assert_eq!((st.sinks[0].state.as_str(), st.sinks[0].dlq), ("ok", 0));
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -313,14 +313,14 @@ async fn an_operator_pause_holds_every_record_until_resume() {
     assert_eq!((st.sinks[0].state.as_str(), st.sinks[0].lag), ("paused", 3));
     assert!(matches!(
         ob.pause_sink(&name("nope")).await,
-        Err(outbox::Error::UnknownSink(_))
+        Err(outbox::Error::Config(outbox::ConfigError::UnknownSink(_)))
     ));
     ob.resume_sink(&name("web")).await.unwrap();
     let mut got = acks_n(&mut acks, 3).await;
     got.sort();
     assert_eq!(got, vec![0, 1, 2]);
     assert_eq!(sink.payloads(), ["r0", "r1", "r2"]);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -359,7 +359,7 @@ async fn the_rate_limit_spaces_attempts() {
         after_burst >= Duration::from_millis(900),
         "19 tokens at 20/s: {after_burst:?}"
     );
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -391,7 +391,10 @@ async fn dispatch_once_appends_a_key_once_and_holds_the_retry_s_tokens_against_t
         .dispatch_once("req-1", vec![(rec("b"), vec![3])])
         .await
         .unwrap_err();
-    assert!(matches!(e.error(), outbox::Error::KeyReused(_)), "{e}");
+    assert!(
+        matches!(e.kind(), outbox::DispatchErrorKind::KeyReused(_)),
+        "{e}"
+    );
     let back = e
         .into_items()
         .expect("nothing appended: the items come back");
@@ -410,7 +413,7 @@ async fn dispatch_once_appends_a_key_once_and_holds_the_retry_s_tokens_against_t
     assert!(late.duplicate);
     assert_eq!(acks_n(&mut acks, 1).await, vec![4]);
     assert_eq!(sink.payloads(), ["a"]);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // The key is durable with its record: a reopened outbox knows it.
     let (ob, _acks) = Outbox::<u32>::builder(d.path())
@@ -424,7 +427,7 @@ async fn dispatch_once_appends_a_key_once_and_holds_the_retry_s_tokens_against_t
         .unwrap();
     assert!(after.duplicate);
     assert_eq!(after.receipts, first.receipts);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -462,7 +465,7 @@ async fn a_given_delivery_id_is_kept_through_delivery_and_redrive() {
     let done = sink.done.lock().clone();
     assert_eq!(done[0].1, given.to_string());
     assert!(done[0].0 > r.seq.0, "a new seq, the same id");
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 /// Fails every attempt permanently, each once `gate` opens.
@@ -527,7 +530,7 @@ async fn a_pause_parks_nothing_even_an_attempt_that_was_out_when_it_landed() {
     let dlq = ob.dlq_list(None).unwrap();
     assert_eq!((dlq[0].seq, dlq[0].attempts), (r.seq, 2));
     assert_eq!(*sink.attempts.lock(), 2);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 /// Records what the engine reports per sink.
@@ -607,5 +610,5 @@ async fn the_engine_reports_each_sink_s_acked_count_and_oldest_pending_record() 
     eventually("b passes all three", || signals.acked("b") == 3).await;
     assert_eq!(signals.last_oldest("b"), Some(None));
     assert_eq!(b.payloads(), ["r0", "r1", "r2"]);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }

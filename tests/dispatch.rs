@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use outbox::{DispatchError, Error, OutboxConfig, Record, Seq};
+use outbox::{DispatchError, DispatchErrorKind, Error, OutboxConfig, Record, Seq};
 
 /// A token type without `Debug`, `Clone` or `PartialEq`.
 struct Opaque(u32);
@@ -31,7 +31,7 @@ async fn an_oversize_record_comes_back_byte_identical_with_its_tokens() {
         .dispatch_many(vec![(ok.clone(), vec![1, 2]), (big.clone(), vec![3])])
         .await
         .unwrap_err();
-    assert!(matches!(e.error(), Error::Rejected(_)), "{e}");
+    assert!(matches!(e.kind(), DispatchErrorKind::Rejected(_)), "{e}");
     assert!(e.to_string().contains("record 1 is"), "{e}");
     assert!(!e.is_transient() && !e.is_corruption());
     let back = e
@@ -53,15 +53,15 @@ async fn after_shutdown_the_items_come_back_with_shutting_down() {
     let d = dir();
     let sink = TestSink::new(Behaviour::Ok);
     let (ob, mut acks) = open_outbox::<u32>(d.path(), &[("s", &sink)]).await;
-    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    ob.clone().shutdown(Duration::from_secs(5)).await.unwrap();
     let e = ob.dispatch(rec("late"), vec![7]).await.unwrap_err();
-    assert!(matches!(e.error(), Error::ShuttingDown), "{e}");
+    assert!(matches!(e.kind(), DispatchErrorKind::ShuttingDown), "{e}");
     assert_eq!(e.into_items(), Some(vec![(rec("late"), vec![7])]));
     let e = ob
         .dispatch_once("k", vec![(rec("a"), vec![8]), (rec("b"), vec![])])
         .await
         .unwrap_err();
-    assert!(matches!(e.error(), Error::ShuttingDown), "{e}");
+    assert!(matches!(e.kind(), DispatchErrorKind::ShuttingDown), "{e}");
     assert_eq!(
         e.into_items(),
         Some(vec![(rec("a"), vec![8]), (rec("b"), vec![])])
@@ -88,8 +88,8 @@ async fn a_dispatch_error_unwraps_and_converts_without_debug_tokens() {
     assert_eq!(
         format!("{e:?}"),
         format!(
-            "DispatchError {{ error: {:?}, items_returned: 1 }}",
-            e.error()
+            "DispatchError {{ kind: {:?}, items_returned: 1 }}",
+            e.kind()
         )
     );
     let source = std::error::Error::source(&e).map(|s| s.to_string());
@@ -109,7 +109,7 @@ async fn a_dispatch_error_unwraps_and_converts_without_debug_tokens() {
     }
     assert!(matches!(
         with_question_mark(&ob).await,
-        Err(Error::Rejected(_))
+        Err(Error::Dispatch(DispatchErrorKind::Rejected(_)))
     ));
     let _: fn(DispatchError<Opaque>) -> Error = Error::from;
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -147,13 +147,13 @@ async fn try_dispatch_with_a_full_block_sink_answers_at_once_and_succeeds_once_i
         "answered without sink progress"
     );
     assert!(
-        matches!(e.error(), Error::Full { sink } if *sink == name("slow")),
+        matches!(e.kind(), DispatchErrorKind::Full { sink } if *sink == name("slow")),
         "{e}"
     );
     assert!(e.is_transient());
     assert!(e.to_string().contains("slow"), "{e}");
     assert_eq!(e.into_items(), Some(vec![(rec("2"), vec![2])]));
-    assert!(matches!(e2.error(), Error::Full { .. }), "{e2}");
+    assert!(matches!(e2.kind(), DispatchErrorKind::Full { .. }), "{e2}");
     assert_eq!(
         e2.into_items(),
         Some(vec![(rec("2"), vec![2]), (rec("3"), vec![3])])
@@ -264,14 +264,14 @@ async fn try_dispatch_after_shutdown_hands_the_items_back() {
     let d = dir();
     let sink = TestSink::new(Behaviour::Ok);
     let (ob, _acks) = open_outbox::<u32>(d.path(), &[("s", &sink)]).await;
-    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    ob.clone().shutdown(Duration::from_secs(5)).await.unwrap();
     let e = ob.try_dispatch(rec("late"), vec![1]).unwrap_err();
-    assert!(matches!(e.error(), Error::ShuttingDown), "{e}");
+    assert!(matches!(e.kind(), DispatchErrorKind::ShuttingDown), "{e}");
     assert_eq!(e.into_items(), Some(vec![(rec("late"), vec![1])]));
     let e = ob
         .try_dispatch_once("k", vec![(rec("x"), vec![2])])
         .unwrap_err();
-    assert!(matches!(e.error(), Error::ShuttingDown), "{e}");
+    assert!(matches!(e.kind(), DispatchErrorKind::ShuttingDown), "{e}");
     assert_eq!(e.into_items(), Some(vec![(rec("x"), vec![2])]));
 }
 
@@ -299,13 +299,13 @@ async fn try_dispatch_once_resolves_duplicates_and_hands_a_reused_key_back() {
         .unwrap()
         .await
         .unwrap_err();
-    assert!(matches!(e.error(), Error::KeyReused(_)), "{e}");
+    assert!(matches!(e.kind(), DispatchErrorKind::KeyReused(_)), "{e}");
     assert_eq!(e.into_items(), Some(vec![(rec("other"), vec![9])]));
     // A bad key is refused at once.
     let e = ob
         .try_dispatch_once("", vec![(rec("y"), vec![1])])
         .unwrap_err();
-    assert!(matches!(e.error(), Error::Rejected(_)), "{e}");
+    assert!(matches!(e.kind(), DispatchErrorKind::Rejected(_)), "{e}");
     assert_eq!(e.into_items(), Some(vec![(rec("y"), vec![1])]));
     assert_eq!(ob.status().unwrap().head, 1, "one record appended");
     ob.shutdown(Duration::from_secs(5)).await.unwrap();

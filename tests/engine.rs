@@ -114,7 +114,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
         ob.dlq_list(None).map(|l| l.len() == 1).unwrap_or(false)
     })
     .await;
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     let fixed = TestSink::new(Behaviour::Ok);
     let other2 = TestSink::new(Behaviour::Ok);
@@ -147,7 +147,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
     );
     assert!(matches!(
         ob.dlq_redrive(&name("nope"), None).await,
-        Err(outbox::Error::UnknownSink(_))
+        Err(outbox::Error::Config(outbox::ConfigError::UnknownSink(_)))
     ));
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
@@ -224,14 +224,14 @@ async fn seqs_stay_monotonic_after_full_truncation() {
     eventually("delivered", || sink.delivered().len() == 30).await;
     // Wait until truncation empties the log.
     let path = d.path().to_path_buf();
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
     {
         // One more session so the truncator sees the final commit.
         let (ob, _) = open_with::<()>(&path, cfg.clone(), &[("s", &TestSink::new(Behaviour::Ok))])
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        ob.close(Duration::from_secs(1)).await.unwrap();
+        ob.shutdown(Duration::from_secs(1)).await.unwrap();
     }
     let store = outbox::inspect::Inspector::open(&path).unwrap();
     let extent = store.extent().unwrap();
@@ -251,7 +251,6 @@ async fn concurrent_dispatchers_share_group_commits() {
     let d = dir();
     let sink = TestSink::new(Behaviour::Ok);
     let (ob, mut acks) = open_outbox::<u64>(d.path(), &[("s", &sink)]).await;
-    let ob = std::sync::Arc::new(ob);
     let mut tasks = Vec::new();
     for t in 0..8u64 {
         let ob = ob.clone();
@@ -319,7 +318,7 @@ async fn orphans_hold_nothing_back_and_new_sinks_start_where_told() {
     for i in 0..5 {
         ob.dispatch(rec(&format!("{i}")), vec![]).await.unwrap();
     }
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     let head_sink = TestSink::new(Behaviour::Ok);
     let early = TestSink::new(Behaviour::Ok);
@@ -368,7 +367,12 @@ async fn shutdown_with_a_hung_sink_stops_at_the_timeout_and_keeps_the_rest() {
     ob.dispatch(rec("1"), vec![1]).await.unwrap();
     ob.dispatch(rec("2"), vec![2]).await.unwrap();
     let started = std::time::Instant::now();
-    let report = ob.shutdown(Duration::from_millis(300)).await.unwrap();
+    // Shut down through a second handle: the one kept refuses dispatches.
+    let report = ob
+        .clone()
+        .shutdown(Duration::from_millis(300))
+        .await
+        .unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(!report.drained);
     assert_eq!(report.pending, vec![(name("hung"), 2)]);
@@ -376,8 +380,8 @@ async fn shutdown_with_a_hung_sink_stops_at_the_timeout_and_keeps_the_rest() {
     assert!(matches!(
         ob.dispatch(rec("x"), vec![])
             .await
-            .map_err(outbox::DispatchError::into_error),
-        Err(outbox::Error::ShuttingDown)
+            .map_err(outbox::DispatchError::into_kind),
+        Err(outbox::DispatchErrorKind::ShuttingDown)
     ));
     drop(ob);
 
@@ -439,7 +443,10 @@ async fn a_second_open_of_the_same_directory_is_refused() {
     let d = dir();
     let (ob, _) = Outbox::<()>::builder(d.path()).open().await.unwrap();
     let err = Outbox::<()>::builder(d.path()).open().await.err().unwrap();
-    assert!(matches!(err, outbox::Error::Locked { .. }), "{err}");
+    assert!(
+        matches!(err, outbox::Error::Store(outbox::StoreError::Locked { .. })),
+        "{err}"
+    );
     assert!(err.is_locked(), "{err}");
     assert!(err.to_string().contains("locked"), "{err}");
     ob.shutdown(Duration::from_secs(1)).await.unwrap();
@@ -489,7 +496,7 @@ async fn log_size_is_reported_and_read_log_returns_records() {
     ob.dispatch_many((0..5).map(|i| (rec(&format!("r{i}")), vec![])).collect())
         .await
         .unwrap();
-    ob.close(Duration::from_secs(1)).await.unwrap();
+    ob.shutdown(Duration::from_secs(1)).await.unwrap();
     drop(gate);
 
     // Reopen: 5 left over, 3 more; records are the span from the first
@@ -520,7 +527,7 @@ async fn log_size_is_reported_and_read_log_returns_records() {
     gate.send(true).unwrap();
     eventually("truncated to nothing", || *hook.last.lock() == Some((0, 0))).await;
     assert_eq!(gated.delivered().len(), 8);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -556,7 +563,7 @@ async fn every_sync_policy_delivers_and_acks() {
         got.sort();
         assert_eq!(got, (0..50).collect::<Vec<_>>(), "{policy:?}");
         assert_eq!(sink.delivered().len(), 50, "{policy:?}");
-        ob.close(Duration::from_secs(5)).await.unwrap();
+        ob.shutdown(Duration::from_secs(5)).await.unwrap();
         // Durable under every policy once closed: a reopen sees all of it.
         let store = outbox::inspect::Inspector::open(d.path()).unwrap();
         assert_eq!(store.extent().unwrap().end, Seq(50), "{policy:?}");
@@ -599,7 +606,7 @@ async fn waits_until_slow_catches_up(
         .expect(room)
         .unwrap();
     assert_eq!(r.seq, Seq(n as u64));
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(slow.delivered().len(), n + 1);
 }
 
@@ -687,7 +694,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
         ob.status().unwrap().sinks.iter().all(|s| s.offset == 10)
     })
     .await;
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // `b` is left out of the configuration for a session (a typo, say) while
     // `a` moves on: `b`'s backlog is kept, not truncated.
@@ -710,7 +717,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
         first <= 10,
         "the log was truncated past the orphan: first {first}"
     );
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // `b` comes back and gets everything it missed, in order.
     let b = TestSink::new(Behaviour::Ok);
@@ -720,7 +727,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
     let want: Vec<Vec<u8>> = (10..25).map(|i| format!("{i}").into_bytes()).collect();
     eventually("b caught up", || b.delivered() == want).await;
     assert!(ob.status().unwrap().orphans.is_empty());
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // Left out again, then forgotten by the operator: the log is truncated.
     let (ob, _) = open(vec![("a", TestSink::new(Behaviour::Ok))])
@@ -731,7 +738,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
     assert!(e.to_string().contains("configured"), "{e}");
     assert!(matches!(
         ob.forget_orphan(&name("zz")).await,
-        Err(outbox::Error::UnknownSink(_))
+        Err(outbox::Error::Config(outbox::ConfigError::UnknownSink(_)))
     ));
     assert_eq!(ob.forget_orphan(&name("b")).await.unwrap(), Seq(25));
     assert!(ob.status().unwrap().orphans.is_empty());
@@ -739,7 +746,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
         ob.meta().unwrap().first_seq.is_none_or(|f| f.0 >= 26)
     })
     .await;
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // Forgetting is durable: `b` configured again is a new sink, at the head.
     let b = TestSink::new(Behaviour::Ok);
@@ -747,7 +754,7 @@ async fn an_orphan_keeps_its_backlog_until_it_returns_or_is_forgotten() {
         .await
         .unwrap();
     assert_eq!(ob.status().unwrap().sinks[1].offset, 26);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
     assert!(b.delivered().is_empty());
 }
 
@@ -763,19 +770,29 @@ async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
         ob.dlq_list(None).map(|l| l.len() == 1).unwrap_or(false)
     })
     .await;
-    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+    ob.clone().shutdown(Duration::from_secs(5)).await.unwrap();
     let purge = tokio::time::timeout(Duration::from_secs(5), ob.dlq_purge(&name("hook"), None))
         .await
         .expect("purge after shutdown returns instead of hanging");
     assert!(
-        matches!(purge, Err(outbox::Error::ShuttingDown)),
+        matches!(
+            purge,
+            Err(outbox::Error::Dispatch(
+                outbox::DispatchErrorKind::ShuttingDown
+            ))
+        ),
         "{purge:?}"
     );
     let redrive = tokio::time::timeout(Duration::from_secs(5), ob.dlq_redrive(&name("hook"), None))
         .await
         .expect("redrive after shutdown returns");
     assert!(
-        matches!(redrive, Err(outbox::Error::ShuttingDown)),
+        matches!(
+            redrive,
+            Err(outbox::Error::Dispatch(
+                outbox::DispatchErrorKind::ShuttingDown
+            ))
+        ),
         "{redrive:?}"
     );
     abandon(ob, d.path()).await;
@@ -783,5 +800,5 @@ async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
     let dl = ob.dlq_list(None).unwrap();
     assert_eq!(dl.len(), 1, "the entry is still parked");
     assert_eq!(dl[0].delivery_id, r.delivery_id);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }

@@ -38,7 +38,10 @@ use std::time::Duration;
 
 use common::*;
 use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, FileSink, Sink};
-use outbox::{DeliveryId, Error, Outbox, OutboxConfig, Receipt, Record, Seq, SinkName};
+use outbox::{
+    DeliveryId, DispatchErrorKind, Error, Outbox, OutboxConfig, Receipt, Record, Seq, SinkName,
+    StoreError,
+};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -92,35 +95,44 @@ fn id_of(log: Uuid, seq: u64) -> String {
 }
 
 /// The [`Error`] of a failed call: itself, or a failed dispatch's.
-trait AsError {
-    fn as_error(&self) -> &Error;
+/// A failed call's error that may hold a [`StoreError`]: an [`Error`] or a
+/// [`outbox::DispatchError`].
+trait StoreFailure: std::fmt::Debug {
+    fn store_error(&self) -> Option<&StoreError>;
 }
 
-impl AsError for Error {
-    fn as_error(&self) -> &Error {
-        self
+impl StoreFailure for Error {
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Error::Store(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
-impl<T> AsError for outbox::DispatchError<T> {
-    fn as_error(&self) -> &Error {
-        self.error()
+impl<T> StoreFailure for outbox::DispatchError<T> {
+    fn store_error(&self) -> Option<&StoreError> {
+        match self.kind() {
+            DispatchErrorKind::Store(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
-/// The reason inside an [`Error::Poisoned`], or a panic naming the error.
-fn poisoned(e: &impl AsError) -> &str {
-    match e.as_error() {
-        Error::Poisoned(why) => why,
-        other => panic!("expected Error::Poisoned, got {other:?}"),
+/// The reason inside a [`StoreError::Poisoned`], or a panic naming the
+/// error.
+fn poisoned(e: &impl StoreFailure) -> &str {
+    match e.store_error() {
+        Some(StoreError::Poisoned(why)) => why,
+        _ => panic!("expected StoreError::Poisoned, got {e:?}"),
     }
 }
 
-/// The message inside an [`Error::Io`], or a panic naming the error.
-fn io(e: &impl AsError) -> String {
-    match e.as_error() {
-        Error::Io(io) => io.to_string(),
-        other => panic!("expected Error::Io, got {other:?}"),
+/// The message inside a [`StoreError::Io`], or a panic naming the error.
+fn io(e: &impl StoreFailure) -> String {
+    match e.store_error() {
+        Some(StoreError::Io(io)) => io.to_string(),
+        _ => panic!("expected StoreError::Io, got {e:?}"),
     }
 }
 
@@ -131,7 +143,7 @@ async fn close(
     ob: Outbox<u32>,
     acks: &mut UnboundedReceiver<u32>,
 ) -> (outbox::Result<outbox::ShutdownReport>, Vec<u32>) {
-    let r = ob.close(Duration::from_millis(500)).await;
+    let r = ob.shutdown(Duration::from_millis(500)).await;
     let mut rest = Vec::new();
     while let Some(t) = acks.recv().await {
         rest.push(t);
@@ -980,7 +992,7 @@ async fn a_flusher_that_cannot_start_fails_the_open_instead_of_hanging() {
     .await
     .expect("the open returns instead of hanging");
     match opened {
-        Err(Error::Io(e)) => assert!(
+        Err(Error::Store(StoreError::Io(e))) => assert!(
             e.to_string()
                 .contains("cannot start the flusher thread: Resource temporarily unavailable"),
             "{e}"
@@ -995,5 +1007,5 @@ async fn a_flusher_that_cannot_start_fails_the_open_instead_of_hanging() {
     let r = ob.dispatch(rec("after"), vec![1]).await.unwrap();
     assert_eq!(acks_n(&mut acks, 1).await, vec![1]);
     assert_eq!(sink.delivered_ids(), vec![r.delivery_id.to_string()]);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }

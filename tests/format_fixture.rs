@@ -119,7 +119,7 @@ async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
     );
     let hook = SinkName::new("hook").unwrap();
     assert_eq!(ob.dlq_list(Some(&hook)).unwrap().len(), 1);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
     let store = Inspector::open(&data).unwrap();
     assert_eq!(
         (store.format_version(), outbox::inspect::CURRENT_FORMAT),
@@ -198,5 +198,5 @@ async fn version_2_fixture_opens_with_its_contents() {
         "`old` was orphaned in 2023: forgotten: {:?}",
         st.orphans
     );
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }

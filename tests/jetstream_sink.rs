@@ -69,7 +69,7 @@ async fn publishes_each_record_once_with_its_delivery_id() {
     }
     assert_eq!(stats.acked.load(Ordering::Relaxed), n);
     assert_eq!(stats.duplicates.load(Ordering::Relaxed), 0);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // The same delivery ids published again (as a replay would): the stream
     // keeps one copy of each and every PubAck says duplicate.

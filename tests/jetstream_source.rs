@@ -111,7 +111,10 @@ impl Running {
     async fn finish(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.run.await.unwrap().unwrap();
-        self.outbox.shutdown(Duration::from_secs(5)).await.unwrap();
+        Outbox::clone(&self.outbox)
+            .shutdown(Duration::from_secs(5))
+            .await
+            .unwrap();
         let _ = self.pump.await;
         if let Ok(s) = Arc::try_unwrap(self.source) {
             s.close().await;

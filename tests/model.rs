@@ -127,9 +127,9 @@ fn regression_redrive_right_after_redrive() {
 }
 
 /// Shrunk from a proptest failure: many restarts in a row. The reopen right
-/// after `close()` or an undrained stop used to fail with `Locked` now and then, while
-/// sled's thread pool still held the file (see
-/// `faults::close_releases_the_directory_at_once`).
+/// after `shutdown()` or an undrained stop used to fail with `Locked` now
+/// and then, while sled's thread pool still held the file (see
+/// `faults::shutdown_releases_the_directory_at_once`).
 #[test]
 fn regression_many_restarts_in_a_row() {
     let mut ops = Vec::new();

@@ -605,7 +605,7 @@ async fn a_restart_between_attempts_keeps_the_webhook_id() {
     let r = ob.dispatch(rec(r#"{"n":1}"#), vec![1]).await.unwrap();
     rx.wait_hits(2).await;
     // A restart (an undrained close; the crash case is tests/crash.rs).
-    ob.close(Duration::ZERO).await.unwrap();
+    ob.shutdown(Duration::ZERO).await.unwrap();
     let before = rx.hits().len();
     assert!(before >= 2);
 
@@ -625,7 +625,7 @@ async fn a_restart_between_attempts_keeps_the_webhook_id() {
         assert_eq!(h.body, br#"{"n":1}"#);
         verify_standard(VECTOR_SECRET, &h.headers, &h.body, now_secs()).unwrap();
     }
-    let report = ob.close(Duration::from_secs(5)).await.unwrap();
+    let report = ob.shutdown(Duration::from_secs(5)).await.unwrap();
     assert!(report.drained, "{report:?}");
 }
 
@@ -833,7 +833,7 @@ async fn a_retry_schedule_resumes_where_it_was_after_a_restart_and_parks_at_the_
     rx.wait_hits(2).await;
     // The state is stored, and durable, before the wait begins.
     tokio::time::sleep(ms(200)).await;
-    ob.close(Duration::ZERO).await.unwrap();
+    ob.shutdown(Duration::ZERO).await.unwrap();
     assert_eq!(rx.hits().len(), 2);
 
     let (ob, _acks) = open_hook(d.path(), sink_for(&rx), cfg).await;
@@ -869,7 +869,7 @@ async fn a_retry_schedule_resumes_where_it_was_after_a_restart_and_parks_at_the_
     assert!(dlq[0].history.iter().all(|a| a.error.contains("503")));
     let st = ob.status().unwrap();
     assert_eq!((st.sinks[0].lag, st.sinks[0].dead_lettered), (0, 1));
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // The state went with the record: nothing is left to resume.
     let db = raw_sled(d.path());

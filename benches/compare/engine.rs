@@ -250,7 +250,10 @@ pub(crate) async fn outbox_e2e(n: u64, sinks: usize, sync: SyncPolicy) -> Durati
         acked += 1;
     }
     let e = start.elapsed();
-    ob.shutdown(Duration::from_secs(10)).await.unwrap();
+    outbox::Outbox::clone(&ob)
+        .shutdown(Duration::from_secs(10))
+        .await
+        .unwrap();
     e
 }
 

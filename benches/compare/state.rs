@@ -61,7 +61,10 @@ pub(crate) async fn latency(total: u64) -> Value {
     let mut acked = ack_task.await.unwrap();
     durable.sort_unstable();
     acked.sort_unstable();
-    ob.shutdown(Duration::from_secs(10)).await.unwrap();
+    outbox::Outbox::clone(&ob)
+        .shutdown(Duration::from_secs(10))
+        .await
+        .unwrap();
     json!({
         "offered_records_per_sec": offered.round(),
         "records": total,
@@ -138,7 +141,7 @@ pub(crate) async fn restart(pending: u64, passed: u64) -> Value {
         Arc::try_unwrap(ob)
             .ok()
             .unwrap()
-            .close(Duration::from_secs(30))
+            .shutdown(Duration::from_secs(30))
             .await
             .unwrap();
     }
@@ -164,7 +167,7 @@ async fn drain(dir: &Path, backlog: u64, settle: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(settle).await;
-    ob.close(Duration::from_secs(10)).await.unwrap();
+    ob.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 
 // ---------------------------------------------------------------- g. disk
@@ -227,7 +230,10 @@ pub(crate) async fn disk(backlog: u64, stream: u64) -> Value {
     }
     tokio::time::sleep(Duration::from_millis(600)).await; // a truncation pass
     let end_disk = dir_size(dir.path());
-    ob.shutdown(Duration::from_secs(10)).await.unwrap();
+    outbox::Outbox::clone(&ob)
+        .shutdown(Duration::from_secs(10))
+        .await
+        .unwrap();
     let ((worst_ratio, worst_disk, worst_live), max_disk) = sampler.await.unwrap();
     drop(ob);
 

@@ -33,7 +33,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use outbox::{Error, Seq, SinkName};
+use outbox::{ConfigError, DispatchErrorKind, Error, Seq, SinkName};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -79,10 +79,10 @@ fn allowed(s: &AdminState, headers: &HeaderMap) -> bool {
 
 fn engine_error(e: Error) -> Response {
     let status = match &e {
-        Error::Config { .. } => StatusCode::BAD_REQUEST,
-        Error::UnknownSink(_) => StatusCode::NOT_FOUND,
-        Error::Rejected(_) => StatusCode::CONFLICT,
-        Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Config(ConfigError::UnknownSink(_)) => StatusCode::NOT_FOUND,
+        Error::Config(_) => StatusCode::BAD_REQUEST,
+        Error::Dispatch(DispatchErrorKind::Rejected(_)) => StatusCode::CONFLICT,
+        Error::Dispatch(DispatchErrorKind::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())
@@ -225,9 +225,11 @@ impl DlqQuery {
             .map(|s| {
                 s.split(',')
                     .map(|n| {
-                        n.trim().parse::<u64>().map_err(|_| Error::Config {
-                            param: "seqs".into(),
-                            reason: format!("`{n}` is not a seq; expected seqs=1,2,3"),
+                        n.trim().parse::<u64>().map_err(|_| {
+                            Error::config(
+                                "seqs",
+                                format!("`{n}` is not a seq; expected seqs=1,2,3"),
+                            )
                         })
                     })
                     .collect()
@@ -249,10 +251,7 @@ fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
 }
 
 fn sink_name(name: &str) -> outbox::Result<SinkName> {
-    SinkName::new(name.to_string()).map_err(|e| Error::Config {
-        param: "sink".into(),
-        reason: e.to_string(),
-    })
+    SinkName::new(name.to_string()).map_err(|e| Error::config("sink", e.to_string()))
 }
 
 async fn dlq_list(
@@ -400,7 +399,7 @@ async fn dlq_op(
         // A dry run must refuse an unknown sink as the real one would.
         match s.outbox.status() {
             Ok(st) if st.sinks.iter().any(|x| x.name == sink.as_str()) => {}
-            Ok(_) => return engine_error(Error::UnknownSink(sink.to_string())),
+            Ok(_) => return engine_error(ConfigError::UnknownSink(sink.to_string()).into()),
             Err(e) => return engine_error(e),
         }
     }
@@ -458,7 +457,7 @@ fn sink_of(s: &AdminState, headers: &HeaderMap, body: SinkBody) -> Result<SinkNa
     }
     let axum::Json(req) =
         body.map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.body_text())))?;
-    SinkName::new(req.sink).map_err(|e| Box::new(engine_error(e)))
+    SinkName::new(req.sink).map_err(|e| Box::new(engine_error(e.into())))
 }
 
 async fn forget(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: SinkBody) -> Response {

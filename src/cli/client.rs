@@ -24,10 +24,11 @@ pub struct AdminArgs {
 /// JSON body of a 2xx answer.
 ///
 /// # Errors
-/// [`Error::Config`] (exit 2) for a bad URL, an unset token variable, or a
-/// request the endpoint refuses as bad (400, 404: a bad filter, an unknown
-/// sink or entry); [`Error::Io`] (exit 1) when the endpoint cannot be
-/// reached or answers with another error, with its message.
+/// [`outbox::ConfigError::Invalid`] (exit 2) for a bad URL, an unset token
+/// variable, or a request the endpoint refuses as bad (400, 404: a bad
+/// filter, an unknown sink or entry); [`outbox::Error::Io`] (exit 1) when the
+/// endpoint cannot be reached or answers with another error, with its
+/// message.
 pub fn call(
     args: &AdminArgs,
     method: reqwest::Method,
@@ -35,26 +36,23 @@ pub fn call(
     body: Option<Value>,
 ) -> Result<Value> {
     let Some(base) = &args.admin else {
-        return Err(Error::Config {
-            param: "--admin".into(),
-            reason: "missing".into(),
-        });
+        return Err(Error::config("--admin", "missing"));
     };
     let base = base.trim_end_matches('/');
     if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(Error::Config {
-            param: "--admin".into(),
-            reason: format!("`{base}` is not an http:// or https:// URL"),
-        });
+        return Err(Error::config(
+            "--admin",
+            format!("`{base}` is not an http:// or https:// URL"),
+        ));
     }
     let token = match &args.admin_token_env {
         Some(var) => match std::env::var(var) {
             Ok(v) if !v.is_empty() => Some(v),
             _ => {
-                return Err(Error::Config {
-                    param: "--admin-token-env".into(),
-                    reason: format!("environment variable {var} is not set"),
-                });
+                return Err(Error::config(
+                    "--admin-token-env",
+                    format!("environment variable {var} is not set"),
+                ));
             }
         },
         None => None,
@@ -96,10 +94,7 @@ pub fn call(
             // The daemon refused what was asked (a bad filter, an unknown
             // sink or seq): a usage error, exit 2, as it is offline.
             if matches!(status.as_u16(), 400 | 404) {
-                return Err(Error::Config {
-                    param: "request".into(),
-                    reason: msg,
-                });
+                return Err(Error::config("request", msg));
             }
             return Err(io(msg));
         }

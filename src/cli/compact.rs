@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use outbox::inspect::Inspector;
-use outbox::{Error, Result};
+use outbox::{Error, Result, StoreError};
 
 use super::check;
 
@@ -49,10 +49,7 @@ fn human(bytes: u64) -> String {
 
 pub fn run(args: CompactArgs) -> Result<ExitCode> {
     if args.out == args.data_dir {
-        return Err(Error::Config {
-            param: "--out".into(),
-            reason: "must differ from --data-dir".into(),
-        });
+        return Err(Error::config("--out", "must differ from --data-dir"));
     }
     let src = super::inspect_existing(&args.data_dir)?;
     // A damaged store is not compacted (the copy would keep the damage
@@ -77,11 +74,15 @@ pub fn run(args: CompactArgs) -> Result<ExitCode> {
     let copied = out.key_count();
     drop(out);
     if out_sum != src_sum || copied != total {
-        return Err(Error::Storage(format!(
-            "verification failed: the copy in {} holds {copied} keys with checksum {out_sum:08x}, the source {total} keys with {src_sum:08x}; keep using {}",
-            args.out.display(),
-            args.data_dir.display()
-        )));
+        return Err(StoreError::Storage(
+            format!(
+                "verification failed: the copy in {} holds {copied} keys with checksum {out_sum:08x}, the source {total} keys with {src_sum:08x}; keep using {}",
+                args.out.display(),
+                args.data_dir.display()
+            )
+            .into(),
+        )
+        .into());
     }
     if !report.problems.is_empty() {
         print!("{}", check::render(&args.out, &report));

@@ -32,58 +32,63 @@ pub fn message(e: &Error) -> String {
 mod tests {
     use std::path::PathBuf;
 
+    use outbox::{ConfigError, DispatchErrorKind, StoreError};
+
     use super::*;
 
     #[test]
     fn exit_codes_follow_the_documented_classes() {
-        let locked = Error::Locked {
-            path: PathBuf::from("/d"),
+        let locked = || -> Error {
+            StoreError::Locked {
+                path: PathBuf::from("/d"),
+            }
+            .into()
         };
-        let cases = [
+        let cases: [(Error, u8); 11] = [
             (Error::config("sinks[0].name", "empty"), 2),
-            (Error::UnknownSink("x".into()), 2),
+            (ConfigError::UnknownSink("x".into()).into(), 2),
+            (locked(), 3),
             (
-                Error::Locked {
-                    path: PathBuf::from("/d"),
-                },
-                3,
-            ),
-            (
-                Error::Corrupted {
+                StoreError::Corrupted {
                     tree: "log",
                     key: "1".into(),
                     reason: "bad".into(),
-                },
+                }
+                .into(),
                 3,
             ),
             (
-                Error::StoreCorrupt {
+                StoreError::StoreCorrupt {
                     path: PathBuf::from("/d"),
                     reason: "bad".into(),
-                },
+                    source: None,
+                }
+                .into(),
                 3,
             ),
             (
-                Error::UnknownFormat {
+                StoreError::UnknownFormat {
                     path: PathBuf::from("/d"),
                     found: 9,
                     supported: 1,
-                },
+                }
+                .into(),
                 3,
             ),
-            (Error::ShuttingDown, 1),
-            (Error::Poisoned("disk".into()), 1),
+            (DispatchErrorKind::ShuttingDown.into(), 1),
+            (StoreError::Poisoned("disk".into()).into(), 1),
+            (StoreError::Io(std::io::Error::other("x")).into(), 1),
             (Error::Io(std::io::Error::other("x")), 1),
-            (Error::Rejected("big".into()), 1),
+            (DispatchErrorKind::Rejected("big".into()).into(), 1),
         ];
         for (e, want) in cases {
             assert_eq!(exit_code(&e), want, "{e}");
         }
         assert_eq!(
-            message(&locked),
+            message(&locked()),
             "data directory /d is locked by another process (sled holds an exclusive lock on /d/db); stop that process, or query it through its admin endpoint with --admin URL"
         );
-        let other = Error::ShuttingDown;
+        let other = Error::from(DispatchErrorKind::ShuttingDown);
         assert_eq!(message(&other), other.to_string());
     }
 }

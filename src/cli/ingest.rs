@@ -32,7 +32,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use outbox::{Error, Record};
+use outbox::{DispatchErrorKind, Record};
 use serde_json::json;
 
 use super::auth::BearerAuth;
@@ -172,7 +172,7 @@ async fn records(
     };
     // The items that come back on an error are the request's lines: the
     // client holds them and retries the whole request.
-    match dispatched.map_err(outbox::DispatchError::into_error) {
+    match dispatched.map_err(outbox::DispatchError::into_kind) {
         Ok(d) => match (d.receipts.first(), d.receipts.last()) {
             (Some(first), Some(last)) => {
                 if !d.duplicate {
@@ -196,21 +196,21 @@ async fn records(
             }
             _ => error(StatusCode::BAD_REQUEST, "the body holds no records"),
         },
-        Err(Error::KeyReused(why)) => error(
+        Err(DispatchErrorKind::KeyReused(why)) => error(
             StatusCode::CONFLICT,
             format!("Idempotency-Key reused for a different body ({why})"),
         ),
-        Err(Error::Rejected(why)) => error(
+        Err(DispatchErrorKind::Rejected(why)) => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{why}; nothing was appended"),
         ),
-        Err(Error::ShuttingDown) => {
+        Err(DispatchErrorKind::ShuttingDown) => {
             unavailable("outbox is shutting down; nothing was appended".into())
         }
-        Err(Error::Full { sink }) => unavailable(format!(
+        Err(DispatchErrorKind::Full { sink }) => unavailable(format!(
             "sink {sink} is at its lag limit (on_full = block); nothing was appended"
         )),
-        Err(Error::Busy) => unavailable(
+        Err(DispatchErrorKind::Busy) => unavailable(
             "the engine's queue is full (too many concurrent requests); nothing was appended"
                 .into(),
         ),

@@ -24,8 +24,8 @@ use super::client::{self, AdminArgs};
 pub enum SinksCommand {
     /// Forget an orphaned sink: its backlog no longer holds back truncation.
     Forget(SinkArgs),
-    /// Pause a sink: nothing is delivered or parked, its records stay in the
-    /// log, until it is resumed (kept across restarts).
+    /// Pause a sink: nothing is delivered or dead-lettered, its records stay
+    /// in the log, until it is resumed (kept across restarts).
     Pause(SinkArgs),
     /// Resume a paused sink: deliveries start at once.
     Resume(SinkArgs),
@@ -56,10 +56,7 @@ pub fn run(c: SinksCommand) -> Result<ExitCode> {
 }
 
 fn forget(a: SinkArgs) -> Result<ExitCode> {
-    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::Config {
-        param: "NAME".into(),
-        reason: e.to_string(),
-    })?;
+    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::config("NAME", e.to_string()))?;
     let (offset, pending) = match (&a.admin.admin, &a.data_dir) {
         (None, Some(dir)) => {
             let store = super::open_existing(dir)?;

@@ -37,7 +37,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use outbox::inspect::{Admin, Inspector};
-use outbox::{Error, Result};
+use outbox::{Error, Result, StoreError};
 
 /// A durable write-ahead delivery engine.
 #[derive(Parser, Debug)]
@@ -111,10 +111,12 @@ pub const EXIT_USAGE: u8 = 2;
 /// Turns "no such directory" into a usage error naming `--data-dir`.
 fn map_missing<T>(dir: &Path, r: Result<T>) -> Result<T> {
     match r {
-        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Config {
-            param: "--data-dir".into(),
-            reason: format!("{} is not an outbox data directory: {e}", dir.display()),
-        }),
+        Err(Error::Store(StoreError::Io(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::config(
+                "--data-dir",
+                format!("{} is not an outbox data directory: {e}", dir.display()),
+            ))
+        }
         other => other,
     }
 }

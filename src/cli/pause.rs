@@ -3,7 +3,7 @@
 //! /v1/sinks/pause`, `POST /v1/sinks/resume`) or, for a stopped outbox,
 //! in its data directory.
 //!
-//! A paused sink delivers nothing and parks nothing in the DLQ: its records
+//! A paused sink delivers nothing and dead-letters nothing: its records
 //! stay in the log and its lag grows (its `on_full` policy still applies).
 //! The pause is durable when the command returns and holds across restarts
 //! until it is resumed. Each change is logged by the daemon, shows in
@@ -21,13 +21,10 @@ use super::membership::SinkArgs;
 /// Pauses (`pause`) or resumes the sink and prints what changed.
 ///
 /// # Errors
-/// [`Error::Config`] (exit 2) for a bad name or a sink the outbox does not
-/// know; the admin client's errors; storage errors offline.
+/// [`outbox::ConfigError::Invalid`] (exit 2) for a bad name or a sink the
+/// outbox does not know; the admin client's errors; storage errors offline.
 pub fn run(a: SinkArgs, pause: bool) -> Result<ExitCode> {
-    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::Config {
-        param: "NAME".into(),
-        reason: e.to_string(),
-    })?;
+    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::config("NAME", e.to_string()))?;
     let v = match (&a.admin.admin, &a.data_dir) {
         (None, Some(dir)) => offline(dir, &sink, pause)?,
         _ => client::call(
@@ -76,10 +73,10 @@ fn text(v: &Value) -> String {
 fn offline(dir: &std::path::Path, sink: &SinkName, pause: bool) -> Result<Value> {
     let store = super::open_existing(dir)?;
     if !store.members()?.iter().any(|m| m.name == sink.as_str()) {
-        return Err(Error::Config {
-            param: "NAME".into(),
-            reason: format!("the outbox in {} has no sink `{sink}`", dir.display()),
-        });
+        return Err(Error::config(
+            "NAME",
+            format!("the outbox in {} has no sink `{sink}`", dir.display()),
+        ));
     }
     let before = store.paused(sink)?;
     let (now, changed) = match (pause, before) {

@@ -22,7 +22,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use outbox::metrics::BreakerState;
-use outbox::{Error, MetricsHook, Outbox, Result};
+use outbox::{Error, MetricsHook, Outbox, Result, StoreError};
 use parking_lot::Mutex;
 
 /// Latency buckets, in seconds: 0.5 ms to 60 s.
@@ -34,12 +34,12 @@ const BUCKETS: &[f64] = &[
 /// Installs the global recorder and describes every metric.
 ///
 /// # Errors
-/// [`Error::Storage`] when a recorder is already installed.
+/// [`StoreError::Storage`] when a recorder is already installed.
 pub fn install() -> Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets(BUCKETS)
         .and_then(|b| b.install_recorder())
-        .map_err(|e| Error::Storage(format!("metrics recorder: {e}")))?;
+        .map_err(|e| StoreError::Storage(format!("metrics recorder: {e}").into()))?;
     describe_counter!(
         "outbox_appended_records_total",
         Unit::Count,
@@ -68,7 +68,7 @@ pub fn install() -> Result<PrometheusHandle> {
     describe_counter!(
         "outbox_dlq_total",
         Unit::Count,
-        "Records parked in the DLQ."
+        "Records dead-lettered (moved to the DLQ)."
     );
     describe_counter!(
         "outbox_dropped_total",

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use clap::Args;
 use outbox::source::jetstream::JetStreamSource;
-use outbox::{Error, Result};
+use outbox::{DispatchErrorKind, Error, Result, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +79,7 @@ pub struct RunArgs {
 /// Reads the file (if any), merges the flags, checks everything.
 ///
 /// # Errors
-/// [`Error::Config`] naming the key or flag.
+/// [`outbox::ConfigError::Invalid`] naming the key or flag.
 pub fn plan(args: &RunArgs, log_format: Option<LogFormat>) -> Result<RunPlan> {
     let file = match &args.config {
         Some(p) => config::read_file(p)?,
@@ -212,7 +212,9 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
 
     let (appended, rejected, source_error) = match (ingest_l, &plan.ingest) {
         _ if source.is_some() => {
-            let src = source.as_ref().ok_or(Error::ShuttingDown)?;
+            let src = source
+                .as_ref()
+                .ok_or(Error::from(DispatchErrorKind::ShuttingDown))?;
             let r = src.run(outbox.clone(), signals.wait()).await;
             tracing::info!("jetstream source stopped; draining");
             // Invalid messages are terminated and counted in the summary,
@@ -270,7 +272,9 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
             (stats.appended, stats.rejected, Pending::Stdin(stats.error))
         }
     };
-    let report = outbox.shutdown(plan.drain_timeout).await;
+    // The admin endpoint keeps its handle, to answer status while this
+    // drains: the directory is released when the last handle goes.
+    let report = Engine::clone(&outbox).shutdown(plan.drain_timeout).await;
     let source_error = match source_error {
         Pending::Server(Some(server)) => {
             let _ = server.await;
@@ -328,11 +332,12 @@ async fn serve(plan: RunPlan) -> Result<ExitCode> {
     }
     if let Some((sink, _)) = report.corrupt.first() {
         // Records are left undelivered: never exit 0 with that.
-        return Err(Error::Corrupted {
+        return Err(StoreError::Corrupted {
             tree: "log",
             key: format!("(read by sink `{sink}`)"),
             reason: "the sink stopped on damaged data (the range is named above); its records stay in the log; see `outbox check` and `outbox salvage`".into(),
-        });
+        }
+        .into());
     }
     Ok(if rejected > 0 {
         ExitCode::from(1)

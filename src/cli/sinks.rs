@@ -29,13 +29,13 @@ pub enum SinkSpec {
 /// parsed here has no secret yet: [`apply_secret_envs`] adds them.
 ///
 /// # Errors
-/// [`Error::Config`] naming `--sink` and the bad value.
+/// [`outbox::ConfigError::Invalid`] naming `--sink` and the bad value.
 pub fn parse(spec: &str) -> Result<(String, SinkSpec)> {
-    let bad = |why: &str| Error::Config {
-        param: "--sink".into(),
-        reason: format!(
-            "`{spec}`: {why}; expected NAME=stdout, NAME=file:PATH or NAME=webhook:URL"
-        ),
+    let bad = |why: &str| {
+        Error::config(
+            "--sink",
+            format!("`{spec}`: {why}; expected NAME=stdout, NAME=file:PATH or NAME=webhook:URL"),
+        )
     };
     let (name, kind) = spec.split_once('=').ok_or_else(|| bad("missing `=`"))?;
     outbox::SinkName::new(name).map_err(|e| bad(&e.to_string()))?;
@@ -58,14 +58,11 @@ pub fn parse(spec: &str) -> Result<(String, SinkSpec)> {
 /// sink while rotating: new first).
 ///
 /// # Errors
-/// [`Error::Config`] naming `--webhook-secret-env` when a flag is malformed
-/// or names no webhook sink given with `--sink`, or when such a sink is left
-/// without a secret.
+/// [`outbox::ConfigError::Invalid`] naming `--webhook-secret-env` when a flag
+/// is malformed or names no webhook sink given with `--sink`, or when such a
+/// sink is left without a secret.
 pub fn apply_secret_envs(specs: &mut [(String, SinkSpec)], flags: &[String]) -> Result<()> {
-    let bad = |why: String| Error::Config {
-        param: "--webhook-secret-env".into(),
-        reason: why,
-    };
+    let bad = |why: String| Error::config("--webhook-secret-env", why);
     for flag in flags {
         let (name, var) = flag
             .split_once('=')

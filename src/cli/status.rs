@@ -267,10 +267,10 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
         }
         (None, Some(dir)) => offline(&super::inspect_existing(dir)?)?,
         (None, None) => {
-            return Err(outbox::Error::Config {
-                param: "--data-dir".into(),
-                reason: "missing: pass --data-dir DIR or --admin URL".into(),
-            });
+            return Err(outbox::Error::config(
+                "--data-dir",
+                "missing: pass --data-dir DIR or --admin URL",
+            ));
         }
     };
     if args.json {

@@ -113,7 +113,7 @@ async fn send(
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| outbox::Error::ShuttingDown)?;
+        .map_err(|_| outbox::DispatchErrorKind::ShuttingDown)?;
     let items = std::mem::replace(group, Vec::with_capacity(GROUP));
     let n = items.len();
     // Admitted here, one group after another, so the log keeps the order of
@@ -126,11 +126,16 @@ async fn send(
                 r
             });
         }
-        Err(e) if matches!(e.error(), outbox::Error::Full { .. } | outbox::Error::Busy) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                outbox::DispatchErrorKind::Full { .. } | outbox::DispatchErrorKind::Busy
+            ) =>
+        {
             // Backpressure: wait for room in line, so no later group can
             // overtake this one.
             let Some(items) = e.into_items() else {
-                return Err(outbox::Error::Busy);
+                return Err(outbox::DispatchErrorKind::Busy.into());
             };
             outbox
                 .dispatch_many(items)
@@ -139,7 +144,7 @@ async fn send(
             stats.appended += n as u64;
             drop(permit);
         }
-        Err(e) => return Err(e.into_error()),
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }
@@ -154,7 +159,9 @@ fn collect(r: std::result::Result<Result<usize>, tokio::task::JoinError>, stats:
         }
         Err(e) => {
             if stats.error.is_none() {
-                stats.error = Some(outbox::Error::Storage(format!("dispatch task failed: {e}")));
+                stats.error = Some(
+                    outbox::StoreError::Storage(format!("dispatch task failed: {e}").into()).into(),
+                );
             }
         }
     }

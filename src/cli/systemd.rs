@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outbox::{Error, Outbox, Result};
+use outbox::{Outbox, Result, StoreError};
 use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -83,7 +83,7 @@ impl Service {
 pub async fn engine_alive<T: Send + 'static>(outbox: Arc<Outbox<T>>) -> Result<()> {
     tokio::task::spawn_blocking(move || outbox.status().map(|_| ()))
         .await
-        .map_err(|e| Error::Storage(format!("liveness probe: {e}")))?
+        .map_err(|e| StoreError::Storage(format!("liveness probe: {e}").into()))?
 }
 
 /// Every `interval`, runs `probe` for at most half the interval and calls
@@ -174,7 +174,7 @@ mod tests {
     async fn a_failing_probe_is_not_fed_and_recovery_resumes_feeding() {
         let got = fed(Duration::from_millis(950), |n| {
             Some(if (4..=6).contains(&n) {
-                Err(Error::Poisoned("flush failed".into()))
+                Err(StoreError::Poisoned("flush failed".into()).into())
             } else {
                 Ok(())
             })

@@ -20,7 +20,7 @@ pub enum TreeSel {
     Log,
     /// Each sink's committed offset.
     Offsets,
-    /// Parked failures.
+    /// Dead-lettered failures (the DLQ).
     Dlq,
     /// Format version, log id, creation time, extent.
     Meta,
@@ -54,12 +54,7 @@ impl DumpQuery {
     fn sink_name(&self) -> Result<Option<SinkName>> {
         self.sink
             .as_deref()
-            .map(|s| {
-                SinkName::new(s).map_err(|e| Error::Config {
-                    param: "--sink".into(),
-                    reason: e.to_string(),
-                })
-            })
+            .map(|s| SinkName::new(s).map_err(|e| Error::config("--sink", e.to_string())))
             .transpose()
     }
 
@@ -71,8 +66,8 @@ impl DumpQuery {
 /// Builds the view from a stopped outbox.
 ///
 /// # Errors
-/// [`Error::Corrupted`] naming the tree and key of a value that does not
-/// decode; [`Error::Config`] for an invalid `--sink`.
+/// [`outbox::StoreError::Corrupted`] naming the tree and key of a value that
+/// does not decode; [`outbox::ConfigError::Invalid`] for an invalid `--sink`.
 pub fn offline(store: &Inspector, q: &DumpQuery) -> Result<Value> {
     let sink = q.sink_name()?;
     let log_id = store.log_id();
@@ -146,7 +141,7 @@ pub fn offline(store: &Inspector, q: &DumpQuery) -> Result<Value> {
 /// shape as [`offline`], except that offsets carry no `updated_at_ms`.
 ///
 /// # Errors
-/// [`Error::Config`] for an invalid sink; decoding errors.
+/// [`outbox::ConfigError::Invalid`] for an invalid sink; decoding errors.
 pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Value> {
     let sink = q.sink_name()?;
     let status = super::status::online(outbox)?;

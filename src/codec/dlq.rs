@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{FormatVersion, corrupt, decode_exact, encode_sealed, tree, unseal};
-use crate::error::Result;
+use crate::error::StoreResult as Result;
 use crate::types::{DeliveryId, Record, Seq, SinkName};
 
 /// How many attempts a DLQ entry keeps in its history.
@@ -29,7 +29,7 @@ pub struct Attempt {
     pub error: String,
 }
 
-/// A terminal failure, parked for one sink.
+/// A terminal failure, dead-lettered for one sink: its DLQ entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DlqEntry {
     /// The sink that failed.
@@ -47,7 +47,7 @@ pub struct DlqEntry {
     pub error: String,
     /// Delivery attempts made.
     pub attempts: u32,
-    /// When it was parked, ms since the Unix epoch.
+    /// When it was dead-lettered, ms since the Unix epoch.
     pub failed_at_ms: u64,
     /// The last attempts (at most [`HISTORY_MAX`]), oldest first.
     pub history: Vec<Attempt>,
@@ -94,8 +94,8 @@ pub fn dlq_prefix(sink: &SinkName) -> Vec<u8> {
 /// Reads a DLQ key.
 ///
 /// # Errors
-/// [`Error::Corrupted`](crate::Error::Corrupted) when the layout or the name
-/// is wrong.
+/// [`Error::Corrupted`](crate::StoreError::Corrupted) when the layout or the
+/// name is wrong.
 pub fn decode_dlq_key(key: &[u8]) -> Result<(SinkName, Seq)> {
     parse_dlq_key(key)
         .ok_or_else(|| corrupt(tree::DLQ, key, "key is not <len><sink name><8-byte seq>"))
@@ -120,7 +120,8 @@ pub(super) fn parse_dlq_key(key: &[u8]) -> Option<(SinkName, Seq)> {
 /// entry).
 ///
 /// # Errors
-/// [`crate::Error::Rejected`] when the value would be too large to read back.
+/// [`crate::StoreError::ValueRejected`] when the value would be too large to
+/// read back.
 pub fn encode_dlq(key: &[u8], v: &DlqEntry) -> Result<Vec<u8>> {
     encode_sealed(tree::DLQ, key, v)
 }
@@ -128,7 +129,7 @@ pub fn encode_dlq(key: &[u8], v: &DlqEntry) -> Result<Vec<u8>> {
 /// Decodes a DLQ value and checks it against its key.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] when it does not decode, fails its checksum
+/// [`crate::StoreError::Corrupted`] when it does not decode, fails its checksum
 /// or disagrees with the key.
 pub fn decode_dlq(key: &[u8], value: &[u8]) -> Result<DlqEntry> {
     let (sink, seq) = decode_dlq_key(key)?;

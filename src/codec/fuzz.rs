@@ -15,7 +15,7 @@
 //! behind it.
 
 use super::{meta_key, tree};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::Seq;
 
 /// Runs one input: its first byte picks the decoder, its second splits the

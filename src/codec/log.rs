@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{BINCODE, FormatVersion, corrupt, decode_exact, seal, tree, unseal};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::{DeliveryId, Record, Seq, SinkName};
 
 /// What a log value holds.
@@ -137,7 +137,7 @@ const V2_HEADER_LEN: usize = 1 + 1 + 4 + 8 + 8;
 /// Encodes one log value at key `first`.
 ///
 /// # Errors
-/// [`Error::Rejected`] when the value would exceed
+/// [`Error::ValueRejected`] when the value would exceed
 /// `codec::MAX_VALUE_BYTES`, or the entries disagree with the header.
 pub fn encode_batch(first: Seq, header: BatchHeader, entries: &[LogEntry]) -> Result<Vec<u8>> {
     let expect = match header.kind {
@@ -145,7 +145,7 @@ pub fn encode_batch(first: Seq, header: BatchHeader, entries: &[LogEntry]) -> Re
         BatchKind::Hole | BatchKind::Lost => 0,
     };
     if entries.len() != expect || header.count == 0 {
-        return Err(Error::Rejected(format!(
+        return Err(Error::ValueRejected(format!(
             "a log value of kind {:?} counting {} seqs cannot hold {} entries",
             header.kind,
             header.count,
@@ -162,7 +162,7 @@ pub fn encode_batch(first: Seq, header: BatchHeader, entries: &[LogEntry]) -> Re
     out.extend_from_slice(&header.appended_at_ms.to_be_bytes());
     if header.kind == BatchKind::Records {
         bincode::serde::encode_into_std_write(entries, &mut out, BINCODE)
-            .map_err(|e| Error::Rejected(format!("log value does not encode: {e}")))?;
+            .map_err(|e| Error::ValueRejected(format!("log value does not encode: {e}")))?;
     }
     seal(tree::LOG, &log_key(first), out)
 }

@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{corrupt, decode_sealed, encode_sealed, meta_key, tree, unseal};
-use crate::error::Result;
+use crate::error::StoreResult as Result;
 use crate::types::SinkName;
 
 /// A sink's committed offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetValue {
     /// Every seq below this one is done for the sink: delivered, dropped,
-    /// passed over, or parked in the DLQ.
+    /// passed over, or dead-lettered.
     pub offset: u64,
     /// When it was last written, ms since the Unix epoch.
     pub updated_at_ms: u64,
@@ -62,7 +62,8 @@ pub fn encode_offset(key: &[u8], v: &OffsetValue) -> Result<Vec<u8>> {
 /// Decodes an offset value.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] naming the sink when the value does not decode.
+/// [`crate::StoreError::Corrupted`] naming the sink when the value does not
+/// decode.
 pub fn decode_offset(key: &[u8], value: &[u8]) -> Result<OffsetValue> {
     decode_sealed(tree::OFFSETS, key, value).map(|(_, v)| v)
 }
@@ -70,7 +71,7 @@ pub fn decode_offset(key: &[u8], value: &[u8]) -> Result<OffsetValue> {
 /// Reads an offsets key (the sink name).
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] when it is not a valid sink name.
+/// [`crate::StoreError::Corrupted`] when it is not a valid sink name.
 pub fn decode_offset_key(key: &[u8]) -> Result<SinkName> {
     std::str::from_utf8(key)
         .ok()
@@ -89,7 +90,7 @@ pub fn encode_meta_u64(key: &[u8], v: u64) -> Result<Vec<u8>> {
 /// Decodes a u64 meta value.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] unless it is a version byte and eight bytes
+/// [`crate::StoreError::Corrupted`] unless it is a version byte and eight bytes
 /// (and, for version 2, a matching checksum).
 pub fn decode_meta_u64(key: &[u8], value: &[u8]) -> Result<u64> {
     let (_, body) = unseal(tree::META, key, value)?;
@@ -109,7 +110,7 @@ pub fn encode_log_id(id: Uuid) -> Result<Vec<u8>> {
 /// Decodes the log id.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] unless it is a version byte and 16 bytes.
+/// [`crate::StoreError::Corrupted`] unless it is a version byte and 16 bytes.
 pub fn decode_log_id(value: &[u8]) -> Result<Uuid> {
     let key = meta_key::LOG_ID;
     let (_, body) = unseal(tree::META, key, value)?;
@@ -121,7 +122,7 @@ pub fn decode_log_id(value: &[u8]) -> Result<Uuid> {
 /// Decodes the version-1 list of configured sinks (`meta/sinks`).
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] when it does not decode or holds an invalid
+/// [`crate::StoreError::Corrupted`] when it does not decode or holds an invalid
 /// name.
 pub fn decode_sink_list(value: &[u8]) -> Result<Vec<SinkName>> {
     let key = meta_key::SINKS;
@@ -138,8 +139,8 @@ pub fn decode_sink_list(value: &[u8]) -> Result<Vec<SinkName>> {
 /// Encodes the membership list.
 ///
 /// # Errors
-/// [`crate::Error::Rejected`] if it would be too large (it cannot: names are
-/// at most 64 bytes).
+/// [`crate::StoreError::ValueRejected`] if it would be too large (it cannot:
+/// names are at most 64 bytes).
 pub fn encode_members(members: &[Member]) -> Result<Vec<u8>> {
     encode_sealed(tree::META, meta_key::MEMBERS, members)
 }
@@ -147,8 +148,8 @@ pub fn encode_members(members: &[Member]) -> Result<Vec<u8>> {
 /// Decodes the membership list.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] when it does not decode, fails its checksum,
-/// or holds an invalid or repeated name.
+/// [`crate::StoreError::Corrupted`] when it does not decode, fails its
+/// checksum, or holds an invalid or repeated name.
 pub fn decode_members(value: &[u8]) -> Result<Vec<Member>> {
     let key = meta_key::MEMBERS;
     let (_, members): (_, Vec<Member>) = decode_sealed(tree::META, key, value)?;
@@ -176,7 +177,8 @@ pub fn encode_idem(key: &[u8], v: &IdemValue) -> Result<Vec<u8>> {
 /// Decodes an idempotency record.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] when it does not decode or fails its checksum.
+/// [`crate::StoreError::Corrupted`] when it does not decode or fails its
+/// checksum.
 pub fn decode_idem(key: &[u8], value: &[u8]) -> Result<IdemValue> {
     decode_sealed(tree::IDEM, key, value).map(|(_, v)| v)
 }

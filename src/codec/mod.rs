@@ -25,7 +25,7 @@ mod sink_state;
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::Seq;
 
 pub use dlq::{
@@ -132,7 +132,7 @@ pub mod meta_key {
 fn seal(tree: &str, key: &[u8], mut out: Vec<u8>) -> Result<Vec<u8>> {
     debug_assert_eq!(out.first(), Some(&(FormatVersion::V2 as u8)));
     if out.len() + CHECKSUM_LEN > MAX_VALUE_BYTES {
-        return Err(Error::Rejected(format!(
+        return Err(Error::ValueRejected(format!(
             "a {} value of {} bytes is over the {MAX_VALUE_BYTES}-byte limit every reader enforces; nothing was written",
             tree,
             out.len()
@@ -191,7 +191,7 @@ fn unseal<'a>(
 fn encode_sealed<T: Serialize + ?Sized>(tree: &str, key: &[u8], v: &T) -> Result<Vec<u8>> {
     let mut out = vec![FormatVersion::V2 as u8];
     bincode::serde::encode_into_std_write(v, &mut out, BINCODE)
-        .map_err(|e| Error::Rejected(format!("a {tree} value does not encode: {e}")))?;
+        .map_err(|e| Error::ValueRejected(format!("a {tree} value does not encode: {e}")))?;
     seal(tree, key, out)
 }
 
@@ -304,7 +304,7 @@ mod tests {
     fn encoding_refuses_what_decoding_would_refuse() {
         let big = vec![0u8; MAX_VALUE_BYTES];
         let e = encode_sealed(tree::DLQ, b"k", serde_bytes::Bytes::new(&big)).unwrap_err();
-        assert!(matches!(e, Error::Rejected(_)), "{e}");
+        assert!(matches!(e, Error::ValueRejected(_)), "{e}");
         assert!(e.to_string().contains("nothing was written"), "{e}");
     }
 

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Attempt, corrupt, decode_sealed, encode_sealed, tree};
-use crate::error::Result;
+use crate::error::StoreResult as Result;
 use crate::types::{Seq, SinkName};
 
 const RETRY: u8 = b'r';
@@ -31,7 +31,7 @@ pub struct RetryState {
     /// When the next attempt is due, ms since the Unix epoch.
     pub next_at_ms: u64,
     /// The last attempts (at most [`super::HISTORY_MAX`]), oldest first: what
-    /// a DLQ entry keeps if the record is parked.
+    /// a DLQ entry keeps if the record is dead-lettered.
     pub history: Vec<Attempt>,
 }
 
@@ -63,7 +63,7 @@ pub fn retry_key(sink: &SinkName, seq: Seq) -> Vec<u8> {
 /// The seq of a retry state key under `prefix` ([`retry_prefix`]).
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] when the key is not the prefix and 8 bytes.
+/// [`crate::StoreError::Corrupted`] when the key is not the prefix and 8 bytes.
 pub fn decode_retry_seq(prefix: &[u8], key: &[u8]) -> Result<Seq> {
     key.strip_prefix(prefix)
         .and_then(Seq::from_be_slice)
@@ -86,7 +86,8 @@ pub fn pause_key(sink: &SinkName) -> Vec<u8> {
 /// Encodes a retry state under `key`.
 ///
 /// # Errors
-/// [`crate::Error::Rejected`] when it would be too large to read back.
+/// [`crate::StoreError::ValueRejected`] when it would be too large to read
+/// back.
 pub fn encode_retry(key: &[u8], v: &RetryState) -> Result<Vec<u8>> {
     encode_sealed(tree::SINK_STATE, key, v)
 }
@@ -94,7 +95,8 @@ pub fn encode_retry(key: &[u8], v: &RetryState) -> Result<Vec<u8>> {
 /// Decodes a retry state.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] when it fails its checksum or does not decode.
+/// [`crate::StoreError::Corrupted`] when it fails its checksum or does not
+/// decode.
 pub fn decode_retry(key: &[u8], value: &[u8]) -> Result<RetryState> {
     decode_sealed(tree::SINK_STATE, key, value).map(|(_, v)| v)
 }
@@ -110,7 +112,8 @@ pub fn encode_pause(key: &[u8], v: &PauseState) -> Result<Vec<u8>> {
 /// Decodes a pause.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] when it fails its checksum or does not decode.
+/// [`crate::StoreError::Corrupted`] when it fails its checksum or does not
+/// decode.
 pub fn decode_pause(key: &[u8], value: &[u8]) -> Result<PauseState> {
     decode_sealed(tree::SINK_STATE, key, value).map(|(_, v)| v)
 }

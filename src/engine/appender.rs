@@ -37,7 +37,7 @@ use super::dispatch_error::DispatchError;
 use super::msg::{AppendReq, Appended, Completion, Reply};
 use crate::codec::{self, BatchHeader, BatchKind, IdemValue, LogEntry};
 use crate::config::SyncPolicy;
-use crate::error::{Error, Result};
+use crate::error::{DispatchErrorKind, Result, StoreError, StoreResult};
 use crate::store::{Batch, Selection, Ticket, now_ms};
 use crate::types::{Record, Seq, SinkName};
 
@@ -168,10 +168,13 @@ fn refuse_queued<T>(rx: &mut mpsc::Receiver<AppendReq<T>>) {
     while let Ok(req) = rx.try_recv() {
         match req {
             AppendReq::Records { items, reply, .. } => {
-                let _ = reply.send(Err(DispatchError::returned(Error::ShuttingDown, items)));
+                let _ = reply.send(Err(DispatchError::returned(
+                    DispatchErrorKind::ShuttingDown,
+                    items,
+                )));
             }
             AppendReq::Redrive { reply, .. } => {
-                let _ = reply.send(Err(Error::ShuttingDown));
+                let _ = reply.send(Err(DispatchErrorKind::ShuttingDown.into()));
             }
             AppendReq::Stop => {}
         }
@@ -212,7 +215,7 @@ fn resolve_key(
     key: &(Vec<u8>, [u8; 16]),
     count: usize,
     in_group: &HashMap<Vec<u8>, IdemValue>,
-) -> Result<Keyed> {
+) -> std::result::Result<Keyed, DispatchErrorKind> {
     let (k, digest) = key;
     let known = match in_group.get(k) {
         Some(v) => Some(*v),
@@ -222,7 +225,7 @@ fn resolve_key(
     match known {
         Some(v) if now_ms().saturating_sub(v.at_ms) < window => {
             if &v.digest != digest || v.count as usize != count {
-                Err(Error::KeyReused(format!(
+                Err(DispatchErrorKind::KeyReused(format!(
                     "key `{}` was used within the last {:?} for {} different record(s); nothing was appended",
                     String::from_utf8_lossy(k),
                     core.cfg.idempotency_window,
@@ -309,7 +312,7 @@ fn write_group<T: Send + 'static>(core: &Arc<Core<T>>, cur: &mut Cursor, group: 
         for (reply, _) in replies.into_iter().chain(early) {
             let err = first_err
                 .take()
-                .unwrap_or_else(|| Error::Poisoned(msg.clone()));
+                .unwrap_or_else(|| StoreError::Poisoned(msg.clone()));
             // The write may have reached the disk: nothing comes back.
             let _ = reply.send(Err(DispatchError::kept(err)));
         }
@@ -353,7 +356,7 @@ fn write_values<T>(
     atomic_runs: &[std::ops::Range<usize>],
     end: Seq,
     keys: &[(Vec<u8>, IdemValue)],
-) -> Result<()> {
+) -> StoreResult<()> {
     if batches.is_empty() {
         return Ok(());
     }
@@ -365,7 +368,7 @@ fn write_values<T>(
     let values = batches
         .iter()
         .map(|b| Ok((b.first, codec::encode_batch(b.first, b.header, &b.entries)?)))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<StoreResult<Vec<_>>>()?;
     if keys.is_empty() {
         core.store.append_runs(values, atomic_runs)?;
     } else {
@@ -449,7 +452,7 @@ fn redrive_step<T: Send + 'static>(
         }
         Err(e) => {
             if let Some(job) = jobs.pop_front() {
-                let _ = job.reply.send(Err(e));
+                let _ = job.reply.send(Err(e.into()));
             }
         }
     }

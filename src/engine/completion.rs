@@ -16,6 +16,7 @@ use super::dispatch_error::DispatchError;
 use super::msg::Completion;
 use crate::ack::AckTracker;
 use crate::config::OnFull;
+use crate::error::StoreError;
 use crate::types::Seq;
 
 pub(crate) async fn run<T: Send + 'static>(
@@ -88,14 +89,13 @@ pub(crate) async fn run<T: Send + 'static>(
                     // The flush error is already `Poisoned`: pass its reason
                     // on rather than wrapping the message a second time.
                     let why = match &e {
-                        crate::Error::Poisoned(why) => why.clone(),
+                        crate::Error::Store(StoreError::Poisoned(why)) => why.clone(),
                         other => other.to_string(),
                     };
                     for (reply, _) in replies {
                         // The records may be on disk: nothing comes back.
-                        let _ = reply.send(Err(DispatchError::kept(crate::Error::Poisoned(
-                            why.clone(),
-                        ))));
+                        let _ =
+                            reply.send(Err(DispatchError::kept(StoreError::Poisoned(why.clone()))));
                     }
                 }
             },

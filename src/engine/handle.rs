@@ -26,7 +26,7 @@ use super::dispatch_error::{DispatchError, Items};
 use super::msg::{AppendReq, Appended};
 use super::receipt_future::ReceiptFuture;
 use crate::dead_letter::{DeadLetter, DeadLetterPage, DeadLetters};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, DispatchErrorKind, Error, Result, StoreError};
 use crate::log_record::LogRecord;
 use crate::store::Selection;
 use crate::types::{DeliveryId, Receipt, Record, Seq, SinkName};
@@ -54,7 +54,7 @@ pub struct Dispatched {
     pub duplicate: bool,
 }
 
-/// The handles of the engine's tasks, held by the [`Outbox`] until it stops.
+/// The handles of the engine's tasks, held until the outbox stops.
 pub(super) struct Tasks {
     pub appender: JoinHandle<Seq>,
     pub completion: JoinHandle<()>,
@@ -62,20 +62,53 @@ pub(super) struct Tasks {
     pub truncator: JoinHandle<()>,
 }
 
+/// What the clones of one [`Outbox`] share: the tasks, until a shutdown
+/// takes them. Dropped with the last clone, it stops whatever still runs
+/// where it stands (`lifecycle.rs`).
+pub(super) struct Running<T: Send + 'static> {
+    pub core: Arc<Core<T>>,
+    pub tasks: Mutex<Option<Tasks>>,
+}
+
 /// A durable outbox. `T` is the embedder's ack token type.
 ///
 /// Open one with [`Outbox::builder`]. Dispatch from any number of tasks;
 /// concurrent dispatches share group commits. Tokens come back on the
 /// receiver returned by [`OutboxBuilder::open`](crate::OutboxBuilder::open).
+/// An `Outbox` is a handle: its clones share one engine.
 ///
-/// Stop it with [`Outbox::shutdown`] (or [`Outbox::close`], which also
-/// waits until the data directory is released). Dropping it without a
-/// shutdown stops every task where it stands: nothing is drained, and what
-/// was not yet delivered stays in the log for the next open, with its
-/// tokens unreleased. Either way, a record that was receipted is never lost.
+/// # Stopping
+/// [`Outbox::shutdown`] is the one way to stop: it drains for at most its
+/// timeout, stops the tasks and, called on the last handle, returns only
+/// once the data directory is released, so it can be opened again at once.
+/// A holder of an `Arc<Outbox>` shuts down a clone,
+/// `Outbox::clone(&outbox).shutdown(timeout)`; the handles left answer
+/// dispatches and operator calls with
+/// [`DispatchErrorKind::ShuttingDown`], still read the log, the DLQ and
+/// the status, and hold the directory until the last is dropped.
+///
+/// # Dropping
+/// Dropping the last handle without a shutdown stops every task where it
+/// stands: nothing is drained, a delivery in progress is abandoned, and
+/// nothing more is committed. A record that was receipted is never lost:
+/// what was not delivered stays in the log and is delivered again at the
+/// next open, with the same delivery id, and its tokens are dropped, never
+/// released, so the source delivers them again. Dropping does not wait for
+/// sled to release the directory's lock, so an open of the same directory
+/// right after may fail with [`StoreError::Locked`] for a moment.
 pub struct Outbox<T: Send + 'static = ()> {
     pub(super) core: Arc<Core<T>>,
-    pub(super) tasks: Mutex<Option<Tasks>>,
+    pub(super) running: Arc<Running<T>>,
+}
+
+impl<T: Send + 'static> Clone for Outbox<T> {
+    /// Another handle to the same engine.
+    fn clone(&self) -> Self {
+        Outbox {
+            core: self.core.clone(),
+            running: self.running.clone(),
+        }
+    }
 }
 
 impl<T: Send + 'static> Outbox<T> {
@@ -92,19 +125,20 @@ impl<T: Send + 'static> Outbox<T> {
     /// # Errors
     /// A [`DispatchError`] holding the error and, when nothing was appended,
     /// the record and its tokens ([`DispatchError::into_items`]):
-    /// - [`Error::Rejected`] (too large), [`Error::ShuttingDown`], or
-    ///   [`Error::Poisoned`] found before the request was sent: nothing was
-    ///   appended and the items come back.
-    /// - [`Error::Poisoned`] or [`Error::Io`] once the appender took the
-    ///   request: the store failed while writing or flushing. The record
-    ///   may or may not have reached the disk; if it did, it is delivered
-    ///   after the outbox is reopened, so a retry may deliver it twice (use
-    ///   [`Outbox::dispatch_once`] with a key to make retries safe). Its seq
-    ///   is never given to another record. No items come back, and the
-    ///   tokens are dropped, never released.
-    /// - [`Error::ShuttingDown`] without items: the `Outbox` was dropped
-    ///   (not shut down) while the appender held the request, which may
-    ///   have been written. (A request still queued when a shutdown stops
+    /// - [`DispatchErrorKind::Rejected`] (too large),
+    ///   [`DispatchErrorKind::ShuttingDown`], or [`StoreError::Poisoned`]
+    ///   found before the request was sent: nothing was appended and the
+    ///   items come back.
+    /// - [`StoreError::Poisoned`] or [`StoreError::Io`] once the appender
+    ///   took the request: the store failed while writing or flushing. The
+    ///   record may or may not have reached the disk; if it did, it is
+    ///   delivered after the outbox is reopened, so a retry may deliver it
+    ///   twice (use [`Outbox::dispatch_once`] with a key to make retries
+    ///   safe). Its seq is never given to another record. No items come back,
+    ///   and the tokens are dropped, never released.
+    /// - [`DispatchErrorKind::ShuttingDown`] without items: the `Outbox` was
+    ///   dropped (not shut down) while the appender held the request, which
+    ///   may have been written. (A request still queued when a shutdown stops
     ///   the appender comes back with its items.)
     ///
     /// # Cancel safety
@@ -138,10 +172,10 @@ impl<T: Send + 'static> Outbox<T> {
     /// durable with the records, in the same group commit.
     ///
     /// # Errors
-    /// [`Error::Rejected`] when `key` is empty or longer than 1 KiB;
-    /// [`Error::KeyReused`] when it was used within the window for
-    /// different records (compared by a digest of the payloads and
-    /// headers); both hand the items back. Otherwise as
+    /// [`DispatchErrorKind::Rejected`] when `key` is empty or longer than
+    /// 1 KiB; [`DispatchErrorKind::KeyReused`] when it was used within the
+    /// window for different records (compared by a digest of the payloads
+    /// and headers); both hand the items back. Otherwise as
     /// [`Outbox::dispatch`].
     pub async fn dispatch_once(
         &self,
@@ -158,11 +192,11 @@ impl<T: Send + 'static> Outbox<T> {
     ///
     /// # Errors
     /// At once, with the record and tokens back (nothing was appended):
-    /// [`Error::Full`] naming the first Block sink at its lag limit;
-    /// [`Error::Busy`] when the appender's queue is full;
-    /// [`Error::ShuttingDown`]; [`Error::Poisoned`]; [`Error::Rejected`]
-    /// (too large). The future resolves to the errors of
-    /// [`ReceiptFuture`].
+    /// [`DispatchErrorKind::Full`] naming the first Block sink at its lag
+    /// limit; [`DispatchErrorKind::Busy`] when the appender's queue is full;
+    /// [`DispatchErrorKind::ShuttingDown`]; [`StoreError::Poisoned`];
+    /// [`DispatchErrorKind::Rejected`] (too large). The future resolves to
+    /// the errors of [`ReceiptFuture`].
     ///
     /// # Cancel safety
     /// Dropping the future after `Ok`: the record is appended, delivered
@@ -191,13 +225,13 @@ impl<T: Send + 'static> Outbox<T> {
     }
 
     /// [`Outbox::dispatch_once`] without waiting for room; see
-    /// [`Outbox::try_dispatch`]. A duplicate key is found by the appender,
-    /// so it resolves through the future (`duplicate` set); a reused key
-    /// resolves to [`Error::KeyReused`] with the items back.
+    /// [`Outbox::try_dispatch`]. A duplicate key is found by the appender, so
+    /// it resolves through the future (`duplicate` set); a reused key
+    /// resolves to [`DispatchErrorKind::KeyReused`] with the items back.
     ///
     /// # Errors
-    /// As [`Outbox::try_dispatch`], and [`Error::Rejected`] when `key` is
-    /// empty or longer than 1 KiB.
+    /// As [`Outbox::try_dispatch`], and [`DispatchErrorKind::Rejected`] when
+    /// `key` is empty or longer than 1 KiB.
     ///
     /// # Cancel safety
     /// As [`Outbox::try_dispatch`].
@@ -210,7 +244,7 @@ impl<T: Send + 'static> Outbox<T> {
     }
 
     /// The first Block sink that is full right now, if any.
-    /// [`Outbox::try_dispatch`] answers [`Error::Full`] with it.
+    /// [`Outbox::try_dispatch`] answers [`DispatchErrorKind::Full`] with it.
     pub fn full_sink(&self) -> Option<SinkName> {
         self.core.full_sink().map(|s| s.name.clone())
     }
@@ -234,7 +268,7 @@ impl<T: Send + 'static> Outbox<T> {
         match self.core.append_tx.send(req).await {
             Ok(()) => Ok(fut),
             Err(mpsc::error::SendError(req)) => Err(DispatchError::returned(
-                Error::ShuttingDown,
+                DispatchErrorKind::ShuttingDown,
                 req.into_items(),
             )),
         }
@@ -254,11 +288,12 @@ impl<T: Send + 'static> Outbox<T> {
         }
         match self.core.append_tx.try_send(req) {
             Ok(()) => Ok(fut),
-            Err(mpsc::error::TrySendError::Full(req)) => {
-                Err(DispatchError::returned(Error::Busy, req.into_items()))
-            }
+            Err(mpsc::error::TrySendError::Full(req)) => Err(DispatchError::returned(
+                DispatchErrorKind::Busy,
+                req.into_items(),
+            )),
             Err(mpsc::error::TrySendError::Closed(req)) => Err(DispatchError::returned(
-                Error::ShuttingDown,
+                DispatchErrorKind::ShuttingDown,
                 req.into_items(),
             )),
         }
@@ -276,7 +311,7 @@ impl<T: Send + 'static> Outbox<T> {
             && (key.is_empty() || key.len() > 1024)
         {
             return Err(DispatchError::returned(
-                Error::Rejected(format!(
+                DispatchErrorKind::Rejected(format!(
                     "idempotency key of {} bytes; it must be 1 to 1024 bytes",
                     key.len()
                 )),
@@ -295,7 +330,7 @@ impl<T: Send + 'static> Outbox<T> {
         for (i, (r, _)) in items.iter().enumerate() {
             let size = r.size();
             if size > core.cfg.max_record_bytes {
-                let e = Error::Rejected(format!(
+                let e = DispatchErrorKind::Rejected(format!(
                     "record {i} is {size} bytes; max_record_bytes is {}",
                     core.cfg.max_record_bytes
                 ));
@@ -318,17 +353,17 @@ impl<T: Send + 'static> Outbox<T> {
 
     /// Why a dispatch cannot be queued right now: shutdown has begun, the
     /// store failed, or a Block sink is full.
-    fn refusal(&self) -> Option<Error> {
+    fn refusal(&self) -> Option<DispatchErrorKind> {
         let core = &self.core;
         if core.closing.load(Ordering::Acquire) {
-            return Some(Error::ShuttingDown);
+            return Some(DispatchErrorKind::ShuttingDown);
         }
         if let Some(why) = core.store.poisoned() {
             // The worker that would make room has stopped: waiting would be
             // forever.
-            return Some(Error::Poisoned(why));
+            return Some(StoreError::Poisoned(why).into());
         }
-        core.full_sink().map(|s| Error::Full {
+        core.full_sink().map(|s| DispatchErrorKind::Full {
             sink: s.name.clone(),
         })
     }
@@ -336,12 +371,13 @@ impl<T: Send + 'static> Outbox<T> {
     /// Waits while a Block sink is full.
     ///
     /// # Errors
-    /// [`Error::ShuttingDown`] or [`Error::Poisoned`], at once.
-    async fn wait_for_room(&self) -> Result<()> {
+    /// [`DispatchErrorKind::ShuttingDown`] or [`StoreError::Poisoned`], at
+    /// once.
+    async fn wait_for_room(&self) -> Result<(), DispatchErrorKind> {
         loop {
             match self.refusal() {
                 None => return Ok(()),
-                Some(Error::Full { .. }) => {}
+                Some(DispatchErrorKind::Full { .. }) => {}
                 Some(e) => return Err(e),
             }
             let notified = self.core.room.notified();
@@ -361,8 +397,9 @@ impl<T: Send + 'static> Outbox<T> {
     /// epoch): now, or the time of an earlier pause that still holds.
     ///
     /// # Errors
-    /// [`Error::UnknownSink`] when it is not configured;
-    /// [`Error::ShuttingDown`] once shutdown has begun; storage errors.
+    /// [`ConfigError::UnknownSink`] when it is not configured;
+    /// [`DispatchErrorKind::ShuttingDown`] once shutdown has begun; storage
+    /// errors.
     ///
     /// # Cancel safety
     /// Not cancel safe: dropped after the pause was written but before it
@@ -416,13 +453,13 @@ impl<T: Send + 'static> Outbox<T> {
     /// Writes a pause (or its removal) and waits until it is durable.
     async fn set_pause(&self, sink: &SinkName, p: Option<crate::codec::PauseState>) -> Result<()> {
         if self.core.closing.load(Ordering::Acquire) {
-            return Err(Error::ShuttingDown);
+            return Err(DispatchErrorKind::ShuttingDown.into());
         }
         let store = self.core.store.clone();
         let name = sink.clone();
         tokio::task::spawn_blocking(move || store.set_paused(&name, p))
             .await
-            .map_err(|e| Error::Storage(format!("pause task failed: {e}")))??;
+            .map_err(|e| StoreError::task("pause", e))??;
         self.core.durability.sync().await
     }
 
@@ -431,7 +468,7 @@ impl<T: Send + 'static> Outbox<T> {
             .sinks
             .iter()
             .find(|s| &s.name == sink)
-            .ok_or_else(|| Error::UnknownSink(sink.to_string()))
+            .ok_or_else(|| ConfigError::UnknownSink(sink.to_string()).into())
     }
 
     /// Up to `limit` records from `from` on, read from the log while the
@@ -440,7 +477,7 @@ impl<T: Send + 'static> Outbox<T> {
     /// lost markers hold no records and are passed over.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when a value does not decode.
+    /// [`StoreError::Corrupted`] when a value does not decode.
     pub fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogRecord>> {
         let mut out = Vec::new();
         // The limit is checked when the next record comes, as it always
@@ -458,7 +495,7 @@ impl<T: Send + 'static> Outbox<T> {
     /// The data directory's identity and extent.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when the first or last value does not decode.
+    /// [`StoreError::Corrupted`] when the first or last value does not decode.
     pub fn meta(&self) -> Result<Meta> {
         let extent = self.core.store.extent()?;
         Ok(Meta {
@@ -473,7 +510,7 @@ impl<T: Send + 'static> Outbox<T> {
     /// DLQ that may be large, page through it with [`Outbox::dlq_page`].
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when an entry does not decode.
+    /// [`StoreError::Corrupted`] when an entry does not decode.
     pub fn dlq_list(&self, sink: Option<&SinkName>) -> Result<Vec<DeadLetter>> {
         self.dlq().list(sink)
     }
@@ -488,7 +525,7 @@ impl<T: Send + 'static> Outbox<T> {
     /// Memory stays bounded by a page however large the DLQ.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when an entry does not decode.
+    /// [`StoreError::Corrupted`] when an entry does not decode.
     pub fn dlq_page(
         &self,
         sink: &SinkName,
@@ -510,7 +547,7 @@ impl<T: Send + 'static> Outbox<T> {
     /// selects.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when an entry does not decode.
+    /// [`StoreError::Corrupted`] when an entry does not decode.
     pub fn dlq_select(
         &self,
         sink: &SinkName,
@@ -531,7 +568,7 @@ impl<T: Send + 'static> Outbox<T> {
     /// The DLQ entry of `sink` at `seq`, if any.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when the entry does not decode.
+    /// [`StoreError::Corrupted`] when the entry does not decode.
     pub fn dlq_get(&self, sink: &SinkName, seq: Seq) -> Result<Option<DeadLetter>> {
         self.dlq().get(sink, seq)
     }
@@ -548,7 +585,8 @@ impl<T: Send + 'static> Outbox<T> {
     /// many moved, once all of it is durable.
     ///
     /// # Errors
-    /// [`Error::UnknownSink`] when `sink` is not configured; storage errors.
+    /// [`ConfigError::UnknownSink`] when `sink` is not configured; storage
+    /// errors.
     ///
     /// # Cancel safety
     /// Cancel safe in effect: once the request reached the appender the
@@ -557,10 +595,10 @@ impl<T: Send + 'static> Outbox<T> {
     /// never both or neither.
     pub async fn dlq_redrive(&self, sink: &SinkName, seqs: Option<Vec<Seq>>) -> Result<usize> {
         if !self.core.sinks.iter().any(|s| &s.name == sink) {
-            return Err(Error::UnknownSink(sink.to_string()));
+            return Err(ConfigError::UnknownSink(sink.to_string()).into());
         }
         if self.core.closing.load(Ordering::Acquire) {
-            return Err(Error::ShuttingDown);
+            return Err(DispatchErrorKind::ShuttingDown.into());
         }
         let (reply, rx) = oneshot::channel();
         self.core
@@ -574,15 +612,16 @@ impl<T: Send + 'static> Outbox<T> {
                 reply,
             })
             .await
-            .map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+            .map_err(|_| DispatchErrorKind::ShuttingDown)?;
+        rx.await.map_err(|_| DispatchErrorKind::ShuttingDown)?
     }
 
     /// Removes DLQ entries of `sink` (those at `seqs`, or all) and makes the
     /// removal durable. Returns how many were removed.
     ///
     /// # Errors
-    /// [`Error::ShuttingDown`] once shutdown has begun; storage errors.
+    /// [`DispatchErrorKind::ShuttingDown`] once shutdown has begun; storage
+    /// errors.
     ///
     /// # Cancel safety
     /// Not cancel safe: the entries are removed before the wait for
@@ -590,7 +629,7 @@ impl<T: Send + 'static> Outbox<T> {
     /// yet back after a crash. Call it again: purging is idempotent.
     pub async fn dlq_purge(&self, sink: &SinkName, seqs: Option<Vec<Seq>>) -> Result<usize> {
         if self.core.closing.load(Ordering::Acquire) {
-            return Err(Error::ShuttingDown);
+            return Err(DispatchErrorKind::ShuttingDown.into());
         }
         let which = match seqs {
             Some(s) => Selection::Seqs(s),
@@ -606,9 +645,9 @@ impl<T: Send + 'static> Outbox<T> {
     /// had.
     ///
     /// # Errors
-    /// [`Error::Rejected`] when `sink` is configured (stop using it in the
-    /// configuration first); [`Error::UnknownSink`] when it is not an
-    /// orphan; storage errors.
+    /// [`DispatchErrorKind::Rejected`] when `sink` is configured (stop using
+    /// it in the configuration first); [`ConfigError::UnknownSink`] when it
+    /// is not an orphan; storage errors.
     ///
     /// # Cancel safety
     /// Cancel safe in effect: the removal runs on a blocking thread that
@@ -616,12 +655,13 @@ impl<T: Send + 'static> Outbox<T> {
     /// listed in this run's status until the next open.
     pub async fn forget_orphan(&self, sink: &SinkName) -> Result<Seq> {
         if self.core.sinks.iter().any(|s| &s.name == sink) {
-            return Err(Error::Rejected(format!(
+            return Err(DispatchErrorKind::Rejected(format!(
                 "sink `{sink}` is configured; only an orphan (a sink no longer configured) can be forgotten"
-            )));
+            ))
+            .into());
         }
         if !self.core.orphans.lock().iter().any(|o| &o.name == sink) {
-            return Err(Error::UnknownSink(sink.to_string()));
+            return Err(ConfigError::UnknownSink(sink.to_string()).into());
         }
         let store = self.core.store.clone();
         let name = sink.clone();
@@ -631,7 +671,7 @@ impl<T: Send + 'static> Outbox<T> {
             Ok::<_, Error>(o)
         })
         .await
-        .map_err(|e| Error::Storage(format!("forget task failed: {e}")))??;
+        .map_err(|e| StoreError::task("forget", e))??;
         self.core.orphans.lock().retain(|o| &o.name != sink);
         tracing::warn!(sink = %sink, offset = offset.0, "orphaned sink forgotten; its backlog no longer holds back truncation");
         Ok(offset)

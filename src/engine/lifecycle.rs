@@ -1,12 +1,14 @@
 //! How an outbox stops: [`Outbox::shutdown`] drains and stops the tasks in
-//! pipeline order, [`Outbox::close`] also waits until the data directory is
-//! released, and dropping the handle without either stops every task where
-//! it stands.
+//! pipeline order and, on the last handle, waits until the data directory
+//! is released; dropping the last handle without a shutdown stops every
+//! task where it stands.
 //!
 //! Invariants:
 //! - shutdown stops the appender first, then waits for what it wrote to be
 //!   published, then for the workers; the completion task stops last, so
 //!   every worker commit is applied to the ack watermark;
+//! - the tasks are stopped once: by the first shutdown, or by the drop of
+//!   the last handle when no shutdown took them;
 //! - what was not delivered stays in the log, its tokens unreleased: a
 //!   receipted record is never lost, whichever way the outbox stops.
 
@@ -15,9 +17,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::core::Core;
-use super::handle::{Outbox, Tasks};
+use super::handle::{Outbox, Running, Tasks};
 use super::msg::{AppendReq, Completion};
-use crate::error::{Error, Result};
+use crate::error::{DispatchErrorKind, Error, Result, StoreError};
 use crate::types::{Seq, SinkName};
 
 /// What [`Outbox::shutdown`] reports.
@@ -53,21 +55,34 @@ impl<T> Core<T> {
 
 impl<T: Send + 'static> Outbox<T> {
     /// Stops accepting records, lets the sinks catch up for at most
-    /// `drain_timeout`, then stops them. What was not delivered stays in the
-    /// log and is replayed on the next open; its tokens are never released.
-    /// The data directory is released when the `Outbox` is dropped (or use
-    /// [`Outbox::close`], which also waits for that).
+    /// `drain_timeout`, then stops them, flushes, and drops this handle.
+    /// What was not delivered stays in the log and is replayed on the next
+    /// open; its tokens are never released. When this is the last handle,
+    /// it returns once the data directory is released (no task holds the
+    /// store and sled has let go of its lock), so the directory can be
+    /// opened again at once; otherwise the directory is released when the
+    /// last handle is dropped (see [`Outbox`]).
     ///
     /// # Errors
-    /// [`Error::ShuttingDown`] when called twice; [`Error::Poisoned`] when
-    /// the final flush fails.
+    /// [`DispatchErrorKind::ShuttingDown`] when another handle has shut the
+    /// outbox down already (this handle is still dropped, and the directory
+    /// released if it was the last); [`StoreError::Poisoned`] when the
+    /// final flush fails.
     ///
     /// # Cancel safety
-    /// Not cancel safe: dropping the future part way leaves the outbox
-    /// stopping; drop the `Outbox` too, which stops what is left.
-    pub async fn shutdown(&self, drain_timeout: Duration) -> Result<ShutdownReport> {
-        let Some(tasks) = self.tasks.lock().take() else {
-            return Err(Error::ShuttingDown);
+    /// Not cancel safe: dropping the future part way drops this handle with
+    /// the outbox stopping; when it was the last handle, what is left is
+    /// stopped where it stands, as on a drop.
+    pub async fn shutdown(self, drain_timeout: Duration) -> Result<ShutdownReport> {
+        let report = self.stop(drain_timeout).await;
+        self.release().await;
+        report
+    }
+
+    /// Drains and stops the tasks; the first half of [`Outbox::shutdown`].
+    async fn stop(&self, drain_timeout: Duration) -> Result<ShutdownReport> {
+        let Some(tasks) = self.running.tasks.lock().take() else {
+            return Err(DispatchErrorKind::ShuttingDown.into());
         };
         let core = &self.core;
         core.closing.store(true, Ordering::Release);
@@ -117,8 +132,9 @@ impl<T: Send + 'static> Outbox<T> {
             let store = core.store.clone();
             flushed = tokio::task::spawn_blocking(move || store.reserve_seqs(head))
                 .await
-                .map_err(|e| Error::Storage(format!("shutdown task failed: {e}")))
-                .and_then(|r| r);
+                .map_err(|e| StoreError::task("shutdown", e))
+                .and_then(|r| r)
+                .map_err(Error::from);
         }
         core.durability.stop();
         let pending = core
@@ -139,24 +155,13 @@ impl<T: Send + 'static> Outbox<T> {
         })
     }
 
-    /// [`Outbox::shutdown`], then drops the handle and waits until the data
-    /// directory is released, so it can be opened again at once.
-    ///
-    /// # Errors
-    /// As [`Outbox::shutdown`].
-    ///
-    /// # Cancel safety
-    /// Not cancel safe, as [`Outbox::shutdown`]; dropping the future drops
-    /// the handle, which stops what is left.
-    pub async fn close(self, drain_timeout: Duration) -> Result<ShutdownReport> {
-        let report = self.shutdown(drain_timeout).await;
-        self.release().await;
-        report
-    }
-
-    /// Drops this handle and waits until no task holds the store, so sled's
-    /// lock is gone when this returns.
+    /// Drops this handle. When it was the last, waits until no task holds
+    /// the store, so sled's lock is gone when this returns.
     async fn release(self) {
+        if Arc::strong_count(&self.running) > 1 {
+            // Other handles hold the directory; the last to go releases it.
+            return;
+        }
         self.core.durability.stop();
         let mut core = self.core.clone();
         drop(self);
@@ -188,11 +193,12 @@ impl<T: Send + 'static> Outbox<T> {
     }
 }
 
-impl<T: Send + 'static> Drop for Outbox<T> {
+impl<T: Send + 'static> Drop for Running<T> {
     fn drop(&mut self) {
-        // Dropped without shutdown: stop the tasks where they are. Nothing is
-        // lost: undelivered records stay in the log, their tokens unreleased.
-        if let Some(tasks) = self.tasks.lock().take() {
+        // The last handle went without a shutdown: stop the tasks where they
+        // are. Nothing is lost: undelivered records stay in the log, their
+        // tokens unreleased.
+        if let Some(tasks) = self.tasks.get_mut().take() {
             self.core.stop_now(&tasks);
         }
     }

@@ -22,14 +22,14 @@ use tokio_util::sync::CancellationToken;
 use super::appender::Cursor;
 use super::breaker::Breaker;
 use super::core::{Core, Orphan, SinkSlot};
-use super::handle::{Outbox, Tasks};
+use super::handle::{Outbox, Running, Tasks};
 use super::holes::Holes;
 use super::rate_limit::TokenBucket;
 use super::tail::{ByteIndex, TailCache};
 use crate::ack::AckTracker;
 use crate::codec::{BatchKind, PauseState};
 use crate::config::{BreakerConfig, OutboxConfig, SinkConfig, Start, SyncPolicy};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result, StoreError};
 use crate::metrics::{MetricsHook, NoopMetrics};
 use crate::sink::Sink;
 use crate::store::{Durability, FlushMode, Store, StoreOptions, now_ms, plan_membership};
@@ -103,9 +103,10 @@ impl<T: Send + 'static> OutboxBuilder<T> {
     /// Must be called inside a Tokio runtime.
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad setting or a duplicate or invalid sink
-    /// name (before anything is opened); then the store's open errors
-    /// ([`Error::Locked`], [`Error::UnknownFormat`], corruption, I/O).
+    /// [`crate::ConfigError::Invalid`] for a bad setting or a duplicate or
+    /// invalid sink name (before anything is opened); then the store's open
+    /// errors ([`crate::StoreError::Locked`],
+    /// [`crate::StoreError::UnknownFormat`], corruption, I/O).
     ///
     /// # Cancel safety
     /// Cancel safe: the only wait is the store's open on a blocking thread.
@@ -118,7 +119,9 @@ impl<T: Send + 'static> OutboxBuilder<T> {
         let mut named = Vec::with_capacity(self.sinks.len());
         for (i, (name, sink, cfg)) in self.sinks.into_iter().enumerate() {
             let name = SinkName::new(name).map_err(|e| match e {
-                Error::Config { reason, .. } => Error::config(format!("sinks[{i}].name"), reason),
+                ConfigError::Invalid { reason, .. } => {
+                    ConfigError::invalid(format!("sinks[{i}].name"), reason)
+                }
                 other => other,
             })?;
             if !seen.insert(name.clone()) {
@@ -145,7 +148,7 @@ impl<T: Send + 'static> OutboxBuilder<T> {
             open_store(&dir, &opts, &names, need_bytes, retention_ms)
         })
         .await
-        .map_err(|e| Error::Storage(format!("open task failed: {e}")))??;
+        .map_err(|e| StoreError::task("open", e))??;
         let OpenedStore {
             store,
             next,
@@ -252,13 +255,16 @@ impl<T: Send + 'static> OutboxBuilder<T> {
         );
         Ok((
             Outbox {
+                running: Arc::new(Running {
+                    core: core.clone(),
+                    tasks: Mutex::new(Some(Tasks {
+                        appender,
+                        completion,
+                        workers,
+                        truncator,
+                    })),
+                }),
                 core,
-                tasks: Mutex::new(Some(Tasks {
-                    appender,
-                    completion,
-                    workers,
-                    truncator,
-                })),
             },
             ack_rx,
         ))
@@ -346,7 +352,7 @@ fn open_store(
     let paused = sinks
         .iter()
         .map(|(name, _)| store.paused(name))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(OpenedStore {
         paused,
         store,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::dispatch_error::DispatchError;
 use super::handle::Dispatched;
 use super::msg::Appended;
-use crate::error::Error;
+use crate::error::DispatchErrorKind;
 use crate::types::{DeliveryId, Receipt, Seq};
 
 /// The answer channel of one request.
@@ -28,12 +28,13 @@ pub(crate) type Answer<T> = oneshot::Receiver<std::result::Result<Appended, Disp
 /// `O` is [`Receipt`], `Vec<Receipt>` or [`Dispatched`].
 ///
 /// # Errors
-/// Resolves to a [`DispatchError`]: [`Error::KeyReused`], or
-/// [`Error::ShuttingDown`] when shutdown began before the appender wrote the
-/// request, hand the items back (nothing was appended);
-/// [`Error::Poisoned`] or [`Error::Io`] when the store failed while writing
-/// or flushing them do not (the records may be durable; their tokens are
-/// dropped, never released).
+/// Resolves to a [`DispatchError`]: [`DispatchErrorKind::KeyReused`], or
+/// [`DispatchErrorKind::ShuttingDown`] when shutdown began before the
+/// appender wrote the request, hand the items back (nothing was appended);
+/// [`DispatchErrorKind::Store`] ([`crate::StoreError::Poisoned`] or
+/// [`crate::StoreError::Io`]) when the store failed while writing or flushing
+/// them does not (the records may be durable; their tokens are dropped, never
+/// released).
 ///
 /// # Cancel safety
 /// Dropping it is safe: the records are appended, delivered and their
@@ -113,11 +114,11 @@ impl<T, O> Future for ReceiptFuture<T, O> {
         };
         Poll::Ready(match answer {
             Ok(Ok(done)) => (this.finish)(this.receipts(done))
-                .ok_or_else(|| DispatchError::kept(Error::ShuttingDown)),
+                .ok_or_else(|| DispatchError::kept(DispatchErrorKind::ShuttingDown)),
             Ok(Err(e)) => Err(e),
             // The appender dropped the request without an answer (the
             // outbox was dropped mid-write): it may have been written.
-            Err(_) => Err(DispatchError::kept(Error::ShuttingDown)),
+            Err(_) => Err(DispatchError::kept(DispatchErrorKind::ShuttingDown)),
         })
     }
 }

@@ -78,7 +78,7 @@ impl Admin {
     /// seqs they were appended under.
     ///
     /// # Errors
-    /// [`crate::Error::UnknownSink`] when `sink` has no offset; storage
+    /// [`crate::ConfigError::UnknownSink`] when `sink` has no offset; storage
     /// errors.
     pub fn redrive(
         &self,
@@ -94,7 +94,7 @@ impl Admin {
     /// were removed.
     ///
     /// # Errors
-    /// [`crate::Error::Poisoned`] or [`crate::Error::Io`].
+    /// [`crate::StoreError::Poisoned`] or [`crate::StoreError::Io`].
     pub fn purge(&self, sink: &SinkName, which: &DlqSelection) -> Result<usize> {
         let n = self.store().dlq_purge(sink, &which.stored())?;
         self.store().flush()?;
@@ -105,11 +105,11 @@ impl Admin {
     /// pause (`None`), durably. The outbox finds it so when it next runs.
     ///
     /// # Errors
-    /// [`crate::Error::Poisoned`] or [`crate::Error::Io`].
+    /// [`crate::StoreError::Poisoned`] or [`crate::StoreError::Io`].
     pub fn set_paused(&self, sink: &SinkName, at_ms: Option<u64>) -> Result<()> {
         self.store()
             .set_paused(sink, at_ms.map(|at_ms| PauseState { at_ms }))?;
-        self.store().flush()
+        Ok(self.store().flush()?)
     }
 
     /// Forgets the member `sink`: its offset, membership and delivery state
@@ -117,7 +117,7 @@ impl Admin {
     /// the offset it had.
     ///
     /// # Errors
-    /// [`crate::Error::UnknownSink`] when `sink` is not a member; storage
+    /// [`crate::ConfigError::UnknownSink`] when `sink` is not a member; storage
     /// errors.
     pub fn forget(&self, sink: &SinkName) -> Result<Seq> {
         let offset = self.store().forget(sink)?;

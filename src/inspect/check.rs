@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::codec::{self, FormatVersion, meta_key, tree};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::store::Store;
 use crate::types::SinkName;
 
@@ -49,9 +49,9 @@ impl Report {
     ///
     /// # Errors
     /// `e` itself, when it is anything else.
-    pub fn unopenable(e: Error) -> Result<Report> {
+    pub fn unopenable(e: crate::Error) -> crate::Result<Report> {
         match e {
-            Error::Corrupted { tree, key, reason } => Ok(Report {
+            crate::Error::Store(Error::Corrupted { tree, key, reason }) => Ok(Report {
                 problems: vec![Problem {
                     tree: tree.to_string(),
                     key,

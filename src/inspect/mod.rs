@@ -64,9 +64,10 @@ pub fn is_locked(dir: &Path) -> bool {
 /// reports exactly what could not be recovered. `src` is only read.
 ///
 /// # Errors
-/// [`crate::Error::Config`] when `out` is not empty; [`crate::Error::Locked`]
-/// when `src` is in use; [`crate::Error::StoreCorrupt`] when sled cannot open
-/// it at all; I/O errors writing the copy.
+/// [`crate::ConfigError::Invalid`] when `out` is not empty;
+/// [`crate::StoreError::Locked`] when `src` is in use;
+/// [`crate::StoreError::StoreCorrupt`] when sled cannot open it at all; I/O
+/// errors writing the copy.
 pub fn salvage(src: &Path, out: &Path) -> Result<SalvageReport> {
     crate::store::salvage(src, out, CACHE_BYTES)
 }

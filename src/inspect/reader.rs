@@ -28,13 +28,13 @@ impl Inspector {
     /// written, not even the witness file.
     ///
     /// # Errors
-    /// [`crate::Error::Io`] (`NotFound`) when `dir` does not exist;
-    /// [`crate::Error::Locked`] while a process holds it;
-    /// [`crate::Error::UnknownFormat`] for a newer format;
-    /// [`crate::Error::StoreCorrupt`] when sled cannot open it;
-    /// [`crate::Error::Corrupted`] when its meta does not decode.
+    /// [`crate::StoreError::Io`] (`NotFound`) when `dir` does not exist;
+    /// [`crate::StoreError::Locked`] while a process holds it;
+    /// [`crate::StoreError::UnknownFormat`] for a newer format;
+    /// [`crate::StoreError::StoreCorrupt`] when sled cannot open it;
+    /// [`crate::StoreError::Corrupted`] when its meta does not decode.
     pub fn open(dir: impl AsRef<Path>) -> Result<Inspector> {
-        Store::inspect(dir, CACHE_BYTES).map(Inspector::from_store)
+        Ok(Store::inspect(dir, CACHE_BYTES).map(Inspector::from_store)?)
     }
 
     pub(super) fn from_store(store: Store) -> Inspector {
@@ -69,36 +69,36 @@ impl Inspector {
     /// Where the log starts and ends.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when the first or last value does not
+    /// [`crate::StoreError::Corrupted`] when the first or last value does not
     /// decode.
     pub fn extent(&self) -> Result<LogExtent> {
-        self.store.extent()
+        Ok(self.store.extent()?)
     }
 
     /// The lowest seq that may still be assigned after truncation.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when the stored value does not decode.
+    /// [`crate::StoreError::Corrupted`] when the stored value does not decode.
     pub fn seq_floor(&self) -> Result<Seq> {
-        self.store.seq_floor()
+        Ok(self.store.seq_floor()?)
     }
 
     /// Every seq ever receipted is below this one.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when the stored value does not decode.
+    /// [`crate::StoreError::Corrupted`] when the stored value does not decode.
     pub fn seq_reserved(&self) -> Result<Seq> {
-        self.store.seq_reserved()
+        Ok(self.store.seq_reserved()?)
     }
 
     /// What an open verifies: the log's chain, membership, offsets and the
     /// witness. Reads every log value once.
     ///
     /// # Errors
-    /// What makes the store unusable: [`crate::Error::Corrupted`] or
-    /// [`crate::Error::StoreCorrupt`] naming it.
+    /// What makes the store unusable: [`crate::StoreError::Corrupted`] or
+    /// [`crate::StoreError::StoreCorrupt`] naming it.
     pub fn verify(&self) -> Result<Verified> {
-        self.store.verify().map(Verified::new)
+        Ok(self.store.verify().map(Verified::new)?)
     }
 
     /// Every value of every tree decoded and cross-checked, as `outbox
@@ -110,7 +110,7 @@ impl Inspector {
     /// Every member sink, orphans included.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when the membership does not decode.
+    /// [`crate::StoreError::Corrupted`] when the membership does not decode.
     pub fn members(&self) -> Result<Vec<Member>> {
         Ok(self.store.members()?.into_iter().map(Member::new).collect())
     }
@@ -118,7 +118,7 @@ impl Inspector {
     /// Every stored offset, by sink name.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when a key or value does not decode.
+    /// [`crate::StoreError::Corrupted`] when a key or value does not decode.
     pub fn offsets(&self) -> Result<Vec<Offset>> {
         Ok(self
             .store
@@ -131,7 +131,7 @@ impl Inspector {
     /// The offset of `sink`, if it has one.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when the value does not decode.
+    /// [`crate::StoreError::Corrupted`] when the value does not decode.
     pub fn offset(&self, sink: &SinkName) -> Result<Option<Offset>> {
         Ok(self
             .store
@@ -143,7 +143,7 @@ impl Inspector {
     /// it is paused.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupted`] when the value does not decode.
+    /// [`crate::StoreError::Corrupted`] when the value does not decode.
     pub fn paused(&self, sink: &SinkName) -> Result<Option<u64>> {
         Ok(self.store.paused(sink)?.map(|p| p.at_ms))
     }
@@ -156,9 +156,10 @@ impl Inspector {
     /// Every log value's first seq and header, in seq order, checksums
     /// checked, without decoding the records.
     pub fn batches(&self) -> impl Iterator<Item = Result<BatchInfo>> + '_ {
-        self.store
-            .batch_headers()
-            .map(|h| h.map(|(first, h)| BatchInfo::new(first, h)))
+        self.store.batch_headers().map(|h| {
+            h.map(|(first, h)| BatchInfo::new(first, h))
+                .map_err(Into::into)
+        })
     }
 
     /// The DLQ: list, stream, select or look up its entries.
@@ -175,9 +176,9 @@ impl Inspector {
     /// faithful copy.
     ///
     /// # Errors
-    /// [`crate::Error::Io`] or [`crate::Error::Storage`].
+    /// [`crate::StoreError::Io`] or [`crate::StoreError::Storage`].
     pub fn checksum(&self) -> Result<u32> {
-        self.store.checksum()
+        Ok(self.store.checksum()?)
     }
 
     /// Copies every tree into a new database in `out` (which must not exist
@@ -186,8 +187,9 @@ impl Inspector {
     /// failure `out` is removed again.
     ///
     /// # Errors
-    /// [`crate::Error::Config`] when `out` is not empty; [`crate::Error::Io`]
-    /// or [`crate::Error::Storage`] when the copy fails.
+    /// [`crate::ConfigError::Invalid`] when `out` is not empty;
+    /// [`crate::StoreError::Io`] or [`crate::StoreError::Storage`] when the
+    /// copy fails.
     pub fn export_to(&self, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<()> {
         self.store.export_to(out, CACHE_BYTES, progress)
     }

@@ -38,7 +38,7 @@ pub struct Offset {
     /// The sink.
     pub sink: SinkName,
     /// Every seq below this one is done for the sink: delivered, dropped,
-    /// passed over, or parked in the DLQ.
+    /// passed over, or dead-lettered.
     pub offset: Seq,
     /// When it was last written, ms since the Unix epoch.
     pub updated_at_ms: u64,

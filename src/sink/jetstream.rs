@@ -35,7 +35,7 @@ use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::types::{DeliveryId, Record};
 
 /// The settings of one JetStream sink.
@@ -79,14 +79,17 @@ impl JetStreamSinkConfig {
     /// Checks every value.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the key: an empty `url`, a `subject` that is
-    /// empty, has a wildcard (`*`, `>`) or whitespace, or a `timeout_ms` of
-    /// zero.
-    pub fn validate(&self) -> Result<()> {
+    /// [`ConfigError::Invalid`] naming the key: an empty `url`, a `subject`
+    /// that is empty, has a wildcard (`*`, `>`) or whitespace, or a
+    /// `timeout_ms` of zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         crate::nats::server_addrs("jetstream.url", &self.url)?;
         check_subject("jetstream.subject", &self.subject)?;
         if self.timeout_ms == 0 {
-            return Err(Error::config("jetstream.timeout_ms", "must be above zero"));
+            return Err(ConfigError::invalid(
+                "jetstream.timeout_ms",
+                "must be above zero",
+            ));
         }
         Ok(())
     }
@@ -94,18 +97,21 @@ impl JetStreamSinkConfig {
 
 /// A subject one can publish to: non-empty tokens separated by `.`, no
 /// wildcards, no whitespace.
-fn check_subject(key: &str, s: &str) -> Result<()> {
+fn check_subject(key: &str, s: &str) -> Result<(), ConfigError> {
     if s.is_empty() {
-        return Err(Error::config(key, "is empty"));
+        return Err(ConfigError::invalid(key, "is empty"));
     }
     if s.split('.').any(|t| t.is_empty()) {
-        return Err(Error::config(key, format!("`{s}` has an empty token")));
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{s}` has an empty token"),
+        ));
     }
     if let Some(c) = s
         .chars()
         .find(|c| *c == '*' || *c == '>' || c.is_whitespace())
     {
-        return Err(Error::config(
+        return Err(ConfigError::invalid(
             key,
             format!("`{s}` has {c:?}; a publish subject takes no wildcard or whitespace"),
         ));
@@ -140,7 +146,8 @@ impl JetStreamSink {
     /// (and other sinks keep delivering).
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad setting or a URL the client cannot parse.
+    /// [`crate::ConfigError::Invalid`] for a bad setting or a URL the client
+    /// cannot parse.
     ///
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, nothing is published and the
@@ -324,7 +331,7 @@ mod tests {
             ),
         ] {
             let e = cfg.validate().unwrap_err();
-            assert!(e.is_config(), "{e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
             let e = e.to_string();
             assert!(e.contains(key) && e.contains(why), "{e}");
         }

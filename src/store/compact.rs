@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use super::Store;
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 
 impl Store {
     /// Keys in all five trees (an O(n) count, for progress reporting).
@@ -34,28 +34,30 @@ impl Store {
     /// copied so far. On failure `out` is removed again.
     ///
     /// # Errors
-    /// [`Error::Config`] when `out` exists and is not an empty directory;
-    /// [`Error::Io`] or [`Error::Storage`] when the copy fails (sled's import
-    /// panics on I/O errors; the panic is caught and reported).
+    /// [`crate::ConfigError::Invalid`] when `out` exists and is not an
+    /// empty directory; [`Error::Io`] or [`Error::Storage`] when the copy
+    /// fails (sled's import panics on I/O errors; the panic is caught and
+    /// reported).
     pub fn export_to(
         &self,
         out: &Path,
         cache_bytes: u64,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<()> {
+    ) -> crate::Result<()> {
         if out.exists() {
             ensure_fresh(out)?;
         } else {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(out)?;
+                .create(out)
+                .map_err(Error::Io)?;
         }
         let result = self.copy_into(out, cache_bytes, progress);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(out);
         }
-        result
+        Ok(result?)
     }
 
     fn copy_into(&self, out: &Path, cache_bytes: u64, progress: &mut dyn FnMut(u64)) -> Result<()> {
@@ -88,7 +90,7 @@ impl Store {
         }));
         if let Err(panic) = r {
             let msg = crate::error::panic_message(&panic);
-            return Err(Error::Storage(format!("copy failed: {msg}")));
+            return Err(Error::Storage(format!("copy failed: {msg}").into()));
         }
         (progress.borrow_mut())(copied.get());
         db.flush().map_err(Error::from_sled)?;
@@ -106,8 +108,8 @@ impl Store {
 /// is ever written over.
 ///
 /// # Errors
-/// [`Error::Config`] naming `--out`.
-pub(super) fn ensure_fresh(out: &Path) -> Result<()> {
+/// [`crate::ConfigError::Invalid`] naming `--out`.
+pub(super) fn ensure_fresh(out: &Path) -> crate::Result<()> {
     if !out.exists() {
         return Ok(());
     }
@@ -118,10 +120,10 @@ pub(super) fn ensure_fresh(out: &Path) -> Result<()> {
     if empty {
         Ok(())
     } else {
-        Err(Error::Config {
-            param: "--out".into(),
-            reason: format!("{} exists and is not an empty directory", out.display()),
-        })
+        Err(crate::Error::config(
+            "--out",
+            format!("{} exists and is not an empty directory", out.display()),
+        ))
     }
 }
 

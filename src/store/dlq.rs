@@ -16,7 +16,7 @@ use sled::Transactional;
 
 use super::{Batch, Store};
 use crate::codec::{self, BatchHeader, DlqEntry, LogEntry};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::{Seq, SinkName};
 
 /// Most record bytes moved by one redrive transaction.
@@ -365,15 +365,16 @@ impl Store {
     /// were appended under.
     ///
     /// # Errors
-    /// [`Error::UnknownSink`] when `sink` has no offset; storage errors.
+    /// [`crate::ConfigError::UnknownSink`] when `sink` has no offset; store
+    /// errors.
     pub fn redrive_offline(
         &self,
         sink: &SinkName,
         which: &Selection,
         value_bytes: usize,
-    ) -> Result<Vec<Seq>> {
+    ) -> crate::Result<Vec<Seq>> {
         if self.offset(sink)?.is_none() {
-            return Err(Error::UnknownSink(sink.to_string()));
+            return Err(crate::ConfigError::UnknownSink(sink.to_string()).into());
         }
         let verified = self.verify()?;
         if verified.next > verified.extent.end {
@@ -400,7 +401,7 @@ mod tests {
     use crate::Record;
     use crate::store::{StoreOptions, witness};
 
-    fn parked(seq: u64) -> DlqEntry {
+    fn entry(seq: u64) -> DlqEntry {
         DlqEntry {
             sink: "a".into(),
             seq,
@@ -428,7 +429,7 @@ mod tests {
         let (store, _) = Store::open(d.path().join("data"), &StoreOptions::default()).unwrap();
         let a = SinkName::new("a").unwrap();
         store
-            .commit_offset(&a, Seq(4), &[parked(0), parked(1), parked(2), parked(3)])
+            .commit_offset(&a, Seq(4), &[entry(0), entry(1), entry(2), entry(3)])
             .unwrap();
         store.flush().unwrap();
         let before = store.written();

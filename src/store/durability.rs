@@ -14,7 +14,7 @@
 //! - after a failed flush every current and later waiter gets the error: the
 //!   store is poisoned, nothing is reported durable again;
 //! - once the flusher has stopped, a waiter whose flush never ran gets
-//!   [`Error::ShuttingDown`] at once instead of waiting forever.
+//!   [`DispatchErrorKind::ShuttingDown`] at once instead of waiting forever.
 //!
 //! What "durable" means is the store's: [`Store::flush`] is sled's flush,
 //! plus the fsyncs of the `full` policy when the store was opened with them.
@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use super::Store;
-use crate::error::{Error, Result};
+use crate::error::{DispatchErrorKind, Result, StoreError};
 
 /// A flush number to wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,7 +69,7 @@ impl Durability {
     /// Starts the flusher thread for `store`.
     ///
     /// # Errors
-    /// [`Error::Io`] when the thread cannot be spawned: without it nothing
+    /// [`StoreError::Io`] when the thread cannot be spawned: without it nothing
     /// would ever be reported durable, so the open fails instead.
     pub fn start(store: Arc<Store>, mode: FlushMode) -> Result<Durability> {
         let (done, _) = watch::channel(Done::default());
@@ -84,12 +84,13 @@ impl Durability {
         });
         let thread_inner = inner.clone();
         #[cfg(feature = "failpoints")]
-        fail::fail_point!("store::flusher_spawn", |m| Err(Error::Io(
+        fail::fail_point!("store::flusher_spawn", |m| Err(StoreError::Io(
             std::io::Error::other(format!(
                 "cannot start the flusher thread: {}",
                 m.unwrap_or_else(|| "injected spawn failure".into())
             ))
-        )));
+        )
+        .into()));
         let thread = std::thread::Builder::new()
             .name("outbox-flush".into())
             .spawn(move || {
@@ -98,7 +99,7 @@ impl Durability {
                 drop(stopped);
             })
             .map_err(|e| {
-                Error::Io(std::io::Error::new(
+                StoreError::Io(std::io::Error::new(
                     e.kind(),
                     format!("cannot start the flusher thread: {e}"),
                 ))
@@ -122,21 +123,19 @@ impl Durability {
     /// Waits until the flush named by `ticket` has completed.
     ///
     /// # Errors
-    /// [`Error::Poisoned`] when a flush failed.
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`] when a flush failed; [`Error::ShuttingDown`] when
-    /// the flusher stopped before flushing it.
+    /// [`StoreError::Poisoned`] when a flush failed;
+    /// [`DispatchErrorKind::ShuttingDown`] when the flusher stopped before
+    /// flushing it.
     pub async fn wait(&self, ticket: Ticket) -> Result<()> {
         let mut rx = self.inner.done.subscribe();
         let done = rx
             .wait_for(|d| d.failed.is_some() || d.flushed >= ticket.0 || d.stopped)
             .await
-            .map_err(|_| Error::ShuttingDown)?;
+            .map_err(|_| DispatchErrorKind::ShuttingDown)?;
         match &done.failed {
-            Some(why) => Err(Error::Poisoned(why.to_string())),
+            Some(why) => Err(StoreError::Poisoned(why.to_string()).into()),
             None if done.flushed >= ticket.0 => Ok(()),
-            None => Err(Error::ShuttingDown),
+            None => Err(DispatchErrorKind::ShuttingDown.into()),
         }
     }
 
@@ -227,7 +226,7 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
                 // A flush refused because an earlier write failed carries
                 // that failure's reason already: pass it on, not wrapped.
                 let why: Arc<str> = match e {
-                    Error::Poisoned(why) => why.into(),
+                    StoreError::Poisoned(why) => why.into(),
                     other => other.to_string().into(),
                 };
                 inner.done.send_modify(|d| d.failed = Some(why));

@@ -14,7 +14,7 @@
 
 use super::Store;
 use crate::codec::{self, IdemValue, tree};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 
 const BY_KEY: u8 = b'k';
 const BY_TIME: u8 = b't';

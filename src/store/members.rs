@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use super::{Store, now_ms};
 use crate::codec::{self, Member, meta_key};
 use crate::config::Start;
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::{Seq, SinkName};
 
 /// Where a sink configured for the first time starts, with its name.
@@ -163,12 +163,13 @@ impl Store {
     /// never a required one that is missing. Returns the offset it had.
     ///
     /// # Errors
-    /// [`Error::UnknownSink`] when `sink` is not a member; storage errors.
-    pub fn forget(&self, sink: &SinkName) -> Result<Seq> {
+    /// [`crate::ConfigError::UnknownSink`] when `sink` is not a member;
+    /// store errors.
+    pub fn forget(&self, sink: &SinkName) -> crate::Result<Seq> {
         self.check_writable()?;
         let mut members = self.members()?;
         let Some(i) = members.iter().position(|m| m.name == sink.as_str()) else {
-            return Err(Error::UnknownSink(sink.to_string()));
+            return Err(crate::ConfigError::UnknownSink(sink.to_string()).into());
         };
         let offset = self
             .offset(sink)?

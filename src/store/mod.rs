@@ -27,6 +27,13 @@
 //!   writes until it is reopened; it never retries a failed fsync as if the
 //!   data had reached the disk.
 //!
+//! Errors: the store's functions fail with a [`crate::StoreError`]
+//! (imported as `Error` in its files). The few that check a caller's
+//! argument (`forget`, `redrive_offline`, the `compact` and `salvage`
+//! copies) and the group commit's waits, which end with
+//! [`crate::DispatchErrorKind::ShuttingDown`] once the flusher has stopped,
+//! return the crate's [`crate::Error`].
+//!
 //! Storage assumptions: sled's `flush` writes its buffers and calls
 //! `sync_file_range`, which survives a process kill (the data is in the page
 //! cache) but not a power loss. A store opened with `fsync` (the `full`
@@ -54,7 +61,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::codec::{self, BatchHeader, BatchKind, DlqEntry, LogEntry, OffsetValue};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::{Seq, SinkName};
 
 pub use chain::LogExtent;
@@ -215,10 +222,13 @@ impl Store {
 
     fn check_writable(&self) -> Result<()> {
         if self.inspect {
-            return Err(Error::Storage(format!(
-                "{} was opened for inspection only; nothing is written",
-                self.path.display()
-            )));
+            return Err(Error::Storage(
+                format!(
+                    "{} was opened for inspection only; nothing is written",
+                    self.path.display()
+                )
+                .into(),
+            ));
         }
         match &*self.poisoned.lock() {
             Some(why) => Err(Error::Poisoned(why.clone())),
@@ -432,7 +442,7 @@ impl Store {
     /// now stored. Not durable until the next flush.
     ///
     /// # Errors
-    /// [`Error::Poisoned`], [`Error::Rejected`] (a DLQ entry too large to
+    /// [`Error::Poisoned`], [`Error::ValueRejected`] (a DLQ entry too large to
     /// store; nothing is written), or [`Error::Io`] (and the store is
     /// poisoned).
     pub fn commit_offset(&self, sink: &SinkName, offset: Seq, dlq: &[DlqEntry]) -> Result<Seq> {
@@ -475,7 +485,7 @@ impl Store {
             self.written.lock().offsets.insert(sink.to_string(), offset);
             return Ok(Seq(offset));
         }
-        let parked = encoded.len() as u64;
+        let dead_lettered = encoded.len() as u64;
         let r = (&self.offsets, &self.dlq).transaction(|(offsets, dlq_t)| {
             offsets.insert(key, value.as_slice())?;
             for (k, v) in &encoded {
@@ -487,7 +497,7 @@ impl Store {
             Ok(()) => {
                 let mut w = self.written.lock();
                 w.offsets.insert(sink.to_string(), offset);
-                w.dlq += parked;
+                w.dlq += dead_lettered;
                 Ok(Seq(offset))
             }
             Err(sled::transaction::TransactionError::Storage(e)) => self.write_result(Err(e)),

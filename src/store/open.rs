@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Store, Verified, now_ms};
 use crate::codec::{self, FormatVersion, meta_key, tree};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -272,6 +272,7 @@ pub(super) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T
                 "sled panicked reading its files: {}",
                 crate::error::panic_message(&panic)
             ),
+            source: None,
         })
     })
 }
@@ -388,10 +389,12 @@ pub(super) fn sled_open_error(path: &Path, e: sled::Error) -> Error {
         sled::Error::Io(io) => Error::StoreCorrupt {
             path: path.to_path_buf(),
             reason: io.to_string(),
+            source: Some(Box::new(io)),
         },
         other => Error::StoreCorrupt {
             path: path.to_path_buf(),
             reason: other.to_string(),
+            source: Some(Box::new(other)),
         },
     }
 }

@@ -3,7 +3,7 @@
 
 use super::Store;
 use crate::codec::{self, BatchKind};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::Seq;
 
 /// A log value holding records: the seqs it covers and its append time.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use super::Store;
 use crate::codec::{self, PauseState, RetryState, tree};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::{Seq, SinkName};
 
 impl Store {
@@ -48,7 +48,7 @@ impl Store {
     /// until the next flush.
     ///
     /// # Errors
-    /// [`Error::Poisoned`], [`Error::Rejected`] (too large), or
+    /// [`Error::Poisoned`], [`Error::ValueRejected`] (too large), or
     /// [`Error::Io`] (and the store is poisoned).
     pub fn retry_put(&self, sink: &SinkName, seq: Seq, state: &RetryState) -> Result<()> {
         let t = self.sink_state()?;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use super::chain::{Break, ChainWalk, LogExtent};
 use super::{Store, missing_range, witness};
 use crate::codec::{FormatVersion, Member, tree};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::{Seq, SinkName};
 
 /// Extra reads of each log value during [`Store::verify`], so that sled's

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 
 /// File name inside the data directory.
 pub const FILE: &str = "outbox.witness";
@@ -105,6 +105,7 @@ pub fn read(dir: &Path) -> Result<Option<Witness>> {
         Ok(text) => Witness::decode(&text).map(Some).ok_or_else(|| Error::StoreCorrupt {
             path: dir.to_path_buf(),
             reason: format!("{FILE} is damaged (not a witness file); move it away only if you know the store is intact"),
+            source: None,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::Io(e)),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::common::process::{bin, copy_dir};
 use crate::common::*;
-use outbox::{Error, Outbox, Seq, SinkName};
+use outbox::{Error, Outbox, Seq, SinkName, StoreError};
 
 // ------------------------------------------------------------ corruption --
 
@@ -42,9 +42,9 @@ async fn filled_with(root: &Path, n: usize, pad: usize, park: bool) -> PathBuf {
     }
     if park {
         eventually("parked", || ob.dlq_list(None).unwrap().len() == n).await;
-        ob.close(Duration::from_secs(5)).await.unwrap();
+        ob.shutdown(Duration::from_secs(5)).await.unwrap();
     } else {
-        let report = ob.close(Duration::from_millis(100)).await.unwrap();
+        let report = ob.shutdown(Duration::from_millis(100)).await.unwrap();
         assert!(!report.drained);
     }
     drop(gate);
@@ -225,7 +225,9 @@ async fn undecodable_values_stop_the_open_with_exit_code_3() {
                 .open()
                 .await
             {
-                Err(Error::Locked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(Error::Store(StoreError::Locked { .. })) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Err(e) => break e,
                 Ok(_) => panic!("{tree}: opened a directory with a bad value"),
             }
@@ -234,11 +236,17 @@ async fn undecodable_values_stop_the_open_with_exit_code_3() {
         let msg = err.to_string();
         if key == b"format_version" {
             assert!(
-                matches!(err, Error::UnknownFormat { found: 9, .. }),
+                matches!(
+                    err,
+                    Error::Store(StoreError::UnknownFormat { found: 9, .. })
+                ),
                 "{msg}"
             );
         } else {
-            assert!(matches!(err, Error::Corrupted { .. }), "{msg}");
+            assert!(
+                matches!(err, Error::Store(StoreError::Corrupted { .. })),
+                "{msg}"
+            );
             assert!(msg.contains(&format!("tree `{tree}`")), "{msg}");
         }
         let out = bin()

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use crate::common::process::bin;
 use crate::common::*;
-use outbox::{Error, Outbox, Record};
+use outbox::{DispatchErrorKind, Error, Outbox, Record, StoreError};
 
 // -------------------------------------------------------- lock lingering --
 
-/// `close()` documents that it returns once the data
-/// directory is released, "so it can be opened again at once". Four
+/// `shutdown()` on the last handle documents that it returns once the data
+/// directory is released, "so the directory can be opened again at once". Four
 /// directories at a time, so the machine is busy as it is in CI.
 /// Regression: sled's thread pool could still hold the `db` file's lock
 /// for a moment after they returned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn close_releases_the_directory_at_once() {
+async fn shutdown_releases_the_directory_at_once() {
     let mut tasks = Vec::new();
     for t in 0..4u32 {
         tasks.push(tokio::spawn(async move {
@@ -32,7 +32,7 @@ async fn close_releases_the_directory_at_once() {
                         .await
                     {
                         Ok(x) => break x,
-                        Err(Error::Locked { .. }) => {
+                        Err(Error::Store(StoreError::Locked { .. })) => {
                             tokio::time::sleep(Duration::from_millis(20)).await
                         }
                         Err(e) => panic!("{e}"),
@@ -46,14 +46,14 @@ async fn close_releases_the_directory_at_once() {
                 .await
                 .unwrap();
                 if round % 2 == 0 {
-                    ob.close(Duration::from_secs(5)).await.unwrap();
+                    ob.shutdown(Duration::from_secs(5)).await.unwrap();
                 } else {
-                    // An undrained close: the records stay pending.
-                    ob.close(Duration::ZERO).await.unwrap();
+                    // An undrained shutdown: the records stay pending.
+                    ob.shutdown(Duration::ZERO).await.unwrap();
                 }
                 match outbox::inspect::Admin::open(d.path()) {
                     Ok(s) => drop(s),
-                    Err(Error::Locked { .. }) => locked.push(round),
+                    Err(Error::Store(StoreError::Locked { .. })) => locked.push(round),
                     Err(e) => panic!("round {round}: {e}"),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -67,7 +67,7 @@ async fn close_releases_the_directory_at_once() {
     }
     assert!(
         locked.is_empty(),
-        "of 200 opens right after close(), {} found the directory locked (rounds {locked:?})",
+        "of 200 opens right after shutdown(), {} found the directory locked (rounds {locked:?})",
         locked.len()
     );
 }
@@ -171,7 +171,10 @@ async fn a_full_disk_fails_dispatch_loses_nothing_and_recovers_once_space_is_fre
     }
     let err = failure.expect("24 MiB filled up without a dispatch error");
     assert!(
-        matches!(err.error(), Error::Io(_) | Error::Poisoned(_)),
+        matches!(
+            err.kind(),
+            DispatchErrorKind::Store(StoreError::Io(_) | StoreError::Poisoned(_))
+        ),
         "a full disk is an I/O error: {err}"
     );
     assert!(receipted.len() > 10, "only {} receipted", receipted.len());
@@ -219,7 +222,7 @@ async fn a_full_disk_fails_dispatch_loses_nothing_and_recovers_once_space_is_fre
         "a seq above every receipted one: {r:?}"
     );
     assert_eq!(acks_n(&mut acks, 1).await, vec![100_000]);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 // ------------------------------------------------------------ read-only --
@@ -250,7 +253,7 @@ async fn a_read_only_data_directory_is_a_clear_error_and_loses_nothing() {
         .err()
         .expect("opened a read-only data directory for writing");
     let msg = err.to_string();
-    assert!(matches!(err, Error::Io(_)), "{msg}");
+    assert!(matches!(err, Error::Store(StoreError::Io(_))), "{msg}");
     assert!(msg.to_lowercase().contains("read-only"), "{msg}");
     assert!(
         !err.is_config() && !err.is_locked() && !err.is_corruption(),
@@ -273,7 +276,7 @@ async fn a_read_only_data_directory_is_a_clear_error_and_loses_nothing() {
     eventually("replayed", || sink.delivered().len() == 10).await;
     let want: Vec<String> = receipts.iter().map(|r| r.delivery_id.to_string()).collect();
     assert_eq!(sink.delivered_ids(), want);
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 // ------------------------------------------------------ two processes --
@@ -297,7 +300,7 @@ async fn a_second_process_on_the_same_directory_is_refused_with_exit_code_3() {
     for _ in 0..500 {
         if data.join("db").exists() {
             match outbox::inspect::Admin::open(&data) {
-                Err(Error::Locked { .. }) => {
+                Err(Error::Store(StoreError::Locked { .. })) => {
                     held = true;
                     break;
                 }
@@ -320,7 +323,10 @@ async fn a_second_process_on_the_same_directory_is_refused_with_exit_code_3() {
     assert!(stderr.contains("locked"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let err = Outbox::<()>::builder(&data).open().await.err().unwrap();
-    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Store(StoreError::Locked { .. })),
+        "{err}"
+    );
     assert!(err.is_locked(), "{err}");
 
     // The first one is unharmed: it takes a record, drains and exits 0.

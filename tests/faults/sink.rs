@@ -77,7 +77,7 @@ async fn a_sink_that_panics_in_deliver_parks_the_record_and_loses_nothing() {
         vec![ids[1].seq, ids[3].seq]
     );
     assert!(dl.iter().all(|e| e.error.contains("sink panicked")));
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // After a restart with the sink fixed, a redrive delivers both, with
     // their original delivery ids.
@@ -102,7 +102,7 @@ async fn a_sink_that_panics_in_deliver_parks_the_record_and_loses_nothing() {
             ids[3].delivery_id.to_string()
         ]
     );
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 /// A panic in `Sink::commit` must not silently stop the sink's delivery:
@@ -141,7 +141,7 @@ async fn a_sink_that_panics_in_commit_does_not_stop_delivery() {
         st.head,
         sink.inner.delivered()
     );
-    ob.close(Duration::from_secs(5)).await.unwrap();
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 // ----------------------------------------------------------------- hangs --
@@ -213,10 +213,12 @@ async fn hung_sink_is_cut_off_and_replayed(in_commit: bool) {
         let started = std::time::Instant::now();
         let report = tokio::time::timeout(
             Duration::from_secs(10),
-            ob.close(Duration::from_millis(300)),
+            ob.shutdown(Duration::from_millis(300)),
         )
         .await
-        .unwrap_or_else(|_| panic!("in_commit={in_commit}: close(300 ms) still running after 10 s"))
+        .unwrap_or_else(|_| {
+            panic!("in_commit={in_commit}: shutdown(300 ms) still running after 10 s")
+        })
         .unwrap();
         let took = started.elapsed();
         assert!(
@@ -248,7 +250,7 @@ async fn hung_sink_is_cut_off_and_replayed(in_commit: bool) {
         eventually("replayed", || fixed.delivered().len() == 5).await;
         let want: Vec<String> = receipts.iter().map(|r| r.delivery_id.to_string()).collect();
         assert_eq!(fixed.delivered_ids(), want, "in_commit={in_commit}");
-        ob.close(Duration::from_secs(5)).await.unwrap();
+        ob.shutdown(Duration::from_secs(5)).await.unwrap();
     }
 }
 

@@ -108,9 +108,11 @@ pub enum Op {
     Sleep(u8),
     /// Wait until every sink has caught up, then check everything.
     Settle,
-    /// `kill()`: stop where it stands, as a crash would; reopen.
+    /// Drop the handle without a shutdown: every task stops where it
+    /// stands (an undrained stop, not a crash: sled writes what it holds
+    /// when dropped); reopen.
     Kill,
-    /// `close()` with a drain; reopen.
+    /// `shutdown()` with a drain; reopen.
     Close,
     /// Settle, then redrive every DLQ entry of this sink.
     Redrive(usize),
@@ -588,14 +590,15 @@ impl Harness {
         Ok(s)
     }
 
-    /// `close()` with a drain: everything delivered, every token released.
+    /// `shutdown()` with a drain: everything delivered, every token
+    /// released.
     async fn close(&mut self, s: Session) -> Result<(), String> {
         let report = s
             .outbox
-            .close(Duration::from_secs(20))
+            .shutdown(Duration::from_secs(20))
             .await
-            .map_err(|e| format!("close: {e}"))?;
-        ensure!(report.drained, "close did not drain: {report:?}");
+            .map_err(|e| format!("shutdown: {e}"))?;
+        ensure!(report.drained, "shutdown did not drain: {report:?}");
         let _ = s.acks.await;
         self.check_violations()?;
         self.check_tokens_released()?;

@@ -178,7 +178,10 @@ pub async fn main() {
         // Until the parent's SIGKILL.
         std::future::pending::<()>().await;
     }
-    let report = ob.close(Duration::from_secs(30)).await.expect("close");
+    let report = ob
+        .shutdown(Duration::from_secs(30))
+        .await
+        .expect("shutdown");
     assert!(
         report.drained && report.corrupt.is_empty(),
         "close: {report:?}"

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use outbox::source::jetstream::JetStreamSourceConfig;
 use outbox::{
-    BreakerConfig, Error, FailureRatio, OnFull, Ordering, OutboxConfig, RateLimit, Result,
-    SinkConfig, SinkName, Start, SyncPolicy,
+    BreakerConfig, ConfigError, Error, FailureRatio, OnFull, Ordering, OutboxConfig, RateLimit,
+    Result, SinkConfig, SinkName, Start, SyncPolicy,
 };
 
 use super::listen::{check_exposure, parse_listen};
@@ -28,8 +28,8 @@ use crate::cli::sinks::SinkSpec;
 /// setting takes its default.
 ///
 /// # Errors
-/// [`Error::Config`] naming `--source` when the form does not match or a
-/// part is invalid.
+/// [`outbox::ConfigError::Invalid`] naming `--source` when the form does not
+/// match or a part is invalid.
 pub fn parse_source_flag(spec: &str) -> Result<JetStreamSourceConfig> {
     let bad = |why: String| {
         Error::config(
@@ -55,10 +55,10 @@ pub fn parse_source_flag(spec: &str) -> Result<JetStreamSourceConfig> {
 /// environment variables (for tokens).
 ///
 /// # Errors
-/// [`Error::Config`] naming the key: a missing `data_dir`, no sinks, a
-/// duplicate or invalid sink name, a `file` sink without `path`, a bad
-/// listen address, a token variable that is unset or empty, a non-loopback
-/// listener without a token, or any value the engine rejects.
+/// [`outbox::ConfigError::Invalid`] naming the key: a missing `data_dir`, no
+/// sinks, a duplicate or invalid sink name, a `file` sink without `path`, a
+/// bad listen address, a token variable that is unset or empty, a
+/// non-loopback listener without a token, or any value the engine rejects.
 pub fn resolve(
     file: FileConfig,
     flags: Overrides,
@@ -235,7 +235,9 @@ pub fn resolve(
 
 fn sink_plan(i: usize, s: SinkFile) -> Result<SinkPlan> {
     SinkName::new(s.name.clone()).map_err(|e| match e {
-        Error::Config { reason, .. } => Error::config(format!("sinks[{i}].name"), reason),
+        ConfigError::Invalid { reason, .. } => {
+            ConfigError::invalid(format!("sinks[{i}].name"), reason)
+        }
         other => other,
     })?;
     let key = |k: &str| format!("sinks.{}.{k}", s.name);
@@ -262,8 +264,8 @@ fn sink_plan(i: usize, s: SinkFile) -> Result<SinkPlan> {
         SinkKind::Jetstream => match &s.jetstream {
             Some(j) => {
                 j.validate().map_err(|e| match e {
-                    Error::Config { param, reason } => {
-                        Error::config(format!("sinks.{}.{param}", s.name), reason)
+                    ConfigError::Invalid { param, reason } => {
+                        ConfigError::invalid(format!("sinks.{}.{param}", s.name), reason)
                     }
                     other => other,
                 })?;

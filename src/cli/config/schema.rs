@@ -204,17 +204,12 @@ pub struct RateLimitFile {
 /// Reads and parses a config file.
 ///
 /// # Errors
-/// [`Error::Config`] naming the file when it cannot be read, and naming the
-/// key (with its line) when it does not parse.
+/// [`outbox::ConfigError::Invalid`] naming the file when it cannot be read,
+/// and naming the key (with its line) when it does not parse.
 pub fn read_file(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-        param: "--config".into(),
-        reason: format!("cannot read {}: {e}", path.display()),
-    })?;
-    parse_file(&text).map_err(|reason| Error::Config {
-        param: path.display().to_string(),
-        reason,
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config("--config", format!("cannot read {}: {e}", path.display())))?;
+    parse_file(&text).map_err(|reason| Error::config(path.display().to_string(), reason))
 }
 
 /// Parses config text. The error is toml's message, which names the key

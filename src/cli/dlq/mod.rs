@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use outbox::inspect::{DlqSelection, Inspector};
-use outbox::{Error, Result, Seq, SinkName};
+use outbox::{ConfigError, Error, Result, Seq, SinkName};
 use serde_json::{Value, json};
 
 use super::admin::DlqQuery;
@@ -112,19 +112,16 @@ impl Target {
         if self.all || !self.seqs.is_empty() || self.filter.chooses() {
             return Ok(());
         }
-        Err(Error::Config {
-            param: "--seq".into(),
-            reason: format!(
+        Err(Error::config(
+            "--seq",
+            format!(
                 "{verb} needs --seq N (repeatable), --all, or a filter (--since, --until, --error-match)"
             ),
-        })
+        ))
     }
 
     fn sink_name(&self) -> Result<SinkName> {
-        SinkName::new(self.sink.clone()).map_err(|e| Error::Config {
-            param: "--sink".into(),
-            reason: e.to_string(),
-        })
+        SinkName::new(self.sink.clone()).map_err(|e| Error::config("--sink", e.to_string()))
     }
 
     fn offline(&self) -> Option<&PathBuf> {
@@ -190,12 +187,13 @@ fn select_offline(store: &Inspector, sink: &SinkName, filter: &Filter) -> Result
         .collect())
 }
 
-/// Fails with [`Error::UnknownSink`] unless `sink` has an offset: a typo
-/// must not look like an empty DLQ to a command that changes things.
+/// Fails with [`outbox::ConfigError::UnknownSink`] unless `sink` has an
+/// offset: a typo must not look like an empty DLQ to a command that changes
+/// things.
 fn known_sink(store: &Inspector, sink: &SinkName) -> Result<()> {
     match store.offset(sink)? {
         Some(_) => Ok(()),
-        None => Err(Error::UnknownSink(sink.to_string())),
+        None => Err(ConfigError::UnknownSink(sink.to_string()).into()),
     }
 }
 
@@ -261,7 +259,7 @@ impl Listing {
         } else {
             println!(
                 "{:>10}  {:<48}  {:<24}  {:>8}  ERROR / PAYLOAD",
-                "SEQ", "DELIVERY ID", "PARKED AT", "ATTEMPTS"
+                "SEQ", "DELIVERY ID", "IN DLQ SINCE", "ATTEMPTS"
             );
         }
         Listing { json, count: 0 }
@@ -369,12 +367,12 @@ fn purge(a: ChangeArgs) -> Result<ExitCode> {
             _ if filter.is_everything() => format!("every DLQ entry of sink {sink}"),
             _ => format!("the DLQ entries of sink {sink} that match"),
         };
-        return Err(Error::Config {
-            param: "--yes".into(),
-            reason: format!(
+        return Err(Error::config(
+            "--yes",
+            format!(
                 "purge deletes {what} for good; stdin is not a terminal, so pass --yes to confirm (or --dry-run to see which)"
             ),
-        });
+        ));
     }
     let store = match t.offline() {
         Some(dir) => {

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - an entry is selected only when it passes every given condition: its
-//!   seq is among `--seq` (when given), it was parked in the window
+//!   seq is among `--seq` (when given), it was dead-lettered in the window
 //!   `since <= failed_at < until`, and `--error-match` finds a match in
 //!   its last error;
 //! - selection keeps the order of the input (seq order, as the DLQ tree
@@ -30,12 +30,12 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// (`since`, `until`, `error_match`, `limit`, `seqs` as `1,2,3`).
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilterQuery {
-    /// Only entries parked at or after this time: RFC 3339
+    /// Only entries dead-lettered at or after this time: RFC 3339
     /// (2026-03-01T12:00:00Z) or a duration back from now (2h, 30m, 7d).
     #[arg(long, value_name = "TIME")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    /// Only entries parked before this time (same forms as --since).
+    /// Only entries dead-lettered before this time (same forms as --since).
     #[arg(long, value_name = "TIME")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
@@ -72,41 +72,31 @@ impl Filter {
     /// `now_ms` (ms since the Unix epoch).
     ///
     /// # Errors
-    /// [`Error::Config`] naming the flag: a time that is neither RFC 3339
-    /// nor a duration, a window whose start is not before its end, an
-    /// invalid or oversized regular expression, or a limit of 0.
+    /// [`outbox::ConfigError::Invalid`] naming the flag: a time that is
+    /// neither RFC 3339 nor a duration, a window whose start is not before
+    /// its end, an invalid or oversized regular expression, or a limit of 0.
     pub fn new(q: &FilterQuery, seqs: Option<&[u64]>, now_ms: u64) -> Result<Filter> {
         let since_ms = q
             .since
             .as_deref()
-            .map(|s| {
-                parse_time(s, now_ms).map_err(|r| Error::Config {
-                    param: "--since".into(),
-                    reason: r,
-                })
-            })
+            .map(|s| parse_time(s, now_ms).map_err(|r| Error::config("--since", r)))
             .transpose()?;
         let until_ms = q
             .until
             .as_deref()
-            .map(|s| {
-                parse_time(s, now_ms).map_err(|r| Error::Config {
-                    param: "--until".into(),
-                    reason: r,
-                })
-            })
+            .map(|s| parse_time(s, now_ms).map_err(|r| Error::config("--until", r)))
             .transpose()?;
         if let (Some(a), Some(b)) = (since_ms, until_ms)
             && a >= b
         {
-            return Err(Error::Config {
-                param: "--since".into(),
-                reason: format!(
+            return Err(Error::config(
+                "--since",
+                format!(
                     "the window is empty: --since ({}) is not before --until ({})",
                     render_ms(a),
                     render_ms(b)
                 ),
-            });
+            ));
         }
         let error = q
             .error_match
@@ -115,17 +105,11 @@ impl Filter {
                 RegexBuilder::new(p)
                     .size_limit(REGEX_SIZE_LIMIT)
                     .build()
-                    .map_err(|e| Error::Config {
-                        param: "--error-match".into(),
-                        reason: e.to_string(),
-                    })
+                    .map_err(|e| Error::config("--error-match", e.to_string()))
             })
             .transpose()?;
         if q.limit == Some(0) {
-            return Err(Error::Config {
-                param: "--limit".into(),
-                reason: "must be at least 1".into(),
-            });
+            return Err(Error::config("--limit", "must be at least 1"));
         }
         Ok(Filter {
             seqs: seqs.map(|s| s.iter().copied().collect()),
@@ -259,7 +243,8 @@ mod tests {
         }
     }
 
-    /// Seqs 0..6, parked an hour apart ending at noon, alternating errors.
+    /// Seqs 0..6, dead-lettered an hour apart ending at noon, alternating
+    /// errors.
     fn dlq() -> Vec<DeadLetter> {
         (0..6)
             .map(|s| {
@@ -326,7 +311,7 @@ mod tests {
 
     #[test]
     fn window_is_half_open() {
-        // Parked at 07:00, 08:00, ..., 12:00.
+        // Dead-lettered at 07:00, 08:00, ..., 12:00.
         let f = Filter::new(
             &q(
                 Some("2026-03-01T09:00:00Z"),
@@ -386,7 +371,9 @@ mod tests {
     #[test]
     fn bad_filters_name_their_flag() {
         let err = |q: FilterQuery| match Filter::new(&q, None, NOON) {
-            Err(Error::Config { param, reason }) => format!("{param}: {reason}"),
+            Err(Error::Config(outbox::ConfigError::Invalid { param, reason })) => {
+                format!("{param}: {reason}")
+            }
             other => panic!("expected a config error, got {other:?}"),
         };
         assert!(err(q(Some("soon"), None, None, None)).starts_with("--since: `soon`"));

@@ -3,9 +3,10 @@
 //!
 //! The history has one row per attempt kept with the entry (the last 10,
 //! oldest first): when it began, whether the failure was transient or
-//! permanent, how long it took, and what the sink said. An entry parked by
-//! outbox 0.1 kept no history: it shows one row, the last attempt, at the
-//! time the entry was parked, with its status and latency unknown (`null`).
+//! permanent, how long it took, and what the sink said. An entry
+//! dead-lettered by outbox 0.1 kept no history: it shows one row, the last
+//! attempt, at the time the entry was dead-lettered, with its status and
+//! latency unknown (`null`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,10 +78,7 @@ pub fn entry_json(e: &DeadLetter) -> Value {
 }
 
 pub fn run(a: ShowArgs) -> Result<ExitCode> {
-    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::Config {
-        param: "--sink".into(),
-        reason: e.to_string(),
-    })?;
+    let sink = SinkName::new(a.sink.clone()).map_err(|e| Error::config("--sink", e.to_string()))?;
     let v = match (&a.admin.admin, &a.data_dir) {
         (None, Some(dir)) => {
             let store = super::super::inspect_existing(dir)?;
@@ -108,10 +106,10 @@ pub fn run(a: ShowArgs) -> Result<ExitCode> {
 /// The error for a seq with no entry: a usage error (exit 2), like an
 /// unknown sink, since the operator named something that is not there.
 pub fn not_found(sink: &SinkName, seq: u64) -> Error {
-    Error::Config {
-        param: "SEQ".into(),
-        reason: format!("sink {sink} has no DLQ entry at seq {seq} (see `outbox dlq list`)"),
-    }
+    Error::config(
+        "SEQ",
+        format!("sink {sink} has no DLQ entry at seq {seq} (see `outbox dlq list`)"),
+    )
 }
 
 fn text(v: &Value) -> String {
@@ -122,7 +120,7 @@ fn text(v: &Value) -> String {
     line("seq", v["seq"].to_string());
     line("delivery id", s("delivery_id"));
     line(
-        "parked at",
+        "in DLQ since",
         v["failed_at_ms"]
             .as_u64()
             .map(render_ms)

@@ -37,7 +37,7 @@ use crate::types::Seq;
 pub(super) enum Done {
     /// The sink took it.
     Delivered(Seq),
-    /// Parked: a permanent failure, or the retries ran out.
+    /// Dead-lettered: a permanent failure, or the retries ran out.
     DeadLettered(Box<DlqEntry>),
 }
 
@@ -171,7 +171,7 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
                 tokio::time::sleep_until(until).await;
             }
             Decision::DeadLetter => {
-                tracing::warn!(sink = %slot.name, seq = seq.0, attempts, error = %error, "parking record in the DLQ");
+                tracing::warn!(sink = %slot.name, seq = seq.0, attempts, error = %error, "dead-lettering the record (it goes to the DLQ)");
                 return Done::DeadLettered(Box::new(DlqEntry {
                     sink: slot.name.to_string(),
                     seq: seq.0,

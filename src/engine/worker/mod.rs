@@ -44,7 +44,7 @@ use self::plan::{Progress, Room, Step};
 use super::core::{Core, SinkSlot};
 use super::window::Window;
 use crate::codec::{DlqEntry, RetryState};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::filter::Filter;
 use crate::retry::RetryPolicy;
 use crate::sink::Sink;
@@ -452,10 +452,10 @@ async fn load_retries<T>(
     let loaded = tokio::task::spawn_blocking(move || {
         let states = store.retry_states(&name, start)?;
         store.retry_clear_below(&name, start)?;
-        Ok::<_, crate::Error>(states)
+        Ok::<_, StoreError>(states)
     })
     .await
-    .map_err(|e| crate::Error::Storage(format!("retry state task failed: {e}")))
+    .map_err(|e| StoreError::task("retry state", e))
     .and_then(|r| r);
     match loaded {
         Ok(states) => {
@@ -483,22 +483,22 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// or read from the store.
 ///
 /// # Errors
-/// [`crate::Error::Corrupted`] naming the range when no value covers `pos`
+/// [`StoreError::Corrupted`] naming the range when no value covers `pos`
 /// or the value is damaged; an I/O error when it cannot be read now.
-async fn fetch<T>(core: &Arc<Core<T>>, pos: Seq, head: Seq) -> Result<Arc<Batch>> {
+async fn fetch<T>(core: &Arc<Core<T>>, pos: Seq, head: Seq) -> Result<Arc<Batch>, StoreError> {
     if let Some(b) = core.tail.lock().get(pos) {
         return Ok(b);
     }
     let store = core.store.clone();
     let read = tokio::task::spawn_blocking(move || store.read_at(pos, head))
         .await
-        .map_err(|e| crate::Error::Storage(format!("read task failed: {e}")))??;
+        .map_err(|e| StoreError::task("read", e))??;
     Ok(Arc::new(read))
 }
 
 /// Stops the sink for good on data it cannot read: reported in its status,
 /// the log and the metrics; its offset stays where it is.
-fn stop_corrupt<T>(core: &Core<T>, slot: &SinkSlot, e: &crate::Error) {
+fn stop_corrupt<T>(core: &Core<T>, slot: &SinkSlot, e: &StoreError) {
     let why = e.to_string();
     tracing::error!(sink = %slot.name, error = %why, "sink stopped: the log cannot be read here, and nothing is ever skipped; its records stay in the log. Run `outbox check`, then see `outbox salvage` in docs/operations.md");
     core.metrics.corrupt(slot.name.as_str(), &why);

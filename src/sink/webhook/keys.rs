@@ -41,11 +41,12 @@ impl KeyRing {
     /// seconds).
     ///
     /// # Errors
-    /// [`Error::Config`] naming `secret_env` or `secrets`: neither or both
-    /// are given; more than [`WebhookConfig::MAX_SECRETS`] keys, or more
-    /// than one under the `github` scheme; a variable name is empty or
-    /// given twice; a variable is unset, not UTF-8, empty or does not decode
-    /// (naming the variable, never its value); or every key has expired.
+    /// [`crate::ConfigError::Invalid`] naming `secret_env` or `secrets`:
+    /// neither or both are given; more than [`WebhookConfig::MAX_SECRETS`]
+    /// keys, or more than one under the `github` scheme; a variable name is
+    /// empty or given twice; a variable is unset, not UTF-8, empty or does
+    /// not decode (naming the variable, never its value); or every key has
+    /// expired.
     pub fn read(
         config: &WebhookConfig,
         lookup: impl Fn(&str) -> Option<OsString>,

@@ -103,13 +103,13 @@ impl WebhookSink {
     /// (the process environment in [`WebhookSink::new`]).
     ///
     /// # Errors
-    /// [`Error::Config`] naming the setting when: the URL does not parse or
-    /// is not http(s); the secrets are missing, too many, or more than one
-    /// under the `github` scheme; a secret variable is unset, not UTF-8,
-    /// empty or does not decode (the error names the variable, never its
-    /// value); every secret has expired by the system clock; `timeout_ms`
-    /// is 0; a static header is invalid or one the sink sets itself; or the
-    /// HTTP client cannot be built.
+    /// [`crate::ConfigError::Invalid`] naming the setting when: the URL does
+    /// not parse or is not http(s); the secrets are missing, too many, or
+    /// more than one under the `github` scheme; a secret variable is unset,
+    /// not UTF-8, empty or does not decode (the error names the variable,
+    /// never its value); every secret has expired by the system clock;
+    /// `timeout_ms` is 0; a static header is invalid or one the sink sets
+    /// itself; or the HTTP client cannot be built.
     pub fn with_env(
         config: &WebhookConfig,
         lookup: impl Fn(&str) -> Option<OsString>,
@@ -499,7 +499,7 @@ mod tests {
             let c = WebhookConfig::new(url, "S");
             let e = config_err(&c, lookup());
             assert!(
-                matches!(&e, Error::Config { param: p, .. } if p == param),
+                matches!(&e, Error::Config(crate::ConfigError::Invalid { param: p, .. }) if p == param),
                 "{e}"
             );
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::map::Validate;
-use crate::error::{Error, Result};
+use crate::error::ConfigError;
 
 /// When a message is acked to JetStream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
@@ -98,28 +98,28 @@ impl JetStreamSourceConfig {
     /// Checks every value.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the key: a `url` that is empty or not a
+    /// [`ConfigError::Invalid`] naming the key: a `url` that is empty or not a
     /// list of NATS URLs; a `stream` or
     /// `consumer` name that is empty or has `.`, `*`, `>` or whitespace
     /// (JetStream refuses those); an empty `filter_subject`; `ack_wait_ms`
     /// under 1000; `max_ack_pending` under 1.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         crate::nats::server_addrs("source.url", &self.url)?;
         check_name("source.stream", &self.stream)?;
         check_name("source.consumer", &self.consumer)?;
         if let Some(f) = &self.filter_subject
             && f.trim().is_empty()
         {
-            return Err(Error::config("source.filter_subject", "is empty"));
+            return Err(ConfigError::invalid("source.filter_subject", "is empty"));
         }
         if self.ack_wait_ms < 1000 {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 "source.ack_wait_ms",
                 format!("{} is under 1000 ms", self.ack_wait_ms),
             ));
         }
         if self.max_ack_pending < 1 {
-            return Err(Error::config(
+            return Err(ConfigError::invalid(
                 "source.max_ack_pending",
                 "must be at least 1",
             ));
@@ -128,15 +128,15 @@ impl JetStreamSourceConfig {
     }
 }
 
-fn check_name(key: &str, s: &str) -> Result<()> {
+fn check_name(key: &str, s: &str) -> Result<(), ConfigError> {
     if s.is_empty() {
-        return Err(Error::config(key, "is empty"));
+        return Err(ConfigError::invalid(key, "is empty"));
     }
     if let Some(c) = s
         .chars()
         .find(|c| matches!(c, '.' | '*' | '>' | '/' | '\\') || c.is_whitespace())
     {
-        return Err(Error::config(
+        return Err(ConfigError::invalid(
             key,
             format!("`{s}` has {c:?}, which JetStream does not allow in a name"),
         ));
@@ -160,7 +160,7 @@ mod tests {
             let mut c = JetStreamSourceConfig::new("nats://h", "S", "c");
             f(&mut c);
             let e = c.validate().unwrap_err();
-            assert!(e.is_config(), "{e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
             assert!(e.to_string().contains(key), "{e}");
         };
         bad(&|c| c.url = "".into(), "source.url");

@@ -3,8 +3,8 @@
 //!
 //! Exit codes of the binary for what fails here: a server that cannot be
 //! reached is [`Error::Source`] (1); a stream that does not exist, or a
-//! consumer whose settings outbox cannot work with, is [`Error::Config`] (2),
-//! because only the operator can fix it.
+//! consumer whose settings outbox cannot work with, is
+//! [`crate::ConfigError::Invalid`] (2), because only the operator can fix it.
 
 use std::time::Duration;
 
@@ -39,11 +39,11 @@ pub struct Connected {
 /// Connects and sets up the consumer.
 ///
 /// # Errors
-/// [`Error::Source`] when the server cannot be reached within 5 s or does
-/// not answer a JetStream request; [`Error::Config`] naming `source.stream`
-/// when the stream does not exist, or `source.consumer` when the consumer
-/// exists with an ack policy other than explicit, is not a pull consumer,
-/// or has another filter subject than `filter_subject`.
+/// [`Error::Source`] when the server cannot be reached within 5 s or does not
+/// answer a JetStream request; [`crate::ConfigError::Invalid`] naming
+/// `source.stream` when the stream does not exist, or `source.consumer` when
+/// the consumer exists with an ack policy other than explicit, is not a pull
+/// consumer, or has another filter subject than `filter_subject`.
 pub async fn connect(cfg: &JetStreamSourceConfig) -> Result<Connected> {
     cfg.validate()?;
     let addrs = crate::nats::server_addrs("source.url", &cfg.url)?;

@@ -51,8 +51,8 @@ use tokio::task::JoinSet;
 
 use self::ack::Acker;
 use self::map::Incoming;
-use crate::engine::Outbox;
-use crate::error::{Error, Result};
+use crate::engine::{DispatchError, Outbox};
+use crate::error::{DispatchErrorKind, Error, Result};
 use crate::types::Record;
 
 pub use self::ack::JsAck;
@@ -142,8 +142,9 @@ impl JetStreamSource {
     ///
     /// # Errors
     /// The engine's error when an append fails for a reason other than a
-    /// refused record or shutdown (a failed flush: [`Error::Poisoned`]);
-    /// then the source stops and the message is handed back.
+    /// refused record or shutdown (a failed flush:
+    /// [`crate::StoreError::Poisoned`]); then the source stops and the
+    /// message is handed back.
     ///
     /// # Cancel safety
     /// Not cancel safe: dropped part way, appends already admitted still
@@ -239,7 +240,7 @@ impl JetStreamSource {
                     continue;
                 }
                 let permit = tokio::select! {
-                    p = slots.clone().acquire_owned() => p.map_err(|_| Error::ShuttingDown)?,
+                    p = slots.clone().acquire_owned() => p.map_err(|_| DispatchErrorKind::ShuttingDown)?,
                     _ = &mut stop => {
                         for p in &prepared {
                             self.acker.nak(&p.token).await;
@@ -379,14 +380,17 @@ impl JetStreamSource {
                 .try_dispatch_once(&p.key, vec![(p.record, tokens)])
             {
                 Ok(receipt) => Box::pin(FutureExt::map(receipt, |r| {
-                    r.map(|d| d.duplicate).map_err(Error::from)
+                    r.map(|d| d.duplicate).map_err(DispatchError::into_kind)
                 })),
                 Err(e)
-                    if matches!(e.error(), Error::Full { .. } | Error::Busy) && e.has_items() =>
+                    if matches!(
+                        e.kind(),
+                        DispatchErrorKind::Full { .. } | DispatchErrorKind::Busy
+                    ) && e.has_items() =>
                 {
                     let items = e.into_items().unwrap_or_default();
                     let waited = tokio::select! {
-                        r = outbox.dispatch_once(&p.key, items) => r.map(|d| d.duplicate).map_err(Error::from),
+                        r = outbox.dispatch_once(&p.key, items) => r.map(|d| d.duplicate).map_err(DispatchError::into_kind),
                         _ = stop.as_mut() => {
                             // Not admitted: this one and the rest go back.
                             self.acker.nak(&p.token).await;
@@ -402,7 +406,7 @@ impl JetStreamSource {
                     };
                     Box::pin(futures::future::ready(waited))
                 }
-                Err(e) => Box::pin(futures::future::ready(Err(e.into_error()))),
+                Err(e) => Box::pin(futures::future::ready(Err(e.into_kind()))),
             };
             admitted.push((p.token, outcome));
         }
@@ -431,7 +435,7 @@ fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<
 }
 
 /// A message handed to the engine: its receipt is awaited by [`settle`].
-type Admission = futures::future::BoxFuture<'static, Result<bool>>;
+type Admission = futures::future::BoxFuture<'static, Result<bool, DispatchErrorKind>>;
 
 /// Waits for each admitted message's outcome, then acts on it: counts it,
 /// acks it (under `accepted`), terminates a refused one, hands back (`Nak`)
@@ -457,11 +461,11 @@ async fn settle(
                     acker.ack(token.clone()).await;
                 }
             }
-            Err(Error::Rejected(why)) => {
+            Err(DispatchErrorKind::Rejected(why)) => {
                 tracing::warn!(stream_seq = token.stream_seq, reason = %why, "jetstream source: record refused; message terminated (Term)");
                 acker.term(token).await;
             }
-            Err(Error::ShuttingDown) => acker.nak(token).await,
+            Err(DispatchErrorKind::ShuttingDown) => acker.nak(token).await,
             Err(e) => {
                 acker.nak(token).await;
                 fatal.get_or_insert(e);
@@ -469,7 +473,7 @@ async fn settle(
         }
     }
     match fatal {
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
         None => Ok(()),
     }
 }

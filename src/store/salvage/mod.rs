@@ -42,7 +42,7 @@ pub use ledger::{Loss, Restart, SeqRanges};
 use super::open::{guarded, open_sled, sled_open_error};
 use super::{Store, StoreOptions, now_ms, witness};
 use crate::codec::{self, BatchHeader, BatchKind, LogEntry, Member, meta_key, tree};
-use crate::error::{Error, Result};
+use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::types::{Seq, SinkName};
 
 /// How far ahead of the head the appender reserves seqs (the engine's
@@ -386,20 +386,20 @@ fn copy_value(
 /// module docs for what is kept and how.
 ///
 /// # Errors
-/// [`Error::Config`] when `out` is `src`, exists and is not empty, or a
-/// partial copy from an interrupted salvage is in the way, or `src` holds
-/// no outbox; [`Error::Locked`] when a process holds `src`;
+/// [`crate::ConfigError::Invalid`] when `out` is `src`, exists and is not
+/// empty, or a partial copy from an interrupted salvage is in the way, or
+/// `src` holds no outbox; [`Error::Locked`] when a process holds `src`;
 /// [`Error::StoreCorrupt`] when sled cannot open `src` at all;
-/// [`Error::UnknownFormat`] for a newer format; I/O errors writing the
-/// copy (which is then removed); [`Error::Storage`] if the copy does not
-/// verify, which would be a bug.
-pub fn salvage(src: &Path, out: &Path, cache_bytes: u64) -> Result<SalvageReport> {
+/// [`Error::UnknownFormat`] for a newer format; I/O errors writing the copy
+/// (which is then removed); [`Error::Storage`] if the copy does not verify,
+/// which would be a bug.
+pub fn salvage(src: &Path, out: &Path, cache_bytes: u64) -> crate::Result<SalvageReport> {
     if out == src {
-        return Err(Error::config("--out", "must differ from --data-dir"));
+        return Err(crate::Error::config("--out", "must differ from --data-dir"));
     }
     super::compact::ensure_fresh(out)?;
     if !src.join("db").is_file() {
-        return Err(Error::config(
+        return Err(crate::Error::config(
             "--data-dir",
             format!("{} holds no outbox data (no `db` file)", src.display()),
         ));
@@ -407,11 +407,12 @@ pub fn salvage(src: &Path, out: &Path, cache_bytes: u64) -> Result<SalvageReport
     if super::is_locked(src) {
         return Err(Error::Locked {
             path: src.to_path_buf(),
-        });
+        }
+        .into());
     }
     let partial = partial_path(out)?;
     if partial.exists() {
-        return Err(Error::config(
+        return Err(crate::Error::config(
             "--out",
             format!(
                 "{} exists, left by an interrupted salvage: remove it and run salvage again",
@@ -426,7 +427,7 @@ pub fn salvage(src: &Path, out: &Path, cache_bytes: u64) -> Result<SalvageReport
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&partial);
-            return Err(e);
+            return Err(e.into());
         }
     };
     std::fs::rename(&partial, out).map_err(|e| {
@@ -440,25 +441,31 @@ pub fn salvage(src: &Path, out: &Path, cache_bytes: u64) -> Result<SalvageReport
         ))
     })?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(parent)?.sync_all()?;
+        std::fs::File::open(parent)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::Io)?;
     }
     let check = Store::inspect(out, cache_bytes).and_then(|s| s.verify());
     if let Err(e) = check {
-        return Err(Error::Storage(format!(
-            "the copy in {} does not verify ({e}); this is a bug in salvage: keep {}",
-            out.display(),
-            src.display()
-        )));
+        return Err(Error::Storage(
+            format!(
+                "the copy in {} does not verify ({e}); this is a bug in salvage: keep {}",
+                out.display(),
+                src.display()
+            )
+            .into(),
+        )
+        .into());
     }
     Ok(report)
 }
 
 /// `DIR/.NAME.salvage-partial` for `DIR/NAME`: on the same file system, so
 /// the final rename is atomic.
-fn partial_path(out: &Path) -> Result<PathBuf> {
+fn partial_path(out: &Path) -> crate::Result<PathBuf> {
     let name = out
         .file_name()
-        .ok_or_else(|| Error::config("--out", "names no directory"))?;
+        .ok_or_else(|| crate::Error::config("--out", "names no directory"))?;
     let mut partial = std::ffi::OsString::from(".");
     partial.push(name);
     partial.push(".salvage-partial");
