@@ -3,7 +3,7 @@
 //! A redrive once wrote every selected DLQ entry into one log value, which
 //! no reader could decode past 256 MiB. Now a redrive is cut into chunks of
 //! at most `REDRIVE_CHUNK_BYTES`, each packed into values a reader accepts,
-//! and listing streams the tree. These tests park large DLQs through the
+//! and listing streams the tree. These tests dead-letter large DLQs through the
 //! real engine on a real sled directory, redrive them, and check that every
 //! record comes back, once, with its delivery id, in order, and that the
 //! process's memory stays far below the size of the DLQ.
@@ -32,7 +32,7 @@ struct Got {
     len: usize,
 }
 
-/// Refuses every record permanently (so it is parked) until `accept` is
+/// Refuses every record permanently (so it is dead-lettered) until `accept` is
 /// set; then records what it delivered.
 #[derive(Clone, Default)]
 struct Switch {
@@ -78,10 +78,10 @@ fn payload(index: u64, len: usize) -> Vec<u8> {
     p
 }
 
-/// Parks `n` records of `len` bytes, redrives them all in one call, and
+/// Dead-letters `n` records of `len` bytes, redrives them all in one call, and
 /// checks what came back. Returns (peak RSS during the redrive and its
 /// delivery, RSS before it), in MiB.
-async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
+async fn dead_letter_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
     let d = tempfile::tempdir().unwrap();
     let sink = Switch::default();
     let cfg = SinkConfig {
@@ -99,7 +99,7 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
         .await
         .unwrap();
 
-    // Fill: every record is refused and parked.
+    // Fill: every record is refused and dead-lettered.
     let mut ids = Vec::with_capacity(n as usize);
     let mut next = 0u64;
     while next < n {
@@ -111,7 +111,7 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
             ids.push(r.delivery_id.to_string());
         }
     }
-    eventually_within("every record parked", 600, || {
+    eventually_within("every record dead-lettered", 600, || {
         ob.dlq_count(&name) as u64 == n
     })
     .await;
@@ -216,7 +216,7 @@ async fn park_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u64) {
     (peak, before)
 }
 
-/// How many 1 MiB entries the large test parks: 300 (more than the
+/// How many 1 MiB entries the large test dead-letters: 300 (more than the
 /// 256 MiB a single log value may hold, which a redrive in one value used
 /// to write) unless `OUTBOX_BOUNDED_MIB` says
 /// otherwise; the 10,000 is a long run (docs/testing.md).
@@ -227,7 +227,7 @@ fn mib_entries() -> u64 {
         .unwrap_or(300)
 }
 
-/// Entries of 1 MiB (300 MiB of them by default) parked, redriven in one
+/// Entries of 1 MiB (300 MiB of them by default) dead-lettered, redriven in one
 /// call. No bound on memory is asserted here: sled 0.34 keeps every value
 /// larger than its page size in memory whatever its cache capacity (1,000
 /// values of 1 MiB written to a bare sled tree: 1,013 MiB RSS, still 1,012
@@ -236,14 +236,14 @@ fn mib_entries() -> u64 {
 /// bounds what outbox itself holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_of_one_mib_entries_is_chunked_into_bounded_values() {
-    let (peak, before) = park_and_redrive(mib_entries(), 1 << 20, 4).await;
+    let (peak, before) = dead_letter_and_redrive(mib_entries(), 1 << 20, 4).await;
     eprintln!("RSS before the redrive {before} MiB, peak during it {peak} MiB");
 }
 
 /// 100,000 small entries, redriven in one call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_of_a_hundred_thousand_small_entries() {
-    let (peak, before) = park_and_redrive(100_000, 64, 256).await;
+    let (peak, before) = dead_letter_and_redrive(100_000, 64, 256).await;
     eprintln!("RSS before the redrive {before} MiB, peak during it {peak} MiB");
     assert!(peak < before + 256, "RSS went from {before} to {peak} MiB");
 }

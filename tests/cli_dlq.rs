@@ -138,14 +138,14 @@ fn listed(target: &[&str], extra: &[&str]) -> Vec<(u64, String)> {
 
 #[test]
 fn a_dlq_larger_than_a_page_is_listed_whole_online_and_offline() {
-    // 2,500 parked records: the admin endpoint answers 1,000 a page, so the
+    // 2,500 dead-lettered records: the admin endpoint answers 1,000 a page, so the
     // online listing takes three pages and must join them without a gap or
     // a repeat.
     const N: u64 = 2_500;
     let rx = Receiver::start(vec![422]);
     let t = tempfile::tempdir().unwrap();
     let cfg = parking_webhook(t.path(), rx.addr);
-    // Time to park them all before the drain at EOF gives up.
+    // Time to dead-letter them all before the drain at EOF gives up.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,

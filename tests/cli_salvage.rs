@@ -156,9 +156,9 @@ fn a_lost_offset_restarts_its_sink_where_nothing_readable_is_skipped() {
     assert_eq!(got, (0..N as u64).collect::<Vec<_>>());
 }
 
-/// A store with two sinks: `p` parks every record (its receiver answers
+/// A store with two sinks: `p` dead-letters every record (its receiver answers
 /// 400), `h` holds them all pending. Returns the data dir.
-fn parked_and_held(t: &Path, n: usize) -> (PathBuf, Receiver) {
+fn dead_lettered_and_held(t: &Path, n: usize) -> (PathBuf, Receiver) {
     let rx = Receiver::start(vec![400]);
     let data = t.join("data");
     let sinks = format!(
@@ -172,7 +172,7 @@ fn parked_and_held(t: &Path, n: usize) -> (PathBuf, Receiver) {
         .as_array()
         .unwrap()
         .len();
-    assert_eq!(dlq, n, "every record parked for p");
+    assert_eq!(dlq, n, "every record dead-lettered for p");
     (data, rx)
 }
 
@@ -186,7 +186,7 @@ fn dlq_entries(dir: &Path) -> Vec<Value> {
 #[test]
 fn a_damaged_dlq_entry_is_named_and_the_others_keep_their_history() {
     let t = tempfile::tempdir().unwrap();
-    let (data, _rx) = parked_and_held(t.path(), 20);
+    let (data, _rx) = dead_lettered_and_held(t.path(), 20);
     let before = dlq_entries(&data);
     let db = raw_sled(&data);
     let dlq = db.open_tree("dlq").unwrap();
@@ -220,7 +220,7 @@ fn a_damaged_dlq_entry_is_named_and_the_others_keep_their_history() {
 #[test]
 fn an_undamaged_store_is_copied_whole_with_exit_0() {
     let t = tempfile::tempdir().unwrap();
-    let (data, _rx) = parked_and_held(t.path(), 50);
+    let (data, _rx) = dead_lettered_and_held(t.path(), 50);
     let new = t.path().join("new");
     // An operator's pause is part of what a salvage keeps.
     let o = run(

@@ -18,7 +18,7 @@ use common::config::parking_webhook;
 use common::process::wait_for;
 use serde_json::{Value, json};
 
-/// Answers the record's `status` (a 4xx parks it at once with
+/// Answers the record's `status` (a 4xx dead-letters it at once with
 /// `retry_max = 0`) until `fixed` is set, and 200 from then on.
 fn receiver(fixed: Arc<AtomicBool>) -> Receiver {
     Receiver::answering(Box::new(move |_id, body| {
@@ -40,7 +40,7 @@ fn records(items: &[(u64, u16)]) -> String {
         .collect()
 }
 
-/// The first three records park in one run, the next three in a later
+/// The first three records dead-letter in one run, the next three in a later
 /// one; `mid` is an instant strictly between the two.
 const FIRST: &[(u64, u16)] = &[(0, 400), (1, 422), (2, 400)];
 const SECOND: &[(u64, u16)] = &[(3, 422), (4, 400), (5, 410)];
@@ -143,10 +143,10 @@ fn check_show(target: &[&str], listed: &Value) {
         "{v}"
     );
     let at = h[0]["at_ms"].as_u64().unwrap();
-    let parked = listed["failed_at_ms"].as_u64().unwrap();
+    let dead_lettered = listed["failed_at_ms"].as_u64().unwrap();
     assert!(
-        at <= parked && parked - at < 10_000,
-        "attempt at {at}, parked at {parked}"
+        at <= dead_lettered && dead_lettered - at < 10_000,
+        "attempt at {at}, dead-lettered at {dead_lettered}"
     );
 
     let mut missing = vec!["dlq", "show", "--sink", "web", "99"];

@@ -271,7 +271,7 @@ async fn an_open_breaker_keeps_records_out_of_the_dlq_and_probes_until_the_endpo
         ob.status().unwrap().sinks[0].state != "ok"
     })
     .await;
-    // Down for a while: probes every 200 ms, and nothing is parked although
+    // Down for a while: probes every 200 ms, and nothing is dead-lettered although
     // retry_max (2) is long passed.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let st = ob.status().unwrap();
@@ -456,9 +456,9 @@ async fn a_given_delivery_id_is_kept_through_delivery_and_redrive() {
         .await
         .unwrap();
     assert_eq!(r.delivery_id, given);
-    eventually("parked", || ob.status().unwrap().sinks[0].dlq == 1).await;
-    let parked = ob.dlq_list(None).unwrap();
-    assert_eq!(parked[0].delivery_id, given);
+    eventually("dead-lettered", || ob.status().unwrap().sinks[0].dlq == 1).await;
+    let dead_lettered = ob.dlq_list(None).unwrap();
+    assert_eq!(dead_lettered[0].delivery_id, given);
     sink.failing.lock().clear();
     assert_eq!(ob.dlq_redrive(&name("web"), None).await.unwrap(), 1);
     eventually("redriven", || sink.payloads().len() == 1).await;
@@ -494,7 +494,7 @@ impl Sink for Refusing {
 }
 
 #[tokio::test]
-async fn a_pause_parks_nothing_even_an_attempt_that_was_out_when_it_landed() {
+async fn a_pause_dead_letters_nothing_even_an_attempt_that_was_out_when_it_landed() {
     let d = dir();
     let (open, gate) = watch::channel(false);
     let sink = Refusing {
@@ -515,7 +515,7 @@ async fn a_pause_parks_nothing_even_an_attempt_that_was_out_when_it_landed() {
     assert_eq!(
         (st.sinks[0].state.as_str(), st.sinks[0].lag, st.sinks[0].dlq),
         ("paused", 1, 0),
-        "refused while paused: not parked"
+        "refused while paused: not dead-lettered"
     );
     assert_eq!(*sink.attempts.lock(), 1);
     assert!(ob.resume_sink(&name("web")).await.unwrap());
@@ -523,7 +523,7 @@ async fn a_pause_parks_nothing_even_an_attempt_that_was_out_when_it_landed() {
         !ob.resume_sink(&name("web")).await.unwrap(),
         "not paused now"
     );
-    eventually("parked after the resume", || {
+    eventually("dead-lettered after the resume", || {
         ob.status().unwrap().sinks[0].dlq == 1
     })
     .await;

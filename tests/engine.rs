@@ -84,7 +84,11 @@ async fn permanent_and_transient_take_separate_paths() {
     let t = tokio::time::timeout(Duration::from_secs(5), acks.recv())
         .await
         .unwrap();
-    assert_eq!(t, Some(1), "acked once every sink delivered or parked");
+    assert_eq!(
+        t,
+        Some(1),
+        "acked once every sink delivered or dead-lettered"
+    );
     assert_eq!(perm.attempts(), 1, "permanent: one attempt");
     assert_eq!(flaky.attempts(), 3, "two transient failures then success");
     assert_eq!(flaky.delivered(), vec![b"one".to_vec()]);
@@ -110,7 +114,7 @@ async fn dlq_survives_reopen_and_redrive_reaches_only_that_sink() {
     let other = TestSink::new(Behaviour::Ok);
     let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &perm), ("file", &other)]).await;
     let r = ob.dispatch(rec("bad-then-good"), vec![]).await.unwrap();
-    eventually("parked", || {
+    eventually("dead-lettered", || {
         ob.dlq_list(None).map(|l| l.len() == 1).unwrap_or(false)
     })
     .await;
@@ -765,8 +769,8 @@ async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
     let d = dir();
     let perm = TestSink::new(Behaviour::AlwaysPermanent);
     let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &perm)]).await;
-    let r = ob.dispatch(rec("parked"), vec![]).await.unwrap();
-    eventually("parked", || {
+    let r = ob.dispatch(rec("dead-lettered"), vec![]).await.unwrap();
+    eventually("dead-lettered", || {
         ob.dlq_list(None).map(|l| l.len() == 1).unwrap_or(false)
     })
     .await;
@@ -798,7 +802,7 @@ async fn dlq_commands_after_shutdown_fail_at_once_and_change_nothing() {
     abandon(ob, d.path()).await;
     let (ob, _) = open_outbox::<()>(d.path(), &[("hook", &TestSink::new(Behaviour::Ok))]).await;
     let dl = ob.dlq_list(None).unwrap();
-    assert_eq!(dl.len(), 1, "the entry is still parked");
+    assert_eq!(dl.len(), 1, "the entry is still dead-lettered");
     assert_eq!(dl[0].delivery_id, r.delivery_id);
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }

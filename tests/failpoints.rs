@@ -581,7 +581,7 @@ async fn a_failed_offset_commit_redelivers_with_the_same_ids() {
 }
 
 /// The offset and the DLQ entries of a run go in one transaction; when it
-/// fails neither is written, and after the reopen the record is parked
+/// fails neither is written, and after the reopen the record is dead-lettered
 /// exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_offset_and_dlq_transaction_writes_neither() {
@@ -608,13 +608,16 @@ async fn a_failed_offset_and_dlq_transaction_writes_neither() {
 
     let p2 = TestSink::new(Behaviour::AlwaysPermanent);
     let (ob, mut acks) = open_outbox(d.path(), &[("p", &p2)]).await;
-    eventually("r0 is parked again, and p passes the hole after it", || {
-        let st = ob.status().unwrap();
-        st.sinks[0].offset == st.head
-    })
+    eventually(
+        "r0 is dead-lettered again, and p passes the hole after it",
+        || {
+            let st = ob.status().unwrap();
+            st.sinks[0].offset == st.head
+        },
+    )
     .await;
     let dlq = ob.dlq_list(None).unwrap();
-    let parked: Vec<(&str, u64, u64, &[u8], u32)> = dlq
+    let dead_lettered: Vec<(&str, u64, u64, &[u8], u32)> = dlq
         .iter()
         .map(|e| {
             (
@@ -626,7 +629,10 @@ async fn a_failed_offset_and_dlq_transaction_writes_neither() {
             )
         })
         .collect();
-    assert_eq!(parked, vec![("p", r0.seq.0, r0.seq.0, &b"r0"[..], 1)]);
+    assert_eq!(
+        dead_lettered,
+        vec![("p", r0.seq.0, r0.seq.0, &b"r0"[..], 1)]
+    );
     let seen: Vec<(u64, String, bool)> = p2
         .seen
         .lock()

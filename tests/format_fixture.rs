@@ -61,7 +61,7 @@ fn payloads(store: &Inspector) -> Vec<(u64, String, String)> {
 }
 
 /// The v1 directory holds: 5 records `r0`..`r4` in two batches; sink `file`
-/// at offset 3 and sink `hook` at 5 with seq 1 parked in its DLQ.
+/// at offset 3 and sink `hook` at 5 with seq 1 dead-lettered in its DLQ.
 #[tokio::test]
 async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
     let d = tempfile::tempdir().unwrap();
@@ -133,7 +133,7 @@ async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
 /// `src/fixture_v2.rs`): records `a0..a3` (seq 0..4, `a2` with a
 /// caller-given delivery id), a hole over seqs 4..10, a redriven record `a1`
 /// at seq 10 aimed at `hook` with its origin 1; sink `file` at 10, sink
-/// `hook` at 4 with seq 1 parked (with a history of two attempts); an orphan
+/// `hook` at 4 with seq 1 dead-lettered (with a history of two attempts); an orphan
 /// `old` at 0 since `AT`; the seq floor 0 and the reservation 11.
 const AT: u64 = 1_700_000_000_000;
 

@@ -260,7 +260,7 @@ async fn kill_9_loop_loses_no_acknowledged_record() {
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     for s in v["sinks"].as_array().unwrap() {
         assert_eq!(s["lag"], 0, "after the drain: {s}");
-        assert_eq!(s["dlq"], 0, "nothing parked: {s}");
+        assert_eq!(s["dlq"], 0, "nothing dead-lettered: {s}");
     }
 
     // The oracle.

@@ -73,7 +73,7 @@ fn regression_kill_mid_delivery_then_redrive_both_sinks() {
         Op::Close,
     ]);
     assert_eq!(s.dispatched, 5);
-    assert_eq!(s.redriven, 4, "one parked at a, three at b");
+    assert_eq!(s.redriven, 4, "one dead-lettered at a, three at b");
     assert_eq!(s.kills, 2);
 }
 
@@ -91,7 +91,7 @@ fn regression_truncate_everything_then_restart_keeps_seqs() {
         Op::Dispatch(vec![[P, O]]),
     ]);
     assert_eq!(s.dispatched, 5);
-    assert_eq!(s.parked, 1);
+    assert_eq!(s.dead_lettered, 1);
 }
 
 #[test]

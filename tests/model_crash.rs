@@ -123,7 +123,7 @@ fn a_kill_in_the_middle_of_a_burst_keeps_every_receipt() {
     assert!(s.acked >= 3, "the drained run releases its 3 tokens: {s:?}");
 }
 
-/// Parked records, a redrive, and kills during each.
+/// Dead-lettered records, a redrive, and kills during each.
 #[test]
 fn kills_around_parking_and_redrive_keep_the_dlq() {
     let s = check(&[
@@ -141,7 +141,7 @@ fn kills_around_parking_and_redrive_keep_the_dlq() {
     assert!((4..=5).contains(&s.receipted), "{s:?}");
 }
 
-/// Shrunk from a proptest failure: records parked before a restart (whose
+/// Shrunk from a proptest failure: records dead-lettered before a restart (whose
 /// open records the DLQ count in the witness file), redriven after it,
 /// then a kill while the process is idle. The reopen used to be refused:
 /// "holds 0 entries, but 3 were durable (outbox.witness)".
@@ -156,5 +156,5 @@ fn regression_a_kill_after_a_redrive_reopens() {
     assert_eq!((s.kills, s.runs), (2, 3));
     assert_eq!(s.receipted, 3);
     assert_eq!(s.redriven, 3, "{s:?}");
-    assert_eq!(s.parked, 0, "{s:?}");
+    assert_eq!(s.dead_lettered, 0, "{s:?}");
 }

@@ -5,7 +5,7 @@
 //! powerfs mount, serves HTTP ingest and the admin endpoint, and delivers
 //! to the file sink and to a webhook sink whose receiver (on 127.0.0.1, in
 //! this test) answers 500 at random and 400 the first time it sees one
-//! record in 40, which parks that record in the DLQ. Three clients push
+//! record in 40, which dead-letters that record in the DLQ. Three clients push
 //! records with unique ids and keep every id whose request got a 200.
 //!
 //! The power is cut at least 20 times (`OUTBOX_POWERCUT_CUTS`), aimed in
@@ -427,7 +427,7 @@ async fn power_cut_loop(sync: Option<&str>, report_only: bool) -> Report {
         cuts.push(one_run(&mut fs, &cfg, run, aim, &hook, &oracle, refusals).await);
     }
 
-    // The final run: redrive what is parked, drain, stop cleanly.
+    // The final run: redrive what is dead-lettered, drain, stop cleanly.
     hook.settle.store(true, Ordering::Relaxed);
     let what = format!("final run, after {} cuts", fs.cuts);
     let daemon = start_daemon(

@@ -811,7 +811,8 @@ async fn github_scheme_signs_the_body_in_hex() {
 }
 
 #[tokio::test]
-async fn a_retry_schedule_resumes_where_it_was_after_a_restart_and_parks_at_the_same_attempt() {
+async fn a_retry_schedule_resumes_where_it_was_after_a_restart_and_dead_letters_at_the_same_attempt()
+ {
     let ms = Duration::from_millis;
     // Attempt 1: 503 -> the schedule's 500 ms. Attempt 2: 503 with
     // Retry-After: 60, capped by retry_after_max at 3 s instead of the
@@ -840,7 +841,7 @@ async fn a_retry_schedule_resumes_where_it_was_after_a_restart_and_parks_at_the_
     tokio::time::sleep(ms(500)).await;
     assert_eq!(rx.hits().len(), 2, "no attempt right after the reopen");
     rx.wait_hits(4).await;
-    eventually("the record is parked", || {
+    eventually("the record is dead-lettered", || {
         ob.status().unwrap().sinks[0].dlq == 1
     })
     .await;

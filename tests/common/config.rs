@@ -77,7 +77,7 @@ impl Config {
 }
 
 /// `DIR/outbox.toml` for `DIR/data` with one sink, `web`: a webhook to
-/// `hook` that parks a record at its first failure, from the earliest seq.
+/// `hook` that dead-letters a record at its first failure, from the earliest seq.
 pub fn parking_webhook(dir: &Path, hook: std::net::SocketAddr) -> PathBuf {
     Config::new(&dir.join("data"))
         .set("drain_timeout_secs", 5)

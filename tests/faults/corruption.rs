@@ -11,23 +11,23 @@ use outbox::{Error, Outbox, Seq, SinkName, StoreError};
 
 // ------------------------------------------------------------ corruption --
 
-/// Fills a data directory: 50 records parked in the DLQ of sink `s`, its
+/// Fills a data directory: 50 records dead-lettered in the DLQ of sink `s`, its
 /// offset at 50. Returns the directory.
 async fn filled(root: &Path) -> PathBuf {
     filled_with(root, 50, 0, true).await
 }
 
-/// `n` records with `pad` extra payload bytes each. With `park`, sink `s`
-/// parks them all in its DLQ (its offset at `n`, the log then truncated);
+/// `n` records with `pad` extra payload bytes each. With `dead-letter`, sink `s`
+/// dead-letters them all in its DLQ (its offset at `n`, the log then truncated);
 /// without, it never delivers one (its offset at 0, every record needed).
-async fn filled_with(root: &Path, n: usize, pad: usize, park: bool) -> PathBuf {
+async fn filled_with(root: &Path, n: usize, pad: usize, dead_letter: bool) -> PathBuf {
     let data = root.join("data");
-    let (sink, gate) = TestSink::gated(if park {
+    let (sink, gate) = TestSink::gated(if dead_letter {
         Behaviour::AlwaysPermanent
     } else {
         Behaviour::Ok
     });
-    if park {
+    if dead_letter {
         gate.send(true).unwrap();
     }
     let (ob, _) = Outbox::<()>::builder(&data)
@@ -40,8 +40,8 @@ async fn filled_with(root: &Path, n: usize, pad: usize, park: bool) -> PathBuf {
         let r = rec(&format!("{{\"i\":{i},\"p\":\"{padding}\"}}"));
         ob.dispatch(r, vec![]).await.unwrap();
     }
-    if park {
-        eventually("parked", || ob.dlq_list(None).unwrap().len() == n).await;
+    if dead_letter {
+        eventually("dead-lettered", || ob.dlq_list(None).unwrap().len() == n).await;
         ob.shutdown(Duration::from_secs(5)).await.unwrap();
     } else {
         let report = ob.shutdown(Duration::from_millis(100)).await.unwrap();
@@ -127,15 +127,15 @@ fn check_reports_a_problem(dir: &Path) -> bool {
 /// a crash and silently drops everything after it; the store's witness file
 /// (what was durable: log head, offsets, DLQ count) is what turns that into
 /// an error.
-async fn silent_losses(n: usize, pad: usize, park: bool) -> Vec<String> {
+async fn silent_losses(n: usize, pad: usize, dead_letter: bool) -> Vec<String> {
     let d = dir();
-    let data = filled_with(d.path(), n, pad, park).await;
+    let data = filled_with(d.path(), n, pad, dead_letter).await;
     let pristine = d.path().join("pristine");
     copy_dir(&data, &pristine);
     let scratch = d.path().join("scratch");
     copy_dir(&pristine, &scratch);
     let want = contents(&scratch).unwrap();
-    if park {
+    if dead_letter {
         assert_eq!(want, (0, n, Some(n as u64)));
     } else {
         assert_eq!(want, (n, 0, Some(0)));
@@ -166,16 +166,16 @@ async fn silent_losses(n: usize, pad: usize, park: bool) -> Vec<String> {
     lost
 }
 
-/// One segment and several, every record parked (offset and DLQ matter)
+/// One segment and several, every record dead-lettered (offset and DLQ matter)
 /// or, in one segment, every record pending (the whole log matters): all
 /// damage is reported.
 #[tokio::test]
 async fn damaged_sled_files_are_reported_not_silently_recovered() {
-    for (n, pad, park) in [(50usize, 0usize, true), (300, 40_000, true), (50, 0, false)] {
-        let lost = silent_losses(n, pad, park).await;
+    for (n, pad, dead_letter) in [(50usize, 0usize, true), (300, 40_000, true), (50, 0, false)] {
+        let lost = silent_losses(n, pad, dead_letter).await;
         assert!(
             lost.is_empty(),
-            "{n} records (parked: {park}): {} of 43 damaged copies lost data silently:\n{}",
+            "{n} records (dead-lettered: {dead_letter}): {} of 43 damaged copies lost data silently:\n{}",
             lost.len(),
             lost.join("\n")
         );

@@ -45,7 +45,7 @@ impl Sink for PanicOnCommit {
 }
 
 #[tokio::test]
-async fn a_sink_that_panics_in_deliver_parks_the_record_and_loses_nothing() {
+async fn a_sink_that_panics_in_deliver_dead_letters_the_record_and_loses_nothing() {
     let d = dir();
     let sink = TestSink::new(Behaviour::PanicOn(b"boom".to_vec()));
     let other = TestSink::new(Behaviour::Ok);

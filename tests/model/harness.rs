@@ -39,7 +39,7 @@ use outbox::{Outbox, OutboxConfig, Record, SinkConfig, SinkName};
 
 /// The sinks every session configures, by index.
 pub const SINKS: [&str; 2] = ["a", "b"];
-/// Retries after the first attempt; a record that keeps failing is parked
+/// Retries after the first attempt; a record that keeps failing is dead-lettered
 /// after `RETRY_MAX + 1` attempts.
 pub const RETRY_MAX: u32 = 2;
 
@@ -50,11 +50,11 @@ pub enum Fate {
     Ok,
     /// Fails transiently this many times (1..=RETRY_MAX), then delivered.
     Transient(u8),
-    /// Fails permanently: parked at once.
+    /// Fails permanently: dead-lettered at once.
     Permanent,
-    /// Fails transiently every time: parked after the retries.
+    /// Fails transiently every time: dead-lettered after the retries.
     Exhaust,
-    /// Panics every time: parked after the retries.
+    /// Panics every time: dead-lettered after the retries.
     Panic,
 }
 
@@ -83,11 +83,11 @@ impl Fate {
     }
 
     /// Whether the record ends in this sink's DLQ.
-    pub fn parks(self) -> bool {
+    pub fn dead_letters(self) -> bool {
         matches!(self, Fate::Permanent | Fate::Exhaust | Fate::Panic)
     }
 
-    /// Attempts made before it is parked.
+    /// Attempts made before it is dead-lettered.
     fn attempts(self) -> u32 {
         if self == Fate::Permanent {
             1
@@ -147,7 +147,7 @@ pub struct Stats {
     pub kills: u64,
     pub closes: u64,
     pub redriven: u64,
-    pub parked: u64,
+    pub dead_lettered: u64,
     pub duplicates: u64,
 }
 
@@ -169,7 +169,7 @@ pub struct SinkLog {
     pending: Vec<Delivered>,
     /// The durable output: every delivery a `commit` covered.
     pub committed: Vec<Delivered>,
-    /// Record ids whose last attempt ended in a park.
+    /// Record ids whose last attempt ended in a dead-letter.
     pub terminal: BTreeSet<u64>,
     /// Transient failures so far, by delivery origin.
     failures: HashMap<u64, u32>,
@@ -330,7 +330,7 @@ impl Model {
             .iter()
             .filter(|(_, e)| match e.target {
                 Some(t) => t == s,
-                None => !e.fates[s].parks(),
+                None => !e.fates[s].dead_letters(),
             })
             .map(|(seq, e)| (*seq, e.origin, e.id))
             .collect()
@@ -477,7 +477,7 @@ impl Harness {
         let acks = tokio::spawn(async move {
             while let Some(tok) = rx.recv().await {
                 // Checked the moment the token arrives: by then every sink
-                // must hold the record durably or have parked it.
+                // must hold the record durably or have dead-lettered it.
                 let missing: Vec<&str> = logs
                     .iter()
                     .enumerate()
@@ -500,7 +500,7 @@ impl Harness {
         });
         let s = Session { outbox, acks };
         // The DLQ survives the restart: all of it after a settled stop, a
-        // part of it (the rest is parked again later) after a kill.
+        // part of it (the rest is dead-lettered again later) after a kill.
         self.check_dlq(&s.outbox, self.model.settled)?;
         Ok(s)
     }
@@ -665,7 +665,7 @@ impl Harness {
                 },
             );
             for (i, f) in fates.iter().enumerate() {
-                if f.parks() {
+                if f.dead_letters() {
                     self.model.dlq.insert((i, seq), seq);
                 }
             }
@@ -677,7 +677,7 @@ impl Harness {
         Ok(())
     }
 
-    /// Waits until every sink caught up, every DLQ entry is parked and
+    /// Waits until every sink caught up, every DLQ entry is dead-lettered and
     /// every token of this session is released, then checks everything.
     async fn settle(&mut self, s: &Session) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + self.opts.settle_timeout;
@@ -691,8 +691,8 @@ impl Harness {
             );
             let caught_up = st.head == self.model.next_seq
                 && st.sinks.iter().enumerate().all(|(i, k)| {
-                    let parked = self.model.dlq.keys().filter(|(s, _)| *s == i).count();
-                    k.offset == st.head && k.dlq == parked
+                    let dead_lettered = self.model.dlq.keys().filter(|(s, _)| *s == i).count();
+                    k.offset == st.head && k.dlq == dead_lettered
                 });
             let released = {
                 let a = lock(&self.acks);
@@ -829,7 +829,7 @@ impl Harness {
             }
         }
         self.stats.duplicates = dups;
-        self.stats.parked = self.model.dlq.len() as u64;
+        self.stats.dead_lettered = self.model.dlq.len() as u64;
         self.stats.acked = lock(&self.acks).released.len() as u64;
         Ok(())
     }

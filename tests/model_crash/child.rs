@@ -56,7 +56,7 @@ impl Decide for JournalSink {
             // The failures are counted per process, but the engine's
             // attempt count is durable: a record that failed before a
             // crash and fails again after it can run out of retries, and
-            // is then parked like any other.
+            // is then dead-lettered like any other.
             Fate::Transient(n) => {
                 let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
                 let f = f.entry(origin).or_default();

@@ -28,7 +28,7 @@ pub enum Outcome {
     Ok,
     /// A failure the worker retries.
     Retry,
-    /// The attempt after which the record is parked (a permanent failure,
+    /// The attempt after which the record is dead-lettered (a permanent failure,
     /// or the last retry).
     Terminal,
 }
@@ -38,7 +38,7 @@ impl Outcome {
         match self {
             Outcome::Ok => "ok",
             Outcome::Retry => "retry",
-            Outcome::Terminal => "park",
+            Outcome::Terminal => "dead-letter",
         }
     }
 
@@ -46,7 +46,7 @@ impl Outcome {
         match s {
             "ok" => Some(Outcome::Ok),
             "retry" => Some(Outcome::Retry),
-            "park" => Some(Outcome::Terminal),
+            "dead-letter" => Some(Outcome::Terminal),
             _ => None,
         }
     }

@@ -12,20 +12,20 @@
 //!   a run's successful deliveries to a sink are in strictly increasing seq
 //!   order, as are the first successful deliveries over all runs;
 //! - a delivery carries its receipt's delivery id and record; a redriven
-//!   copy carries its origin's, reaches only the sink that parked it, and
-//!   only after that sink parked it.
+//!   copy carries its origin's, reaches only the sink that dead-lettered it, and
+//!   only after that sink dead-lettered it.
 //!
 //! After each kill, and after the final drained close, against the store:
 //! - the store verifies (chain, offsets, witness) and offsets never go back;
 //! - every released ack's record is passed by every sink's **durable**
 //!   offset or is in its durable DLQ, and every sink's journal shows it
-//!   delivered or parked (the sinks' output is the synced journal);
+//!   delivered or dead-lettered (the sinks' output is the synced journal);
 //! - every receipted seq is in the log with its record and delivery id if
 //!   any sink's offset is at or below it, and every sink whose offset has
-//!   passed it delivered or parked it;
-//! - a parked record whose sink's offset has passed it is in the DLQ, or in
+//!   passed it delivered or dead-lettered it;
+//! - a dead-lettered record whose sink's offset has passed it is in the DLQ, or in
 //!   the log or a delivery as a redriven copy: a crash loses no DLQ entry;
-//! - every DLQ entry is a record its sink parked, under its delivery id;
+//! - every DLQ entry is a record its sink dead-lettered, under its delivery id;
 //! - the next seq the store will assign is above every seq seen.
 //!
 //! After the drained close: both offsets are at the log's end, every
@@ -60,7 +60,7 @@ pub struct Stats {
     pub acked: u64,
     pub delivered: u64,
     pub duplicates: u64,
-    pub parked: u64,
+    pub dead_lettered: u64,
     pub redriven: u64,
 }
 
@@ -73,7 +73,7 @@ impl Stats {
         self.acked += o.acked;
         self.delivered += o.delivered;
         self.duplicates += o.duplicates;
-        self.parked += o.parked;
+        self.dead_lettered += o.dead_lettered;
         self.redriven += o.redriven;
     }
 }
@@ -114,7 +114,7 @@ pub struct Oracle {
     /// Successful deliveries by `(sink, seq)`: the delivery id each time.
     ok: BTreeMap<(usize, u64), Vec<DeliveryId>>,
     /// `(sink, seq)` pairs a sink gave its terminal failure.
-    parked: BTreeSet<(usize, u64)>,
+    dead_lettered: BTreeSet<(usize, u64)>,
     /// The sink each redriven copy's seq is aimed at.
     copies: BTreeMap<u64, usize>,
     /// Per sink, the last first-time successful delivery.
@@ -299,8 +299,8 @@ impl Oracle {
                 "sink {name}: seq {seq} carries a later seq's id {did}"
             );
             ensure!(
-                self.parked.contains(&(sink, origin)),
-                "sink {name} was handed a redriven copy (seq {seq}) of {origin}, which it never parked"
+                self.dead_lettered.contains(&(sink, origin)),
+                "sink {name} was handed a redriven copy (seq {seq}) of {origin}, which it never dead-lettered"
             );
             ensure!(
                 *self.copies.entry(seq).or_insert(sink) == sink,
@@ -340,15 +340,15 @@ impl Oracle {
             }
             Outcome::Retry => {}
             Outcome::Terminal => {
-                self.parked.insert((sink, seq));
+                self.dead_lettered.insert((sink, seq));
             }
         }
         Ok(())
     }
 
-    /// Whether `sink`'s journal shows `seq` delivered or parked.
+    /// Whether `sink`'s journal shows `seq` delivered or dead-lettered.
     fn done(&self, sink: usize, seq: u64) -> bool {
-        self.ok.contains_key(&(sink, seq)) || self.parked.contains(&(sink, seq))
+        self.ok.contains_key(&(sink, seq)) || self.dead_lettered.contains(&(sink, seq))
     }
 
     fn check_store(&self, d: &Durable, rs: &RunState) -> Result<(), String> {
@@ -386,7 +386,7 @@ impl Oracle {
                 );
                 ensure!(
                     self.done(k, seq),
-                    "token {id} (seq {seq}) released, but sink {name} never delivered or parked it"
+                    "token {id} (seq {seq}) released, but sink {name} never delivered or dead-lettered it"
                 );
             }
         }
@@ -406,20 +406,20 @@ impl Oracle {
                 );
             }
         }
-        // Every plain record a sink's offset passed was delivered or parked.
+        // Every plain record a sink's offset passed was delivered or dead-lettered.
         for seq in self.seq_of.values() {
             for (k, name) in SINKS.iter().enumerate() {
                 if d.offsets[k] > *seq {
                     ensure!(
                         self.done(k, *seq),
-                        "sink {name}'s durable offset {} passed seq {seq}, which it never delivered or parked",
+                        "sink {name}'s durable offset {} passed seq {seq}, which it never delivered or dead-lettered",
                         d.offsets[k]
                     );
                 }
             }
         }
         // No DLQ entry lost.
-        for (k, seq) in &self.parked {
+        for (k, seq) in &self.dead_lettered {
             if d.offsets[*k] <= *seq || d.dlq.contains_key(&(*k, *seq)) {
                 continue;
             }
@@ -433,14 +433,14 @@ impl Oracle {
                 .any(|(_, ids)| ids.iter().any(|i| i.seq.0 == *seq));
             ensure!(
                 copy_in_log || copy_delivered,
-                "sink {} parked seq {seq} and its offset passed it, but it is neither in the DLQ nor redriven",
+                "sink {} dead-lettered seq {seq} and its offset passed it, but it is neither in the DLQ nor redriven",
                 SINKS[*k]
             );
         }
         for ((k, seq), did) in &d.dlq {
             ensure!(
-                self.parked.contains(&(*k, *seq)),
-                "the DLQ holds {}/{seq}, which the sink never parked",
+                self.dead_lettered.contains(&(*k, *seq)),
+                "the DLQ holds {}/{seq}, which the sink never dead-lettered",
                 SINKS[*k]
             );
             ensure!(
@@ -489,7 +489,7 @@ impl Oracle {
             missing.is_empty(),
             "tokens of the drained run never released: {missing:?}"
         );
-        self.stats.parked = d.dlq.len() as u64;
+        self.stats.dead_lettered = d.dlq.len() as u64;
         Ok(())
     }
 }

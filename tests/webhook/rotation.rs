@@ -295,7 +295,7 @@ async fn once_the_last_key_expires_nothing_reaches_the_receiver() {
     );
     verify_standard(OLD, &hits[0].headers, &hits[0].body, expires - 1).unwrap();
 
-    // Through the engine: the record is retried, never sent, then parked
+    // Through the engine: the record is retried, never sent, then dead-lettered
     // with the reason, and can be redriven once a key is configured.
     let d = dir();
     let (ob, mut acks) = open_hook(d.path(), after, fast()).await;
