@@ -149,3 +149,48 @@ pub fn trim_glibc_malloc() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     false
 }
+
+#[cfg(test)]
+mod tests {
+    #[allow(unsafe_code)] // exercises the allocator through its unsafe trait
+    #[test]
+    fn a_freed_segment_buffer_is_handed_back_and_zeroed_when_asked() {
+        use super::*;
+        // A size sled never asks for, so no other thread's buffers share
+        // its slots while this runs.
+        const SIZE: usize = MIN_CACHED + 3 * SEGMENT_ALIGN;
+        let layout = Layout::from_size_align(SIZE, SEGMENT_ALIGN).unwrap();
+        // SAFETY: every block is used within its layout and freed once,
+        // with the layout it was allocated with.
+        unsafe {
+            let a = Alloc.alloc(layout);
+            assert!(!a.is_null());
+            assert_eq!(a as usize % SEGMENT_ALIGN, 0);
+            a.write_bytes(0xab, SIZE);
+            Alloc.dealloc(a, layout);
+            // The cached block comes back for the same layout...
+            let b = Alloc.alloc(layout);
+            assert_eq!(b, a, "the freed buffer is reused");
+            Alloc.dealloc(b, layout);
+            // ...zeroed when zeroed memory is asked for.
+            let z = Alloc.alloc_zeroed(layout);
+            assert_eq!(z, a);
+            assert!(std::slice::from_raw_parts(z, SIZE).iter().all(|&x| x == 0));
+            // A realloc keeps the contents, whichever way it goes.
+            z.write_bytes(7, SIZE);
+            let bigger = Alloc.realloc(z, layout, SIZE * 2);
+            assert!(
+                std::slice::from_raw_parts(bigger, SIZE)
+                    .iter()
+                    .all(|&x| x == 7)
+            );
+            let bigger_layout = Layout::from_size_align(SIZE * 2, SEGMENT_ALIGN).unwrap();
+            Alloc.dealloc(bigger, bigger_layout);
+            // Another alignment is not cached: it goes to the system.
+            let other = Layout::from_size_align(SIZE, 16).unwrap();
+            let c = Alloc.alloc(other);
+            assert!(!c.is_null());
+            Alloc.dealloc(c, other);
+        }
+    }
+}
