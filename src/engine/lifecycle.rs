@@ -158,13 +158,17 @@ impl<T: Send + 'static> Outbox<T> {
     /// Drops this handle. When it was the last, waits until no task holds
     /// the store, so sled's lock is gone when this returns.
     async fn release(self) {
-        if Arc::strong_count(&self.running) > 1 {
-            // Other handles hold the directory; the last to go releases it.
+        let Outbox { core, running } = self;
+        // Of several handles let go at once, exactly one gets the last
+        // reference (a count read first would let two concurrent shutdowns
+        // both see the other and neither wait); the others return, and the
+        // last to go releases the directory.
+        let Some(running) = Arc::into_inner(running) else {
             return;
-        }
-        self.core.durability.stop();
-        let mut core = self.core.clone();
-        drop(self);
+        };
+        core.durability.stop();
+        drop(running);
+        let mut core = core;
         loop {
             match Arc::try_unwrap(core) {
                 Ok(c) => {

@@ -72,6 +72,58 @@ async fn shutdown_releases_the_directory_at_once() {
     );
 }
 
+/// Handles shut down at once, on different threads: one drains and reports,
+/// the others are told `ShuttingDown`, and once every call has returned the
+/// directory is released, whichever handle let go last, including when the
+/// last is one that was refused. (A count read before dropping its own
+/// handle let two such calls each see the other and neither wait; the race
+/// window is narrow, so this is the contract's test more than a
+/// reproduction.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_shutdowns_release_the_directory() {
+    let d = dir();
+    for round in 0..30u32 {
+        let (ob, _) = match Outbox::<()>::builder(d.path())
+            .sink("s", TestSink::new(Behaviour::Ok), fast())
+            .open()
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => panic!("round {round}: after every shutdown had returned: {e}"),
+        };
+        ob.dispatch(rec(&format!("r{round}")), vec![])
+            .await
+            .unwrap();
+        // Half the rounds, a third handle takes the drain first, so the two
+        // racing below are both refused and one of them is the last.
+        let first = if round % 2 == 0 {
+            Some(ob.clone().shutdown(Duration::from_secs(5)).await.unwrap())
+        } else {
+            None
+        };
+        let other = ob.clone();
+        let a = tokio::spawn(ob.shutdown(Duration::from_secs(5)));
+        let b = tokio::spawn(other.shutdown(Duration::from_secs(5)));
+        let mut results = vec![a.await.unwrap(), b.await.unwrap()];
+        results.extend(first.map(Ok));
+        let reports: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(reports.len(), 1, "round {round}: {results:?}");
+        assert!(reports[0].drained, "round {round}: {results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, Error::Dispatch(DispatchErrorKind::ShuttingDown)),
+                    "round {round}: {e}"
+                );
+            }
+        }
+        match outbox::inspect::Admin::open(d.path()) {
+            Ok(s) => drop(s),
+            Err(e) => panic!("round {round}: right after the shutdowns: {e}"),
+        }
+    }
+}
+
 // ------------------------------------------------------------ disk full --
 
 /// A small tmpfs mounted for one test, unmounted on drop.
