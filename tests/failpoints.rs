@@ -362,14 +362,7 @@ async fn a_partly_written_group_is_delivered_as_far_as_it_reached_sled() {
 
     // Hold the appender inside the insert of r0's value, so the next six
     // dispatches queue up and are written as one group.
-    let (hit_tx, hit_rx) = std::sync::mpsc::channel::<()>();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let (hit_tx, go_rx) = (Mutex::new(hit_tx), Mutex::new(go_rx));
-    fail::cfg_callback("store::append", move || {
-        let _ = hit_tx.lock().send(());
-        let _ = go_rx.lock().recv();
-    })
-    .unwrap();
+    let (hit_rx, go_tx) = hold_at("store::append");
     let held = {
         let ob = ob.clone();
         tokio::spawn(async move { ob.dispatch(rec("r000"), vec![0]).await })
@@ -1014,4 +1007,92 @@ async fn a_flusher_that_cannot_start_fails_the_open_instead_of_hanging() {
     assert_eq!(acks_n(&mut acks, 1).await, vec![1]);
     assert_eq!(sink.delivered_ids(), vec![r.delivery_id.to_string()]);
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Holds each hit of the failpoint `point` until the returned sender sends
+/// (or drops), and returns a receiver that gets one message per hit.
+fn hold_at(point: &str) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    let (hit_tx, hit_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (hit_tx, go_rx) = (Mutex::new(hit_tx), Mutex::new(go_rx));
+    fail::cfg_callback(point, move || {
+        let _ = hit_tx.lock().send(());
+        let _ = go_rx.lock().recv();
+    })
+    .unwrap();
+    (hit_rx, go_tx)
+}
+
+/// A write path held inside one operation is reported by `stalled` (and
+/// only past the limit it is asked about), names what is held, and clears
+/// once the operation returns; the record then goes through with its ack.
+async fn a_held_write_path_is_reported_as_stalled(point: &str, what: &str, past_the_limit: bool) {
+    let _fs = scenario();
+    let d = tempfile::tempdir().unwrap();
+    let a = TestSink::new(Behaviour::Ok);
+    let (ob, mut acks) = open_outbox::<u32>(d.path(), &[("a", &a)]).await;
+    let ob = Arc::new(ob);
+    ob.dispatch(rec("before"), vec![0]).await.unwrap();
+    assert_eq!(acks_n(&mut acks, 1).await, vec![0]);
+    settled(&ob).await;
+    assert_eq!(
+        ob.stalled(Duration::from_millis(100)),
+        None,
+        "nothing is in progress"
+    );
+
+    let (hit, go) = hold_at(point);
+    let held = {
+        let ob = ob.clone();
+        tokio::spawn(async move { ob.dispatch(rec("held"), vec![1]).await })
+    };
+    tokio::task::spawn_blocking(move || hit.recv().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let why = ob
+        .stalled(Duration::from_millis(200))
+        .expect("held for 300 ms: stalled past 200 ms");
+    assert!(why.contains(what), "{why}");
+    assert!(why.contains("nothing accepted is lost"), "{why}");
+    assert_eq!(
+        ob.stalled(Duration::from_secs(3600)),
+        None,
+        "not past an hour"
+    );
+    assert!(ob.is_healthy(), "30 s have not passed: {why}");
+    if past_the_limit {
+        tokio::time::sleep(Outbox::<u32>::STALL_AFTER).await;
+        assert!(!ob.is_healthy(), "held for over 30 s");
+    }
+
+    // No new hit waits from here on, and every waiting one returns.
+    fail::remove(point);
+    drop(go);
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.seq, Seq(1));
+    assert_eq!(acks_n(&mut acks, 1).await, vec![1]);
+    eventually("the stall clears", || ob.stalled(Duration::ZERO).is_none()).await;
+    assert!(ob.is_healthy());
+    assert_eq!(a.delivered(), vec![b"before".to_vec(), b"held".to_vec()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_that_does_not_return_is_reported_as_stalled() {
+    a_held_write_path_is_reported_as_stalled(
+        "store::append",
+        "the appender has been in one write to the log",
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flush_that_does_not_return_is_reported_as_stalled() {
+    a_held_write_path_is_reported_as_stalled(
+        "store::flush",
+        "the group commit's flush has been running",
+        false,
+    )
+    .await;
 }

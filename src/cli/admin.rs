@@ -1,7 +1,8 @@
 //! The admin endpoint:
 //! - `GET /healthz`: 200 `{"status":"ok"}`; 503 while shutting down, once a
-//!   sink stopped on data it cannot read (`corrupt`) or the store failed;
-//!   no token needed;
+//!   sink stopped on data it cannot read (`corrupt`), the store failed, or
+//!   the write path has been stuck in one write or flush for 30 s
+//!   (`stalled`, [`outbox::Outbox::stalled`]); no token needed;
 //! - `GET /metrics`: Prometheus text;
 //! - `GET /v1/status`: the `outbox status --json` view;
 //! - `GET /v1/dump?tree=&sink=&from=&limit=`: the `outbox dump --format
@@ -105,7 +106,8 @@ async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
                     .collect()
             })
             .unwrap_or_default();
-        return unavailable(json!({"status": "failing", "corrupt": corrupt}));
+        let stalled = s.outbox.stalled(Engine::STALL_AFTER);
+        return unavailable(json!({"status": "failing", "corrupt": corrupt, "stalled": stalled}));
     }
     axum::Json(json!({"status": "ok"})).into_response()
 }

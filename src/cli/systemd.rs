@@ -11,7 +11,10 @@
 //!   within the probe timeout: a timer alone would keep a wedged daemon
 //!   alive. The probe ([`engine_alive`]) needs the tokio runtime to run
 //!   it, a blocking thread to be free, and the engine's state and sled to
-//!   answer (`Outbox::status` reads the offsets and counts the DLQ);
+//!   answer (`Outbox::status` reads the offsets and counts the DLQ), and
+//!   the write path not to be stalled (`Outbox::stalled`: the appender in
+//!   one write, or the group commit in one flush, for 30 s), which the
+//!   status reads alone would not notice;
 //! - without `NOTIFY_SOCKET` nothing is sent; without `WATCHDOG_USEC` (or
 //!   with a `WATCHDOG_PID` that is not ours) there is no watchdog.
 
@@ -81,9 +84,15 @@ impl Service {
 /// exercised, because the engine has no call that passes through it
 /// without appending.
 pub async fn engine_alive<T: Send + 'static>(outbox: Arc<Outbox<T>>) -> Result<()> {
-    tokio::task::spawn_blocking(move || outbox.status().map(|_| ()))
-        .await
-        .map_err(|e| StoreError::Storage(format!("liveness probe: {e}").into()))?
+    tokio::task::spawn_blocking(move || {
+        outbox.status()?;
+        match outbox.stalled(Outbox::<T>::STALL_AFTER) {
+            Some(why) => Err(StoreError::Storage(why.into()).into()),
+            None => Ok(()),
+        }
+    })
+    .await
+    .map_err(|e| StoreError::Storage(format!("liveness probe: {e}").into()))?
 }
 
 /// Every `interval`, runs `probe` for at most half the interval and calls

@@ -305,7 +305,10 @@ fn write_group<T: Send + 'static>(core: &Arc<Core<T>>, cur: &mut Cursor, group: 
     }
     let (batches, atomic_runs) = packer.finish();
     let end = batches.last().map_or(first, |b| b.end());
-    let written = write_values(core, cur, &batches, &atomic_runs, end, &keys);
+    let written = {
+        let _busy = core.appending_since.enter();
+        write_values(core, cur, &batches, &atomic_runs, end, &keys)
+    };
     if let Err(e) = written {
         let msg = e.to_string();
         let mut first_err = Some(e);
@@ -405,13 +408,16 @@ fn redrive_step<T: Send + 'static>(
     let Some(job) = jobs.front_mut() else {
         return;
     };
-    let step = core.store.redrive_chunk(
-        &job.sink,
-        &job.which,
-        job.after,
-        cur.next,
-        core.cfg.max_value_bytes,
-    );
+    let step = {
+        let _busy = core.appending_since.enter();
+        core.store.redrive_chunk(
+            &job.sink,
+            &job.which,
+            job.after,
+            cur.next,
+            core.cfg.max_value_bytes,
+        )
+    };
     match step {
         Ok(Some(chunk)) => {
             job.after = Some(chunk.cursor);

@@ -21,6 +21,7 @@ use super::breaker::{Breaker, BreakerState};
 use super::holes::Holes;
 use super::msg::{AppendReq, Completion};
 use super::rate_limit::TokenBucket;
+use super::stall::Since;
 use super::tail::{ByteIndex, TailCache};
 use crate::config::{OnFull, OutboxConfig, SinkConfig};
 use crate::metrics::MetricsHook;
@@ -114,6 +115,8 @@ pub(crate) struct Core<T> {
     pub orphans: Mutex<Vec<Orphan>>,
     /// Seq ranges with no record (holes, lost markers), left out of lag.
     pub holes: Mutex<Holes>,
+    /// Since when the appender is in its current write to the store.
+    pub appending_since: Since,
 }
 
 impl<T> Core<T> {

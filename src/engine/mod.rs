@@ -33,6 +33,7 @@ mod open;
 mod pending;
 mod rate_limit;
 mod receipt_future;
+mod stall;
 mod status;
 mod tail;
 mod truncate;

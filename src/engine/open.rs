@@ -228,6 +228,7 @@ impl<T: Send + 'static> OutboxBuilder<T> {
             mean_record_bytes: AtomicU64::new(0),
             orphans: Mutex::new(orphans),
             holes: Mutex::new(holes),
+            appending_since: Default::default(),
         });
         for slot in &core.sinks {
             let state = slot.breaker.lock().state();

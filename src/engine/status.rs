@@ -5,6 +5,7 @@
 //! and `lag` are consistent with each other, not with the other sinks'.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::handle::Outbox;
 use crate::error::Result;
@@ -124,10 +125,37 @@ impl<T: Send + 'static> Outbox<T> {
         })
     }
 
+    /// How long the write path may sit in one operation before
+    /// [`Outbox::is_healthy`] calls it stalled: the appender in one write to
+    /// the store, or the group commit in one flush. Either takes
+    /// milliseconds on a healthy disk.
+    pub const STALL_AFTER: Duration = Duration::from_secs(30);
+
     /// Whether every sink can still deliver: false once one stopped on data
-    /// it cannot read, or the store failed. For a health endpoint.
+    /// it cannot read, the store failed, or the write path has been stalled
+    /// for [`Outbox::STALL_AFTER`] ([`Outbox::stalled`] says which). For a
+    /// health endpoint.
     pub fn is_healthy(&self) -> bool {
         self.core.store.poisoned().is_none()
             && self.core.sinks.iter().all(|s| s.corrupt.lock().is_none())
+            && self.stalled(Self::STALL_AFTER).is_none()
+    }
+
+    /// What of the write path has been inside one operation for at least
+    /// `longer_than`: the appender in a write to the store, or the group
+    /// commit in a flush. A sentence naming each, or `None`.
+    ///
+    /// Nothing accepted is at risk while the write path is stalled, but
+    /// nothing is receipted or delivered either; a process that stays so is
+    /// wedged, and a restart (which replays the log) is the remedy. A
+    /// supervisor can act on it: `outbox run` answers `/healthz` with 503
+    /// and stops feeding systemd's watchdog.
+    pub fn stalled(&self, longer_than: Duration) -> Option<String> {
+        super::stall::verdict(
+            crate::store::now_ms(),
+            self.core.appending_since.get(),
+            self.core.durability.flushing_since_ms(),
+            longer_than,
+        )
     }
 }

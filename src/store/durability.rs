@@ -14,12 +14,16 @@
 //! - after a failed flush every current and later waiter gets the error: the
 //!   store is poisoned, nothing is reported durable again;
 //! - once the flusher has stopped, a waiter whose flush never ran gets
-//!   [`DispatchErrorKind::ShuttingDown`] at once instead of waiting forever.
+//!   [`DispatchErrorKind::ShuttingDown`] at once instead of waiting forever;
+//! - while a flush runs, [`Durability::flushing_since_ms`] says since when,
+//!   so a flush that never returns (a wedged disk, or sled waiting on
+//!   itself) can be reported instead of only felt as silence.
 //!
 //! What "durable" means is the store's: [`Store::flush`] is sled's flush,
 //! plus the fsyncs of the `full` policy when the store was opened with them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -50,6 +54,9 @@ struct Inner {
     state: Mutex<State>,
     wake: Condvar,
     done: watch::Sender<Done>,
+    /// When the running flush started (ms since the Unix epoch); 0 while
+    /// none runs.
+    flushing_since_ms: AtomicU64,
 }
 
 /// The group-commit flusher of one store.
@@ -81,6 +88,7 @@ impl Durability {
             }),
             wake: Condvar::new(),
             done,
+            flushing_since_ms: AtomicU64::new(0),
         });
         let thread_inner = inner.clone();
         #[cfg(feature = "failpoints")]
@@ -148,6 +156,12 @@ impl Durability {
         self.wait(t).await
     }
 
+    /// When the flush that is running started (ms since the Unix epoch), or
+    /// `None` between flushes.
+    pub fn flushing_since_ms(&self) -> Option<u64> {
+        Some(self.inner.flushing_since_ms.load(Ordering::Acquire)).filter(|&t| t != 0)
+    }
+
     /// Stops the flusher thread after a last flush of whatever is pending.
     pub fn stop(&self) {
         self.inner.state.lock().stop = true;
@@ -209,7 +223,12 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
         };
         last = Instant::now();
         let witness = (last_witness.elapsed() >= WITNESS_EVERY).then(|| store.written());
-        match store.flush() {
+        inner
+            .flushing_since_ms
+            .store(super::now_ms().max(1), Ordering::Release);
+        let flushed = store.flush();
+        inner.flushing_since_ms.store(0, Ordering::Release);
+        match flushed {
             Ok(()) => {
                 inner.done.send_modify(|d| d.flushed = n);
                 if let Some(w) = witness {
