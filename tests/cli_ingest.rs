@@ -124,6 +124,7 @@ fn ingest_is_atomic_per_request_and_admin_reports_it() {
         "outbox_dlq_total{sink=\"out\"} 0",
         "outbox_lag_records{sink=\"out\"} 0",
         "outbox_head_seq 2",
+        "outbox_write_stalled 0",
         "outbox_append_durable_seconds_bucket",
         "outbox_append_to_delivered_seconds_bucket{sink=\"out\"",
     ] {

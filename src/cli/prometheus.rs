@@ -137,6 +137,11 @@ pub fn install() -> Result<PrometheusHandle> {
         "Seqs the sink's worker passed over in lost markers: records `outbox salvage` could not recover."
     );
     describe_gauge!(
+        "outbox_write_stalled",
+        Unit::Count,
+        "1 while the appender's write to the log or the group commit's flush has not returned for 30 s (Outbox::stalled): nothing is receipted or delivered; a restart replays the log."
+    );
+    describe_gauge!(
         "outbox_sink_corrupt",
         Unit::Count,
         "1 once the sink's worker stopped on data it cannot read (a gap in the log, a bad checksum): it delivers nothing until the store is repaired."
@@ -213,6 +218,8 @@ impl PromHook {
             return;
         };
         gauge!("outbox_head_seq").set(status.head as f64);
+        let stalled = outbox.stalled(Outbox::<T>::STALL_AFTER).is_some();
+        gauge!("outbox_write_stalled").set(if stalled { 1.0 } else { 0.0 });
         let now = SystemTime::now();
         for s in &status.sinks {
             gauge!("outbox_lag_records", "sink" => s.name.clone()).set(s.lag as f64);
