@@ -21,11 +21,10 @@ use super::breaker::{Breaker, BreakerState};
 use super::holes::Holes;
 use super::msg::{AppendReq, Completion};
 use super::rate_limit::TokenBucket;
-use super::stall::Since;
 use super::tail::{ByteIndex, TailCache};
 use crate::config::{OnFull, OutboxConfig, SinkConfig};
 use crate::metrics::MetricsHook;
-use crate::store::{Durability, Store};
+use crate::store::{Durability, Since, Store};
 use crate::types::{Seq, SinkName};
 
 /// The shared state of one sink.

@@ -7,43 +7,11 @@
 //! means the process is wedged: a disk that no longer answers, or sled
 //! waiting on itself (docs/performance.md, "A hang on the branch").
 //! Nothing accepted is at risk then, but nothing moves either, and from
-//! outside it looks like an idle daemon. [`Since`] records when the current
-//! operation started; [`verdict`] is the pure decision.
-//!
-//! Invariant: a [`Since`] is entered by one task at a time (the appender is
-//! one task); a guard clears it however the operation ends.
+//! outside it looks like an idle daemon. `store::Since` records when each
+//! operation started, on a monotonic clock; [`verdict`] is the pure
+//! decision.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use crate::store::now_ms;
-
-/// When the operation in progress started, ms since the Unix epoch; 0 when
-/// none is.
-#[derive(Default)]
-pub(crate) struct Since(AtomicU64);
-
-impl Since {
-    /// Marks an operation as started now, until the guard drops.
-    pub fn enter(&self) -> SinceGuard<'_> {
-        self.0.store(now_ms().max(1), Ordering::Release);
-        SinceGuard(self)
-    }
-
-    /// When the operation in progress started, if one is.
-    pub fn get(&self) -> Option<u64> {
-        Some(self.0.load(Ordering::Acquire)).filter(|&t| t != 0)
-    }
-}
-
-/// Clears its [`Since`] when dropped.
-pub(crate) struct SinceGuard<'a>(&'a Since);
-
-impl Drop for SinceGuard<'_> {
-    fn drop(&mut self) {
-        (self.0).0.store(0, Ordering::Release);
-    }
-}
 
 /// What is stalled at `now_ms`, given when the appender's write and the
 /// group commit's flush in progress started: a sentence naming each that
@@ -123,21 +91,10 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_that_went_back_is_not_a_stall() {
+    fn a_start_read_after_now_is_not_a_stall() {
         assert_eq!(
             verdict(1_000, Some(5_000), Some(5_000), Duration::from_millis(1)),
             None
         );
-    }
-
-    #[test]
-    fn a_guard_clears_its_mark() {
-        let s = Since::default();
-        assert_eq!(s.get(), None);
-        {
-            let _g = s.enter();
-            assert!(s.get().is_some());
-        }
-        assert_eq!(s.get(), None);
     }
 }

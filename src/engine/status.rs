@@ -152,9 +152,9 @@ impl<T: Send + 'static> Outbox<T> {
     /// and stops feeding systemd's watchdog.
     pub fn stalled(&self, longer_than: Duration) -> Option<String> {
         super::stall::verdict(
-            crate::store::now_ms(),
+            crate::store::monotonic_ms(),
             self.core.appending_since.get(),
-            self.core.durability.flushing_since_ms(),
+            self.core.durability.flushing_since(),
             longer_than,
         )
     }

@@ -15,7 +15,7 @@
 //!   store is poisoned, nothing is reported durable again;
 //! - once the flusher has stopped, a waiter whose flush never ran gets
 //!   [`DispatchErrorKind::ShuttingDown`] at once instead of waiting forever;
-//! - while a flush runs, [`Durability::flushing_since_ms`] says since when,
+//! - while a flush runs, `Durability::flushing_since` says since when,
 //!   so a flush that never returns (a wedged disk, or sled waiting on
 //!   itself) can be reported instead of only felt as silence.
 //!
@@ -23,13 +23,12 @@
 //! plus the fsyncs of the `full` policy when the store was opened with them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use super::Store;
+use super::{Since, Store};
 use crate::error::{DispatchErrorKind, Result, StoreError};
 
 /// A flush number to wait for.
@@ -54,9 +53,8 @@ struct Inner {
     state: Mutex<State>,
     wake: Condvar,
     done: watch::Sender<Done>,
-    /// When the running flush started (ms since the Unix epoch); 0 while
-    /// none runs.
-    flushing_since_ms: AtomicU64,
+    /// When the running flush started.
+    flushing: Since,
 }
 
 /// The group-commit flusher of one store.
@@ -88,7 +86,7 @@ impl Durability {
             }),
             wake: Condvar::new(),
             done,
-            flushing_since_ms: AtomicU64::new(0),
+            flushing: Since::default(),
         });
         let thread_inner = inner.clone();
         #[cfg(feature = "failpoints")]
@@ -156,10 +154,10 @@ impl Durability {
         self.wait(t).await
     }
 
-    /// When the flush that is running started (ms since the Unix epoch), or
-    /// `None` between flushes.
-    pub fn flushing_since_ms(&self) -> Option<u64> {
-        Some(self.inner.flushing_since_ms.load(Ordering::Acquire)).filter(|&t| t != 0)
+    /// When the flush that is running started ([`super::monotonic_ms`]),
+    /// or `None` between flushes.
+    pub(crate) fn flushing_since(&self) -> Option<u64> {
+        self.inner.flushing.get()
     }
 
     /// Stops the flusher thread after a last flush of whatever is pending.
@@ -223,11 +221,10 @@ fn flusher(inner: Arc<Inner>, store: Arc<Store>, mode: FlushMode) {
         };
         last = Instant::now();
         let witness = (last_witness.elapsed() >= WITNESS_EVERY).then(|| store.written());
-        inner
-            .flushing_since_ms
-            .store(super::now_ms().max(1), Ordering::Release);
-        let flushed = store.flush();
-        inner.flushing_since_ms.store(0, Ordering::Release);
+        let flushed = {
+            let _busy = inner.flushing.enter();
+            store.flush()
+        };
         match flushed {
             Ok(()) => {
                 inner.done.send_modify(|d| d.flushed = n);

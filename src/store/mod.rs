@@ -50,6 +50,7 @@ mod members;
 mod open;
 mod pending;
 mod salvage;
+mod since;
 mod sink_state;
 mod sync;
 mod verify;
@@ -71,6 +72,7 @@ pub use members::plan_membership;
 pub use open::{StoreOptions, is_locked};
 pub use pending::RecordsAt;
 pub use salvage::{Loss, Restart, SalvageReport, SeqRanges, salvage};
+pub(crate) use since::{Since, monotonic_ms};
 pub use verify::Verified;
 
 /// A decoded log value: its first seq, header and entries (none for a hole
