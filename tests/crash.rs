@@ -15,9 +15,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use outbox::sink::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, FileSink, Sink};
@@ -25,7 +23,9 @@ use outbox::{Outbox, Record, SinkConfig, SyncPolicy};
 use rand::Rng;
 
 use common::numbered;
-use common::process::kill_count;
+use common::process::{
+    append_file, append_synced, child_env, kill_count, sigkill_after, spawn_child_test,
+};
 use common::sinks::Stuck;
 
 /// A file sink that fails transiently on about one delivery in ten.
@@ -60,31 +60,12 @@ fn sink_cfg() -> SinkConfig {
     }
 }
 
-/// Appends one line and fsyncs it.
-fn append_synced(f: &mut std::fs::File, line: &str) {
-    f.write_all(line.as_bytes()).unwrap();
-    f.sync_data().unwrap();
-}
-
-fn append_file(path: &Path) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-}
-
 /// The child: runs until killed (or, with `OUTBOX_CRASH_DRAIN`, drains and
 /// exits).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of crash_loop; run by it, not on its own"]
 async fn crash_child() {
-    let dir = PathBuf::from(std::env::var("OUTBOX_CRASH_DIR").expect("OUTBOX_CRASH_DIR"));
-    let start: u64 = std::env::var("OUTBOX_CRASH_START")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let drain = std::env::var("OUTBOX_CRASH_DRAIN").is_ok();
+    let (dir, start, drain) = child_env("OUTBOX_CRASH");
     let sync = match std::env::var("OUTBOX_CRASH_SYNC").as_deref() {
         Ok("always") => SyncPolicy::Always,
         _ => SyncPolicy::Full,
@@ -173,24 +154,12 @@ fn output(path: &Path, torn_tail_ok: bool) -> BTreeMap<u64, u64> {
 }
 
 fn spawn_child(dir: &Path, start: u64, drain: bool, sync: &str) -> std::process::Child {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "crash_child",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("OUTBOX_CRASH_DIR", dir)
-    .env("OUTBOX_CRASH_START", start.to_string())
-    .env("OUTBOX_CRASH_SYNC", sync)
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    if drain {
-        c.env("OUTBOX_CRASH_DRAIN", "1");
-    }
-    c.spawn().unwrap()
+    let env = [
+        ("DIR", dir.display().to_string()),
+        ("START", start.to_string()),
+        ("SYNC", sync.to_string()),
+    ];
+    spawn_child_test("crash_child", "OUTBOX_CRASH", &env, drain)
 }
 
 #[test]
@@ -212,17 +181,9 @@ fn crash_loop(sync: &str) {
     let mut kills = 0;
     let mut checked_acks = 0;
     for round in 0..kill_count("OUTBOX_CRASH_KILLS", 12) as u64 {
-        let mut child = spawn_child(dir, round * 1_000_000, false, sync);
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
-        if let Ok(Some(st)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "round {round}: the child exited early ({st:?}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        let child = spawn_child(dir, round * 1_000_000, false, sync);
+        let run = Duration::from_millis(rng.random_range(150..600));
+        sigkill_after(child, run, &format!("round {round}"));
         kills += 1;
         // Before any restart: every released token is durable in both.
         let acked = ids_file(&dir.join("acked.log"));
@@ -324,19 +285,12 @@ async fn replay_child() {
 async fn replay_after_sigkill_keeps_delivery_ids() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "replay_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("OUTBOX_CRASH_DIR", dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child_test(
+        "replay_child",
+        "OUTBOX_CRASH",
+        &[("DIR", dir.display().to_string())],
+        false,
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let receipts: Vec<(u64, String)> = loop {
         let text = std::fs::read_to_string(dir.join("receipts.log")).unwrap_or_default();

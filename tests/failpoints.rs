@@ -6,7 +6,7 @@
 //!
 //! | failpoint                 | where                                               |
 //! |---------------------------|-----------------------------------------------------|
-//! | `store::append`           | `Store::append_runs`, before each log value's insert |
+//! | `store::append`           | `Store::append_runs` and `append_keyed`, before each log value's insert |
 //! | `store::flush`            | `Store::flush`, before sled's flush                 |
 //! | `store::fsync`            | `FileSync::sync`, before the fsyncs of `full`       |
 //! | `store::commit_offset`    | `Store::commit_offset`, before the offset (and DLQ) transaction |
@@ -321,14 +321,25 @@ async fn a_failed_insert_inside_an_atomic_run_writes_none_of_it() {
     assert!(shut.is_err());
     assert!(rest.is_empty(), "{rest:?}");
 
-    let (_, _, first_seq, end) = inspect(d.path());
-    assert_eq!(
-        (first_seq, end),
-        (None, 1),
-        "the first value of the run was batched, not written"
-    );
+    // The run's first value reached sled, under the run's intent.
+    let (reserved, _, first_seq, end) = inspect(d.path());
+    assert_eq!((first_seq, end), (Some(1), 3), "p001 and p002 were written");
+    let intent = outbox::inspect::Inspector::open(d.path())
+        .unwrap()
+        .interrupted_write()
+        .unwrap();
+    assert_eq!(intent, Some(Seq(1)), "the intent names the run");
     reopen_and_check(d.path(), &["a"], &Vec::new()).await;
     assert_eq!(got(&a), want(&[first], &["p000"]));
+    // The open undid the run: its reserved seqs are a hole now, never a
+    // record (the reopen's check wrote one record above them).
+    let s = outbox::inspect::Inspector::open(d.path()).unwrap();
+    assert_eq!(s.interrupted_write().unwrap(), None);
+    let records: Vec<_> = s.records(Seq(0)).map(|r| r.unwrap().seq.0).collect();
+    assert!(
+        records.iter().all(|&q| q == 0 || q >= reserved),
+        "{records:?} (reserved {reserved})"
+    );
 }
 
 /// Polls `f` once: a dispatch has then handed its request to the appender

@@ -40,6 +40,11 @@ pub fn render(dir: &Path, r: &Report) -> String {
         r.idem,
         r.head
     );
+    if let Some(from) = r.interrupted_write {
+        out += &format!(
+            "note: a crash interrupted a write from seq {from}; the next open for writing removes what it left (none of it was receipted) and covers its seqs with a hole\n"
+        );
+    }
     out += &match r.problems.len() {
         0 => "ok: no problems found\n".to_string(),
         1 => "1 problem found\n".to_string(),

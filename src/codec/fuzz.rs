@@ -73,7 +73,8 @@ pub fn decode(data: &[u8]) {
                 meta_key::LOG_ID,
                 meta_key::MEMBERS,
                 meta_key::SINKS,
-            ][usize::from(which / 14) % 4];
+                meta_key::WRITE_INTENT,
+            ][usize::from(which / 14) % 5];
             meta(k, &seal(tree::META, k, value), true);
         }
         _ => {
@@ -148,6 +149,13 @@ fn meta(key: &[u8], value: &[u8], v2: bool) {
         }
         meta_key::SINKS => {
             let _ = ok(super::decode_sink_list(value));
+        }
+        meta_key::WRITE_INTENT => {
+            if let Ok(w) = ok(super::decode_write_intent(value))
+                && v2
+            {
+                assert_eq!(super::encode_write_intent(&w).expect("re-encodes"), value);
+            }
         }
         _ => {
             if let Ok(v) = ok(super::decode_meta_u64(key, value))

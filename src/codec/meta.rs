@@ -5,6 +5,7 @@
 //! - `meta/log_id`: 16 bytes of UUID;
 //! - `meta/created_at_ms`, `seq_floor`, `seq_reserved`: a `u64` BE;
 //! - `meta/members`: bincode `Vec<Member>`;
+//! - `meta/write_intent`: bincode [`WriteIntent`];
 //! - `idem/<key>`: bincode [`IdemValue`].
 //!
 //! Version 1 had no checksum, and `meta/sinks` (a bincode `Vec<String>`)
@@ -49,6 +50,35 @@ pub struct IdemValue {
     pub digest: [u8; 16],
     /// When it was appended, ms since the Unix epoch.
     pub at_ms: u64,
+}
+
+/// A write of the log that must be whole or absent (`store::intent`): the
+/// log values from `first` up, and the `idem` entries it adds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteIntent {
+    /// The first seq the write covers; no value at or above it existed
+    /// before the write began.
+    pub first: u64,
+    /// The raw keys of the `idem` entries the write adds (each key's entry
+    /// and its time-index entry).
+    pub idem_keys: Vec<Vec<u8>>,
+}
+
+/// Encodes a write intent.
+///
+/// # Errors
+/// [`crate::StoreError::ValueRejected`] if it would be too large.
+pub fn encode_write_intent(v: &WriteIntent) -> Result<Vec<u8>> {
+    encode_sealed(tree::META, meta_key::WRITE_INTENT, v)
+}
+
+/// Decodes a write intent.
+///
+/// # Errors
+/// [`crate::StoreError::Corrupted`] when it does not decode or fails its
+/// checksum.
+pub fn decode_write_intent(value: &[u8]) -> Result<WriteIntent> {
+    decode_sealed(tree::META, meta_key::WRITE_INTENT, value).map(|(_, v)| v)
 }
 
 /// Encodes an offset value under `key` (the sink name).

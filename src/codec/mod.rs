@@ -36,9 +36,10 @@ pub use log::{
     encode_batch, log_key,
 };
 pub use meta::{
-    IdemValue, Member, OffsetValue, decode_idem, decode_log_id, decode_members, decode_meta_u64,
-    decode_offset, decode_offset_key, decode_sink_list, encode_idem, encode_log_id, encode_members,
-    encode_meta_u64, encode_offset,
+    IdemValue, Member, OffsetValue, WriteIntent, decode_idem, decode_log_id, decode_members,
+    decode_meta_u64, decode_offset, decode_offset_key, decode_sink_list, decode_write_intent,
+    encode_idem, encode_log_id, encode_members, encode_meta_u64, encode_offset,
+    encode_write_intent,
 };
 pub use sink_state::{
     PauseState, RetryState, decode_pause, decode_retry, decode_retry_seq, encode_pause,
@@ -126,6 +127,10 @@ pub mod meta_key {
     /// Version byte + bincode `Vec<Member>`: every sink with an offset, and
     /// since when it is orphaned (not configured), if it is.
     pub const MEMBERS: &[u8] = b"members";
+    /// Version byte + bincode `WriteIntent`: a write of the log that must
+    /// be whole or absent is under way, or was cut by a crash
+    /// (`store::intent`). Absent between writes.
+    pub const WRITE_INTENT: &[u8] = b"write_intent";
 }
 
 /// Encodes a version-2 value: version byte, `body`, checksum.

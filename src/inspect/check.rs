@@ -92,6 +92,10 @@ pub struct Report {
     /// bound when a batch header does not decode; the offset and DLQ
     /// checks against it are then skipped).
     pub head: u64,
+    /// The first seq of a write that a crash interrupted, when the store
+    /// holds its intent (`store::intent`). Not a problem: the next open for
+    /// writing removes what it left, none of which was receipted.
+    pub interrupted_write: Option<u64>,
     /// Every problem found, in the order found.
     pub problems: Vec<Problem>,
 }
@@ -374,6 +378,9 @@ impl Checker {
             meta_key::SINKS => codec::decode_sink_list(v).map(|_| ()),
             meta_key::MEMBERS => codec::decode_members(v).map(|m| {
                 self.members = m;
+            }),
+            meta_key::WRITE_INTENT => codec::decode_write_intent(v).map(|w| {
+                self.report.interrupted_write = Some(w.first);
             }),
             _ => Err(corrupt_meta(k, "unknown meta key".into())),
         };

@@ -75,6 +75,16 @@ impl Inspector {
         Ok(self.store.extent()?)
     }
 
+    /// The first seq of a write a crash interrupted, when the store holds
+    /// its intent: the values from there up were never receipted, and the
+    /// next open for writing removes them.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::Corrupted`] when the intent does not decode.
+    pub fn interrupted_write(&self) -> Result<Option<Seq>> {
+        Ok(self.store.interrupted_write()?.map(|w| Seq(w.first)))
+    }
+
     /// The lowest seq that may still be assigned after truncation.
     ///
     /// # Errors

@@ -7,10 +7,11 @@
 //! - `t` + the time (ms, `u64` BE) + the caller's key → an empty sealed
 //!   value: the time index that pruning walks in order.
 //!
-//! Invariant: an entry is written in the same sled transaction as the
-//! records it names ([`Store::append_keyed`]), so after any crash a key is
-//! there exactly when its records are: a retry never finds records without
-//! their key (and appends them twice) nor a key without its records.
+//! Invariant: an entry is written in the same whole-or-absent write as the
+//! records it names ([`Store::append_keyed`], `store::intent`), so after
+//! any crash a key is there exactly when its records are: a retry never
+//! finds records without their key (and appends them twice) nor a key
+//! without its records.
 
 use super::Store;
 use crate::codec::{self, IdemValue, tree};
@@ -34,6 +35,14 @@ fn time_entry(at_ms: u64, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The raw entries of one key: its `k` entry, the encoded value, and its
+/// `t` (time index) entry.
+pub(super) fn entries(key: &[u8], v: &IdemValue) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let k = key_entry(key);
+    let value = codec::encode_idem(&k, v)?;
+    Ok((k, value, time_entry(v.at_ms, key)))
+}
+
 impl Store {
     /// What `key` appended, if it is known.
     ///
@@ -44,47 +53,6 @@ impl Store {
         match self.idem.get(&k).map_err(Error::from_sled)? {
             Some(v) => Ok(Some(codec::decode_idem(&k, &v)?)),
             None => Ok(None),
-        }
-    }
-
-    /// Inserts log values and the idempotency keys that name them in one
-    /// sled transaction. Not durable until the next flush.
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`] or [`Error::Io`] (and the store is poisoned).
-    pub fn append_keyed(
-        &self,
-        values: Vec<(crate::types::Seq, Vec<u8>)>,
-        keys: &[(Vec<u8>, IdemValue)],
-    ) -> Result<()> {
-        use sled::Transactional;
-        self.check_writable()?;
-        let mut entries = Vec::with_capacity(keys.len() * 2);
-        for (key, v) in keys {
-            let k = key_entry(key);
-            let value = codec::encode_idem(&k, v)?;
-            entries.push((k, value));
-            entries.push((time_entry(v.at_ms, key), Vec::new()));
-        }
-        let values: Vec<([u8; 8], Vec<u8>)> = values
-            .into_iter()
-            .map(|(first, v)| (codec::log_key(first), v))
-            .collect();
-        let r = (&self.log, &self.idem).transaction(|(log, idem)| {
-            for (k, v) in &values {
-                log.insert(&k[..], v.as_slice())?;
-            }
-            for (k, v) in &entries {
-                idem.insert(k.as_slice(), v.as_slice())?;
-            }
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        });
-        match r {
-            Ok(()) => Ok(()),
-            Err(sled::transaction::TransactionError::Storage(e)) => self.write_result(Err(e)),
-            Err(sled::transaction::TransactionError::Abort(())) => {
-                Err(Error::Storage("append transaction aborted".into()))
-            }
         }
     }
 

@@ -5,7 +5,7 @@
 //! | `log`     | BE u64 first seq of a value           | version, kind, count, bytes, time, entries, CRC32C |
 //! | `offsets` | sink name (UTF-8)                     | version, bincode `OffsetValue`, CRC32C  |
 //! | `dlq`     | name length (u8), name, BE u64 seq    | version, bincode `DlqEntry`, CRC32C     |
-//! | `meta`    | `format_version`, `log_id`, `created_at_ms`, `seq_floor`, `seq_reserved`, `members` | see [`crate::codec`] |
+//! | `meta`    | `format_version`, `log_id`, `created_at_ms`, `seq_floor`, `seq_reserved`, `members`, `write_intent` | see [`crate::codec`] |
 //! | `idem`    | an idempotency key (bytes)            | version, bincode `IdemValue`, CRC32C    |
 //! | `sink_state` | `r`, name length, name, BE u64 seq; `p`, name | version, bincode `RetryState` / `PauseState`, CRC32C |
 //!
@@ -23,6 +23,10 @@
 //! - every member sink (configured, or orphaned and not yet forgotten) has
 //!   an offset, and `o` means every seq below `o` is done for that sink; no
 //!   value a member has not passed is ever truncated;
+//! - a write that must be whole (a request over several values, or with an
+//!   idempotency key) is bracketed by `meta.write_intent`, and every open
+//!   for writing first undoes one a crash left (`store::intent`); appends
+//!   use no sled batch or transaction;
 //! - after a failed write, flush or fsync the store is poisoned and refuses
 //!   writes until it is reopened; it never retries a failed fsync as if the
 //!   data had reached the disk.
@@ -46,6 +50,7 @@ mod compact;
 mod dlq;
 mod durability;
 mod idem;
+mod intent;
 mod members;
 mod open;
 mod pending;
@@ -261,52 +266,6 @@ impl Store {
             self.poison(&e.to_string());
             e
         })
-    }
-
-    /// Inserts encoded values. Those whose indexes fall in one of `atomic`
-    /// go in one sled batch, so after a crash either all of a run is there
-    /// or none; the others are plain inserts. Not durable until the next
-    /// flush.
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] (and the
-    /// store is poisoned) when sled fails.
-    pub fn append_runs(
-        &self,
-        values: Vec<(Seq, Vec<u8>)>,
-        atomic: &[std::ops::Range<usize>],
-    ) -> Result<()> {
-        self.check_writable()?;
-        let mut batch: Option<sled::Batch> = None;
-        for (i, (first, value)) in values.into_iter().enumerate() {
-            // One evaluation per value, as sled would fail one write: the
-            // plain values before it stay written, an atomic run goes whole.
-            #[cfg(feature = "failpoints")]
-            fail::fail_point!("store::append", |m| self.write_result(Err(
-                sled::Error::Io(std::io::Error::other(
-                    m.unwrap_or_else(|| "injected log insert failure".into())
-                ))
-            )));
-            let key = codec::log_key(first);
-            match atomic.iter().find(|r| r.contains(&i)) {
-                None => {
-                    let r = self.log.insert(key, value).map(|_| ());
-                    self.write_result(r)?;
-                }
-                Some(run) => {
-                    batch
-                        .get_or_insert_with(sled::Batch::default)
-                        .insert(&key, value);
-                    if i + 1 == run.end
-                        && let Some(b) = batch.take()
-                    {
-                        let r = self.log.apply_batch(b);
-                        self.write_result(r)?;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Writes a hole: seqs `from..to` that were reserved and never

@@ -68,6 +68,7 @@ impl Store {
         let path = path.to_path_buf();
         guarded(&path, || {
             let mut store = Self::open_inner(path.clone(), opts, false, identity)?;
+            store.undo_interrupted_write()?;
             let verified = store.verify()?;
             let now = super::witness::Witness {
                 log_id: store.log_id,

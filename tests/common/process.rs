@@ -23,6 +23,78 @@ pub fn bin() -> Command {
     c
 }
 
+/// Re-runs this test binary as the child process of a crash test: only the
+/// `#[ignore]`d test `name`, with `{prefix}_{key}` set for each of `env`
+/// (and `{prefix}_DRAIN` when `drain`), `RUST_LOG=warn`, stdout discarded
+/// and stderr piped (see [`sigkill_after`]).
+pub fn spawn_child_test(
+    name: &str,
+    prefix: &str,
+    env: &[(&str, String)],
+    drain: bool,
+) -> std::process::Child {
+    let mut c = Command::new(std::env::current_exe().expect("the test binary's path"));
+    c.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("RUST_LOG", "warn")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(format!("{prefix}_{k}"), v);
+    }
+    if drain {
+        c.env(format!("{prefix}_DRAIN"), "1");
+    }
+    c.spawn().expect("spawn the child test")
+}
+
+/// `path` opened for appending, created if need be.
+pub fn append_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for appending")
+}
+
+/// Appends one line and fsyncs it, as a crash test's child records what it
+/// was told before it could be killed.
+pub fn append_synced(f: &mut std::fs::File, line: &str) {
+    use std::io::Write;
+    f.write_all(line.as_bytes()).expect("append");
+    f.sync_data().expect("fsync");
+}
+
+/// What [`spawn_child_test`] gave a child: `{prefix}_DIR`, `{prefix}_START`
+/// (a number) and whether `{prefix}_DRAIN` is set.
+pub fn child_env(prefix: &str) -> (std::path::PathBuf, u64, bool) {
+    let var = |k: &str| std::env::var(format!("{prefix}_{k}"));
+    let dir = var("DIR").expect("the child's directory");
+    let start = var("START").map_or(0, |s| s.parse().expect("a number"));
+    (dir.into(), start, var("DRAIN").is_ok())
+}
+
+/// Lets `child` run for `after`, then SIGKILLs it and returns its stderr.
+/// A child that exited on its own before that fails the test.
+pub fn sigkill_after(mut child: std::process::Child, after: Duration, what: &str) -> String {
+    std::thread::sleep(after);
+    if let Ok(Some(st)) = child.try_wait() {
+        let out = child.wait_with_output().expect("the child's output");
+        panic!(
+            "{what}: the child exited early ({st:?}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    child.kill().expect("SIGKILL the child");
+    let out = child.wait_with_output().expect("the child's output");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Kills per run of a crash test: the number in the environment variable
 /// `var` (for a long run), else `default`.
 pub fn kill_count(var: &str, default: usize) -> usize {
