@@ -470,7 +470,7 @@ fn redrive_step<T: Send + 'static>(
 /// values keep sled's leaf pages small enough for its cache to evict them,
 /// which bounds memory under a large backlog (docs/performance.md). A request
 /// larger than `max_bytes` is cut into several values that form one *atomic
-/// run*, written in a single sled batch, so a request stays all-or-nothing.
+/// run*, written whole or not at all (`store::intent`).
 /// Values that each hold whole requests need no atomicity between them.
 struct Packer {
     max_bytes: u64,
