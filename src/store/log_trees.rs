@@ -303,11 +303,14 @@ impl LogTrees {
     /// sled's.
     pub fn get(&self, key: &[u8]) -> sled::Result<Option<sled::IVec>> {
         let seq = crate::codec::decode_log_key(key).map_or(0, |s| s.0);
-        let gens = self.gens();
-        match gens.iter().rev().find(|g| g.start <= seq) {
-            Some(g) => g.tree.get(key),
-            None => Ok(None),
-        }
+        let tree = {
+            let gens = self.gens.read();
+            match gens.partition_point(|g| g.start <= seq) {
+                0 => return Ok(None),
+                i => gens[i - 1].tree.clone(),
+            }
+        };
+        tree.get(key)
     }
 
     /// Whether no generation holds a value.
