@@ -76,6 +76,12 @@ impl Gen {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Where it sorts: by start, `log` before a generation of the same
+    /// start.
+    pub fn order(&self) -> (u64, bool) {
+        (self.start, !self.legacy)
+    }
+
     /// Takes no more values (see `sealed`).
     pub fn seal(&self) {
         self.sealed.store(true, Ordering::Relaxed);
@@ -124,8 +130,32 @@ pub(crate) struct LogTrees {
     idle_seen: Mutex<Option<(u64, u64, std::time::Instant)>>,
 }
 
-/// Iterates `trees` in order, each from `start` (the first) or whole.
-pub(crate) type LogIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send>;
+/// The log's values in seq order, one generation after another; the next
+/// generation is looked up when one ends, so a long log costs no copy of
+/// the list per read.
+pub(crate) struct GenIter<'a> {
+    trees: &'a LogTrees,
+    /// The generation being read.
+    at: Option<(u64, bool)>,
+    cur: Option<sled::Iter>,
+}
+
+impl Iterator for GenIter<'_> {
+    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(it) = &mut self.cur
+                && let Some(kv) = it.next()
+            {
+                return Some(kv);
+            }
+            let g = self.trees.next_gen(self.at)?;
+            self.at = Some(g.order());
+            self.cur = Some(g.tree.iter());
+        }
+    }
+}
 
 impl LogTrees {
     /// Opens `log` and every generation found in `db`.
@@ -218,30 +248,60 @@ impl LogTrees {
         Ok(g)
     }
 
+    /// The generation after the one at `after` (by [`Gen::order`]), or the
+    /// first; one clone, under the read lock, however many there are.
+    fn next_gen(&self, after: Option<(u64, bool)>) -> Option<Arc<Gen>> {
+        let gens = self.gens.read();
+        let i = match after {
+            None => 0,
+            Some(a) => gens.partition_point(|g| g.order() <= a),
+        };
+        gens.get(i).cloned()
+    }
+
+    /// The generation that holds `seq` if any does: the last with a start
+    /// at or below it.
+    fn gen_for(&self, seq: u64) -> Option<Arc<Gen>> {
+        let gens = self.gens.read();
+        match gens.partition_point(|g| g.start <= seq) {
+            0 => None,
+            i => Some(gens[i - 1].clone()),
+        }
+    }
+
+    /// The generation before the one at `at` (by [`Gen::order`]).
+    fn prev_gen(&self, at: (u64, bool)) -> Option<Arc<Gen>> {
+        let gens = self.gens.read();
+        match gens.partition_point(|g| g.order() < at) {
+            0 => None,
+            i => Some(gens[i - 1].clone()),
+        }
+    }
+
     /// Every value in seq order.
-    pub fn iter(&self) -> LogIter {
-        let gens = self.gens();
-        Box::new(gens.into_iter().flat_map(|g| g.tree.iter()))
+    pub fn iter(&self) -> GenIter<'_> {
+        GenIter {
+            trees: self,
+            at: None,
+            cur: None,
+        }
     }
 
     /// The values from the one holding `from` (or the first after it) on.
-    pub fn iter_from(&self, from: Seq) -> LogIter {
-        let gens = self.gens();
-        let key = crate::codec::log_key(from);
-        let i = gens
-            .iter()
-            .rposition(|g| g.start <= from.0)
-            .unwrap_or_default();
-        let Some(g) = gens.get(i) else {
-            return Box::new(std::iter::empty());
+    pub fn iter_from(&self, from: Seq) -> GenIter<'_> {
+        let Some(g) = self.gen_for(from.0) else {
+            return self.iter();
         };
+        let key = crate::codec::log_key(from);
         let start = match g.tree.range(..=key).next_back() {
             Some(Ok((k, _))) => k.to_vec(),
             _ => key.to_vec(),
         };
-        let head = g.tree.range(start..);
-        let rest: Vec<Arc<Gen>> = gens[i + 1..].to_vec();
-        Box::new(head.chain(rest.into_iter().flat_map(|g| g.tree.iter())))
+        GenIter {
+            trees: self,
+            at: Some(g.order()),
+            cur: Some(g.tree.range(start..)),
+        }
     }
 
     /// The value with the greatest key at or below `key`.
@@ -250,10 +310,12 @@ impl LogTrees {
     /// sled's.
     pub fn at_or_before(&self, key: &[u8]) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
         let seq = crate::codec::decode_log_key(key).map_or(u64::MAX, |s| s.0);
-        for g in self.gens().iter().rev().filter(|g| g.start <= seq) {
-            if let Some(kv) = g.tree.range(..=key).next_back().transpose()? {
+        let mut g = self.gen_for(seq);
+        while let Some(this) = g {
+            if let Some(kv) = this.tree.range(..=key).next_back().transpose()? {
                 return Ok(Some(kv));
             }
+            g = self.prev_gen(this.order());
         }
         Ok(None)
     }
@@ -263,10 +325,13 @@ impl LogTrees {
     /// # Errors
     /// sled's.
     pub fn key_at_or_after(&self, key: &[u8]) -> sled::Result<Option<sled::IVec>> {
-        for g in self.gens() {
-            if let Some(k) = g.tree.range(key..).keys().next().transpose()? {
+        let seq = crate::codec::decode_log_key(key).map_or(0, |s| s.0);
+        let mut g = self.gen_for(seq).or_else(|| self.next_gen(None));
+        while let Some(this) = g {
+            if let Some(k) = this.tree.range(key..).keys().next().transpose()? {
                 return Ok(Some(k));
             }
+            g = self.next_gen(Some(this.order()));
         }
         Ok(None)
     }
@@ -276,10 +341,12 @@ impl LogTrees {
     /// # Errors
     /// sled's.
     pub fn first(&self) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
-        for g in self.gens() {
-            if let Some(kv) = g.tree.first()? {
+        let mut g = self.next_gen(None);
+        while let Some(this) = g {
+            if let Some(kv) = this.tree.first()? {
                 return Ok(Some(kv));
             }
+            g = self.next_gen(Some(this.order()));
         }
         Ok(None)
     }
@@ -289,10 +356,12 @@ impl LogTrees {
     /// # Errors
     /// sled's.
     pub fn last(&self) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
-        for g in self.gens().into_iter().rev() {
-            if let Some(kv) = g.tree.last()? {
+        let mut g = self.gens.read().last().cloned();
+        while let Some(this) = g {
+            if let Some(kv) = this.tree.last()? {
                 return Ok(Some(kv));
             }
+            g = self.prev_gen(this.order());
         }
         Ok(None)
     }
