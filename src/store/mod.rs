@@ -335,6 +335,34 @@ impl Store {
         Err(missing_range(seq, next.unwrap_or(head).max(seq.next())))
     }
 
+    /// The value covering `seq`, as [`Store::read_at`] reads it (and fails),
+    /// then the values that follow it without a gap, below `head`, while
+    /// their records come to less than `bytes`. A value after the first
+    /// that does not read ends the run: the next read starts there and
+    /// reports it.
+    ///
+    /// # Errors
+    /// As [`Store::read_at`], for the first value only.
+    pub fn read_run(&self, seq: Seq, head: Seq, bytes: u64) -> Result<Vec<Batch>> {
+        let first = self.read_at(seq, head)?;
+        let mut next = first.end();
+        let mut total = first.header.bytes;
+        let mut out = vec![first];
+        if total >= bytes || next >= head {
+            return Ok(out);
+        }
+        for b in self.iter_batches(next) {
+            let Ok(b) = b else { break };
+            if b.first != next || b.first >= head || total >= bytes {
+                break;
+            }
+            next = b.end();
+            total += b.header.bytes;
+            out.push(b);
+        }
+        Ok(out)
+    }
+
     /// Every value's first seq and header, in seq order, checksums checked,
     /// without decoding the records.
     ///

@@ -83,6 +83,7 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>, idx: usize, sink:
         window: Window::new(start),
         committed: start,
         cur: None,
+        ahead: std::collections::VecDeque::new(),
         inflight: FuturesUnordered::new(),
         dead_lettered: Vec::new(),
         delivered_since: 0,
@@ -115,6 +116,9 @@ struct Worker<T: Send + 'static> {
     committed: Seq,
     /// The value holding `window.next()`, when fetched.
     cur: Option<Arc<Batch>>,
+    /// Values read from sled past `cur` in the same read (a worker behind
+    /// the tail cache reads runs, not one value per blocking task).
+    ahead: std::collections::VecDeque<Arc<Batch>>,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
     /// Records dead-lettered and not yet committed.
     dead_lettered: Vec<DlqEntry>,
@@ -266,9 +270,24 @@ impl<T: Send + 'static> Worker<T> {
         {
             return Some(b.clone());
         }
+        while let Some(b) = self.ahead.front() {
+            if b.end() <= pos {
+                self.ahead.pop_front();
+                continue;
+            }
+            if b.first <= pos {
+                let b = self.ahead.pop_front()?;
+                self.cur = Some(b.clone());
+                return Some(b);
+            }
+            // Not what follows: read again from `pos`.
+            self.ahead.clear();
+        }
         match fetch(&self.core, pos, head).await {
-            Ok(b) => {
+            Ok(mut run) => {
                 self.read_failures = 0;
+                let b = run.pop_front()?;
+                self.ahead = run;
                 self.cur = Some(b.clone());
                 Some(b)
             }
@@ -382,6 +401,7 @@ impl<T: Send + 'static> Worker<T> {
         self.delivered_since = 0;
         self.oldest_ms = None;
         self.cur = None;
+        self.ahead.clear();
         self.slot().breaker.lock().probe_abandoned();
         // The records delivered again keep the retry counts stored for them
         // (a small read; a failed sink commit is rare).
@@ -485,16 +505,23 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// # Errors
 /// [`StoreError::Corrupted`] naming the range when no value covers `pos`
 /// or the value is damaged; an I/O error when it cannot be read now.
-async fn fetch<T>(core: &Arc<Core<T>>, pos: Seq, head: Seq) -> Result<Arc<Batch>, StoreError> {
+async fn fetch<T>(
+    core: &Arc<Core<T>>,
+    pos: Seq,
+    head: Seq,
+) -> Result<std::collections::VecDeque<Arc<Batch>>, StoreError> {
     if let Some(b) = core.tail.lock().get(pos) {
-        return Ok(b);
+        return Ok(std::collections::VecDeque::from([b]));
     }
     let store = core.store.clone();
-    let read = tokio::task::spawn_blocking(move || store.read_at(pos, head))
+    let run = tokio::task::spawn_blocking(move || store.read_run(pos, head, READ_RUN_BYTES))
         .await
         .map_err(|e| StoreError::task("read", e))??;
-    Ok(Arc::new(read))
+    Ok(run.into_iter().map(Arc::new).collect())
 }
+
+/// How much a worker behind the tail cache reads from sled at a time.
+const READ_RUN_BYTES: u64 = 1 << 20;
 
 /// Stops the sink for good on data it cannot read: reported in its status,
 /// the log and the metrics; its offset stays where it is.
