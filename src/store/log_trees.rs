@@ -43,6 +43,31 @@ pub(crate) const GEN_VALUES: u64 = 9;
 /// record's) fill fewer, larger generations, so their number stays small.
 pub(crate) const GEN_BYTES: u64 = 512 << 10;
 
+/// sled 0.34 writes a page larger than this as a blob file of its own
+/// (a quarter of its 2 MiB segment), less room for the node's own bytes.
+const BLOB_SAFE: u64 = 480 << 10;
+
+/// sled's leaf takes a fragment per insert and is rewritten whole (consolidated)
+/// on the insert that finds it with 10 pieces: its base and 9 fragments.
+const CONSOLIDATE_EVERY: u64 = 9;
+
+/// Whether a generation holding `values` values of `bytes` in all takes
+/// one more of `incoming` bytes. Pure. It takes values while it is small
+/// (under [`GEN_VALUES`] values or [`GEN_BYTES`] bytes), so small values fill
+/// few, larger generations; but never one whose insert would make sled
+/// rewrite a leaf larger than [`BLOB_SAFE`] (consolidated, as a blob file).
+/// A leaf splits at 17 values; under [`GEN_BYTES`] its halves are small.
+pub(crate) fn takes(values: u64, bytes: u64, incoming: u64) -> bool {
+    if values < GEN_VALUES {
+        return true;
+    }
+    if bytes >= GEN_BYTES {
+        return false;
+    }
+    let consolidates = (values - GEN_VALUES) % CONSOLIDATE_EVERY == 0;
+    !(consolidates && bytes + incoming > BLOB_SAFE)
+}
+
 /// How long the last generation takes no value before the log counts as
 /// quiet and its values are removed one by one.
 pub(crate) const QUIET: std::time::Duration = std::time::Duration::from_millis(20);
@@ -64,11 +89,15 @@ pub(crate) struct Gen {
 }
 
 impl Gen {
-    fn full(&self) -> bool {
-        self.legacy
-            || self.sealed.load(Ordering::Relaxed)
-            || (self.values.load(Ordering::Relaxed) >= GEN_VALUES
-                && self.bytes.load(Ordering::Relaxed) >= GEN_BYTES)
+    /// Whether it takes a value of `incoming` bytes next.
+    fn takes(&self, incoming: u64) -> bool {
+        !self.legacy
+            && !self.sealed.load(Ordering::Relaxed)
+            && takes(
+                self.values.load(Ordering::Relaxed),
+                self.bytes.load(Ordering::Relaxed),
+                incoming,
+            )
     }
 
     fn note(&self, values: u64, bytes: u64) {
@@ -223,13 +252,13 @@ impl LogTrees {
     pub fn for_append(&self, first: Seq, values: u64, bytes: u64) -> sled::Result<Arc<Gen>> {
         {
             let gens = self.gens.read();
-            if let Some(g) = pick(&gens, first.0) {
+            if let Some(g) = pick(&gens, first.0, bytes) {
                 g.note(values, bytes);
                 return Ok(g);
             }
         }
         let mut gens = self.gens.write();
-        if let Some(g) = pick(&gens, first.0) {
+        if let Some(g) = pick(&gens, first.0, bytes) {
             g.note(values, bytes);
             return Ok(g);
         }
@@ -461,10 +490,10 @@ pub(crate) fn retirable(gens: &[Arc<Gen>], below: Seq) -> usize {
 
 /// The generation that takes a value keyed `key`, if it may take one: the
 /// last one with a start at or below it, unless that is the last and full.
-fn pick(gens: &[Arc<Gen>], key: u64) -> Option<Arc<Gen>> {
+fn pick(gens: &[Arc<Gen>], key: u64, bytes: u64) -> Option<Arc<Gen>> {
     let i = gens.iter().rposition(|g| g.start <= key)?;
     let g = &gens[i];
-    if i + 1 == gens.len() && g.full() {
+    if i + 1 == gens.len() && !g.takes(bytes) {
         return None;
     }
     Some(g.clone())
@@ -473,6 +502,24 @@ fn pick(gens: &[Arc<Gen>], key: u64) -> Option<Arc<Gen>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_never_makes_sled_write_a_leaf_as_a_blob() {
+        // Large values: nine, then a new generation.
+        assert!(takes(8, 8 * 96 << 10, 96 << 10));
+        assert!(!takes(9, 9 * 96 << 10, 96 << 10));
+        // 56 KiB values: 9 make 504 KiB, under GEN_BYTES, but the 10th
+        // would consolidate a 560 KiB leaf, a blob.
+        assert!(!takes(9, 9 * 56 << 10, 56 << 10));
+        // 30 KiB values: the 10th consolidates 300 KiB, fine; the 18th
+        // would consolidate 540 KiB, and the generation holds 510 KiB.
+        assert!(takes(9, 9 * 30 << 10, 30 << 10));
+        assert!(takes(16, 16 * 30 << 10, 30 << 10));
+        assert!(!takes(18, 18 * 30 << 10, 30 << 10));
+        // Backlog values of 4 KiB: 128 to a generation.
+        assert!(takes(127, 127 * 4 << 10, 4 << 10));
+        assert!(!takes(128, 128 * 4 << 10, 4 << 10));
+    }
 
     #[test]
     fn names_round_trip_and_others_are_not_generations() {
