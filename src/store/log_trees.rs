@@ -64,7 +64,7 @@ pub(crate) fn takes(values: u64, bytes: u64, incoming: u64) -> bool {
     if bytes >= GEN_BYTES {
         return false;
     }
-    let consolidates = (values - GEN_VALUES) % CONSOLIDATE_EVERY == 0;
+    let consolidates = (values - GEN_VALUES).is_multiple_of(CONSOLIDATE_EVERY);
     !(consolidates && bytes + incoming > BLOB_SAFE)
 }
 
@@ -505,20 +505,21 @@ mod tests {
 
     #[test]
     fn a_generation_never_makes_sled_write_a_leaf_as_a_blob() {
+        let kib = |n: u64| n << 10;
         // Large values: nine, then a new generation.
-        assert!(takes(8, 8 * 96 << 10, 96 << 10));
-        assert!(!takes(9, 9 * 96 << 10, 96 << 10));
+        assert!(takes(8, 8 * kib(96), kib(96)));
+        assert!(!takes(9, 9 * kib(96), kib(96)));
         // 56 KiB values: 9 make 504 KiB, under GEN_BYTES, but the 10th
         // would consolidate a 560 KiB leaf, a blob.
-        assert!(!takes(9, 9 * 56 << 10, 56 << 10));
+        assert!(!takes(9, 9 * kib(56), kib(56)));
         // 30 KiB values: the 10th consolidates 300 KiB, fine; the 18th
         // would consolidate 540 KiB, and the generation holds 510 KiB.
-        assert!(takes(9, 9 * 30 << 10, 30 << 10));
-        assert!(takes(16, 16 * 30 << 10, 30 << 10));
-        assert!(!takes(18, 18 * 30 << 10, 30 << 10));
+        assert!(takes(9, 9 * kib(30), kib(30)));
+        assert!(takes(16, 16 * kib(30), kib(30)));
+        assert!(!takes(18, 18 * kib(30), kib(30)));
         // Backlog values of 4 KiB: 128 to a generation.
-        assert!(takes(127, 127 * 4 << 10, 4 << 10));
-        assert!(!takes(128, 128 * 4 << 10, 4 << 10));
+        assert!(takes(127, 127 * kib(4), kib(4)));
+        assert!(!takes(128, 128 * kib(4), kib(4)));
     }
 
     #[test]
