@@ -105,9 +105,78 @@ pub(super) async fn deliver<T: Send + 'static>(job: Job<T>) -> Done {
     }
 }
 
-/// A failed attempt, handed from [`deliver`]'s first attempt to the retry
-/// loop.
-struct Failed {
+/// How [`now`] went.
+pub(super) enum Now {
+    /// The sink took the record at once.
+    Delivered,
+    /// The attempt failed: the retry loop goes on from it ([`after`]).
+    Failed(Failed),
+    /// Not at once: the worker calls [`deliver`].
+    Later,
+}
+
+/// The first attempt through [`Sink::deliver_now`], when the sink's
+/// breaker is closed and it has no rate limit, so that no gate could make
+/// it wait: no future, no allocation. Reported to the breaker as
+/// [`deliver`] would.
+pub(super) fn now<T>(
+    core: &Core<T>,
+    idx: usize,
+    sink: &Arc<dyn Sink>,
+    batch: &Batch,
+    seq: Seq,
+) -> Now {
+    let Some(slot) = core.sinks.get(idx) else {
+        return Now::Later;
+    };
+    if slot.bucket.is_some() || slot.breaker.lock().state() != BreakerState::Closed {
+        return Now::Later;
+    }
+    let Some(entry) = batch.entry(seq) else {
+        return Now::Later;
+    };
+    let ctx = DeliveryContext {
+        sink: &slot.name,
+        seq,
+        delivery_id: entry.delivery_id(seq, core.log_id),
+        attempt: 1,
+    };
+    let result = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        sink.deliver_now(&entry.record, &ctx)
+    })) {
+        Ok(None) => return Now::Later,
+        Ok(Some(r)) => r,
+        Err(panic) => Err(panicked(core, &ctx, &panic)),
+    };
+    report(core, idx, false, &result);
+    match result {
+        Ok(()) => Now::Delivered,
+        Err(error) => Now::Failed(Failed {
+            probe: false,
+            error,
+            latency: Duration::ZERO,
+        }),
+    }
+}
+
+/// The rest of a delivery whose first attempt [`now`] made and failed.
+pub(super) async fn after<T: Send + 'static>(job: Job<T>, failed: Failed) -> Done {
+    retrying(job, Some(failed)).await
+}
+
+fn panicked<T>(
+    core: &Core<T>,
+    ctx: &DeliveryContext<'_>,
+    panic: &Box<dyn std::any::Any + Send>,
+) -> DeliveryError {
+    let msg = panic_message(panic);
+    core.metrics.panicked(ctx.sink.as_str());
+    tracing::error!(sink = %ctx.sink, seq = ctx.seq.0, panic = %msg, "sink panicked while delivering; treating it as a failed attempt");
+    DeliveryError::transient(format!("sink panicked: {msg}"))
+}
+
+/// A failed attempt, handed from a first attempt to the retry loop.
+pub(super) struct Failed {
     probe: bool,
     error: DeliveryError,
     latency: Duration,
@@ -128,12 +197,7 @@ async fn attempt<T>(
             .await;
     let result = match caught {
         Ok(r) => r,
-        Err(panic) => {
-            let msg = panic_message(&panic);
-            core.metrics.panicked(ctx.sink.as_str());
-            tracing::error!(sink = %ctx.sink, seq = ctx.seq.0, panic = %msg, "sink panicked while delivering; treating it as a failed attempt");
-            Err(DeliveryError::transient(format!("sink panicked: {msg}")))
-        }
+        Err(panic) => Err(panicked(core, ctx, &panic)),
     };
     (result, started.map(|s| s.elapsed()).unwrap_or_default())
 }

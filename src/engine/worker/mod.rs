@@ -38,7 +38,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
-use self::attempt::{Done, Job};
+use self::attempt::{Done, Job, Now};
 use self::commit::{CommitResult, Committing};
 use self::plan::{Progress, Room, Step};
 use super::core::{Core, SinkSlot};
@@ -242,15 +242,31 @@ impl<T: Send + 'static> Worker<T> {
             }
             let seq = self.window.start();
             self.oldest_ms.get_or_insert(batch.header.appended_at_ms);
-            let mut fut: BoxFuture<'static, Done> = Box::pin(attempt::deliver(Job {
+            let resume = self.resumed.remove(&seq);
+            let mut failed = None;
+            if resume.is_none() {
+                match attempt::now(&core, self.idx, &self.sink, &batch, seq) {
+                    Now::Delivered => {
+                        self.finish(Done::Delivered(seq));
+                        continue;
+                    }
+                    Now::Failed(f) => failed = Some(f),
+                    Now::Later => {}
+                }
+            }
+            let job = Job {
                 core: self.core.clone(),
                 idx: self.idx,
                 sink: self.sink.clone(),
                 policy: self.policy.clone(),
                 batch,
                 seq,
-                resume: self.resumed.remove(&seq),
-            }));
+                resume,
+            };
+            let mut fut: BoxFuture<'static, Done> = match failed {
+                Some(f) => Box::pin(attempt::after(job, f)),
+                None => Box::pin(attempt::deliver(job)),
+            };
             // Most deliveries (a buffered file write) finish on the first
             // poll; only one that waits joins the set in flight.
             match futures::poll!(&mut fut) {
