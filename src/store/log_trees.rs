@@ -20,9 +20,10 @@
 //!   log in seq order; a generation may be empty (created just before a
 //!   crash). This holds because values are written in seq order, by one
 //!   writer at a time (the appender, or an offline command);
-//! - only the last generation takes new values, and only until it is
-//!   full ([`GEN_VALUES`] values and [`GEN_BYTES`] bytes); the tree `log`
-//!   takes none;
+//! - only the last generation takes new values, and only while [`takes`]
+//!   says so (under [`GEN_VALUES`] values or [`GEN_BYTES`] bytes, and never
+//!   a value whose insert would make sled rewrite a leaf past
+//!   [`BLOB_SAFE`]); the tree `log` takes none;
 //! - the last generation is never dropped, and a generation is dropped
 //!   only when the next one starts at or below the truncation point, so
 //!   every seq it holds is below that point;
