@@ -613,13 +613,17 @@ async fn the_engine_reports_each_sink_s_acked_count_and_oldest_pending_record() 
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// One delivery a [`Buffered`] sink made: seq, delivery id, payload, and
+/// the path it came by ("now" or "later").
+type Made = (u64, String, String, &'static str);
+
 /// A sink that buffers, so it delivers through `deliver_now`: a payload in
 /// `failing` fails at once (transiently), one in `panics` panics once; both
 /// are then retried through `deliver`, which records its path as "later".
 #[derive(Clone, Default)]
 struct Buffered {
-    /// (seq, delivery id, payload, path), in the order delivered.
-    done: Arc<Mutex<Vec<(u64, String, String, &'static str)>>>,
+    /// In the order delivered.
+    done: Arc<Mutex<Vec<Made>>>,
     failing: Arc<Mutex<std::collections::HashSet<String>>>,
     panics: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Calls of `deliver_now` and `deliver`, by payload.
