@@ -164,10 +164,13 @@ async fn dead_letter_and_redrive(n: u64, len: usize, per_call: usize) -> (u64, u
             .collect();
         (batches, targets)
     };
-    let log = common::raw_sled(d.path()).open_tree("log").unwrap();
+    let db = common::raw_sled(d.path());
     let (mut redriven, mut values) = (0u64, 0u64);
     for b in &batches {
-        let v = log.get(b.first.0.to_be_bytes()).unwrap().unwrap();
+        let v = common::log_tree_with(&db, b.first.0)
+            .get(b.first.0.to_be_bytes())
+            .unwrap()
+            .unwrap();
         let entries: Vec<&Option<String>> = (b.first.0..b.first.0 + u64::from(b.count))
             .filter_map(|seq| targets.get(&seq))
             .collect();

@@ -3,7 +3,7 @@
 mod common;
 
 use common::cli::{code, dump_json, run, stderr, stdout};
-use common::raw_sled;
+use common::{log_trees, raw_sled};
 
 /// Appends `n` records through `outbox run` with a file sink and returns
 /// the data directory.
@@ -85,7 +85,7 @@ fn check_is_clean_then_reports_each_corrupted_value_with_tree_and_key() {
     // header unknown the head is not guessed; as the last value, it takes
     // every seq from its key on.
     let db = raw_sled(&data);
-    let log = db.open_tree("log").unwrap();
+    let log = log_trees(&db).into_iter().find(|t| !t.is_empty()).unwrap();
     let (k, v) = log.first().unwrap().unwrap();
     log.insert(k, &v[..v.len() - 1]).unwrap();
     db.flush().unwrap();

@@ -13,7 +13,7 @@ use common::held::{
     N, check, check_names_one_problem, checksum, close, fill, log_key, remove_middle_value,
     remove_offset, values,
 };
-use common::raw_sled;
+use common::{log_tree_with, raw_sled};
 
 #[test]
 fn a_hole_in_the_log_stops_run_and_check_with_exit_3_naming_the_range() {
@@ -69,7 +69,7 @@ fn a_checksum_failure_stops_run_with_exit_3_naming_the_range() {
     let i = vals.len() / 2;
     let (first, _) = vals[i];
     let (next, _) = vals[i + 1];
-    let log = db.open_tree("log").unwrap();
+    let log = log_tree_with(&db, first);
     let key = log_key(first);
     let mut v = log.get(key).unwrap().unwrap().to_vec();
     let at = v.len() / 2;
@@ -95,7 +95,7 @@ fn a_checksum_failure_stops_run_with_exit_3_naming_the_range() {
 /// (headers only) accepts it, and the worker that reads it finds it bad.
 fn plant_undecodable_body(data: &Path, first: u64) {
     let db = raw_sled(data);
-    let log = db.open_tree("log").unwrap();
+    let log = log_tree_with(&db, first);
     let key = log_key(first);
     let old = log.get(key).unwrap().unwrap();
     // Version, kind, count, bytes, time: 22 bytes; then the entries.

@@ -612,3 +612,118 @@ async fn the_engine_reports_each_sink_s_acked_count_and_oldest_pending_record() 
     assert_eq!(b.payloads(), ["r0", "r1", "r2"]);
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// One delivery a [`Buffered`] sink made: seq, delivery id, payload, and
+/// the path it came by ("now" or "later").
+type Made = (u64, String, String, &'static str);
+
+/// A sink that buffers, so it delivers through `deliver_now`: a payload in
+/// `failing` fails at once (transiently), one in `panics` panics once; both
+/// are then retried through `deliver`, which records its path as "later".
+#[derive(Clone, Default)]
+struct Buffered {
+    /// In the order delivered.
+    done: Arc<Mutex<Vec<Made>>>,
+    failing: Arc<Mutex<std::collections::HashSet<String>>>,
+    panics: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Calls of `deliver_now` and `deliver`, by payload.
+    calls: Arc<Mutex<Vec<(String, &'static str)>>>,
+}
+
+impl Buffered {
+    fn take(
+        &self,
+        record: &Record,
+        ctx: &DeliveryContext<'_>,
+        path: &'static str,
+    ) -> DeliveryResult {
+        let p = String::from_utf8_lossy(&record.payload).into_owned();
+        self.calls.lock().push((p.clone(), path));
+        if self.panics.lock().remove(&p) {
+            panic!("buffered: {p} panics once");
+        }
+        if self.failing.lock().contains(&p) {
+            return Err(DeliveryError::transient("buffered: not now"));
+        }
+        self.done
+            .lock()
+            .push((ctx.seq.0, ctx.delivery_id.to_string(), p, path));
+        Ok(())
+    }
+}
+
+impl Sink for Buffered {
+    fn deliver<'a>(
+        &'a self,
+        record: &'a Record,
+        ctx: &'a DeliveryContext<'a>,
+    ) -> BoxFuture<'a, DeliveryResult> {
+        Box::pin(async move { self.take(record, ctx, "later") })
+    }
+    fn deliver_now(&self, record: &Record, ctx: &DeliveryContext<'_>) -> Option<DeliveryResult> {
+        Some(self.take(record, ctx, "now"))
+    }
+    fn kind(&self) -> &'static str {
+        "buffered"
+    }
+}
+
+/// `deliver_now` carries every first attempt while the breaker is closed; a
+/// failure or a panic there is an attempt like any other: the record is
+/// retried through `deliver`, in order, with its id, and counted.
+#[tokio::test]
+async fn a_failed_or_panicking_delivery_made_at_once_is_retried_in_order() {
+    let d = dir();
+    let sink = Buffered::default();
+    sink.failing.lock().insert("r3".into());
+    sink.panics.lock().insert("r5".into());
+    let (ob, _acks) = Outbox::<u32>::builder(d.path())
+        .sink(
+            "buf",
+            sink.clone(),
+            SinkConfig {
+                retry_max: 1000,
+                ..fast()
+            },
+        )
+        .open()
+        .await
+        .unwrap();
+    let log = ob.log_id();
+    ob.dispatch_many((0..8u32).map(|i| (rec(&format!("r{i}")), vec![])).collect())
+        .await
+        .unwrap();
+    eventually("r3 retried through deliver", || {
+        sink.calls
+            .lock()
+            .iter()
+            .filter(|(p, path)| p == "r3" && *path == "later")
+            .count()
+            >= 2
+    })
+    .await;
+    let payloads = |s: &Buffered| -> Vec<String> {
+        s.done.lock().iter().map(|(_, _, p, _)| p.clone()).collect()
+    };
+    assert_eq!(payloads(&sink), ["r0", "r1", "r2"], "nothing passes r3");
+    sink.failing.lock().clear();
+    eventually("all delivered", || sink.done.lock().len() == 8).await;
+    let done = sink.done.lock().clone();
+    for (i, (seq, id, p, path)) in done.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        assert_eq!(*p, format!("r{i}"));
+        assert_eq!(*id, format!("msg_{}_{i}", log.simple()));
+        // r3 failed at once and r5 panicked at once: both finished in the
+        // retry loop; r4, r6 and r7 were delivered at once after r3.
+        let want = if i == 3 || i == 5 { "later" } else { "now" };
+        assert_eq!(*path, want, "{p}");
+    }
+    let first_calls: Vec<_> = ["r3", "r5"]
+        .iter()
+        .map(|p| sink.calls.lock().iter().find(|(q, _)| q == p).unwrap().1)
+        .collect();
+    assert_eq!(first_calls, ["now", "now"]);
+    let st = ob.status().unwrap();
+    assert!(st.sinks[0].retries >= 3, "{:?}", st.sinks[0]);
+    ob.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -123,7 +123,7 @@ async fn version_1_fixture_opens_with_its_contents_and_is_upgraded() {
     let store = Inspector::open(&data).unwrap();
     assert_eq!(
         (store.format_version(), outbox::inspect::CURRENT_FORMAT),
-        (2, 2),
+        (3, 3),
         "upgraded at the open"
     );
     assert!(store.verify().is_ok());

@@ -144,16 +144,30 @@ impl NoopSink {
     }
 }
 
+impl NoopSink {
+    fn count(&self, record: &Record) {
+        std::hint::black_box(&record.payload);
+        if self.delivered.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.first.send_replace(Some(Instant::now()));
+        }
+    }
+}
+
 impl Sink for NoopSink {
+    fn deliver_now(&self, record: &Record, _ctx: &DeliveryContext<'_>) -> Option<DeliveryResult> {
+        if self.gate.is_some() {
+            return None;
+        }
+        self.count(record);
+        Some(Ok(()))
+    }
+
     fn deliver<'a>(
         &'a self,
         record: &'a Record,
         _ctx: &'a DeliveryContext<'a>,
     ) -> BoxFuture<'a, DeliveryResult> {
-        std::hint::black_box(&record.payload);
-        if self.delivered.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.first.send_replace(Some(Instant::now()));
-        }
+        self.count(record);
         match &self.gate {
             None => Box::pin(std::future::ready(Ok(()))),
             Some(g) => Box::pin(async move {

@@ -79,6 +79,20 @@ impl FormatVersion {
     pub const CURRENT: FormatVersion = FormatVersion::V2;
 }
 
+/// The directory's format, `meta/format_version`: 1 and 2 are the value
+/// formats of [`FormatVersion`] with the log in one tree; 3 is version-2
+/// values with the log in generations (`store::log_trees`), which a build
+/// that reads only the tree `log` must refuse rather than misread.
+pub const DIR_FORMAT: u8 = 3;
+
+/// The value format of a directory of format `dir` (see [`DIR_FORMAT`]).
+pub fn value_format(dir: u8) -> Option<FormatVersion> {
+    match dir {
+        DIR_FORMAT => Some(FormatVersion::V2),
+        other => FormatVersion::try_from(other).ok(),
+    }
+}
+
 impl TryFrom<u8> for FormatVersion {
     type Error = u8;
     fn try_from(v: u8) -> std::result::Result<Self, u8> {

@@ -1,4 +1,6 @@
-//! The truncator: removes log batches every configured sink has passed.
+//! The truncator: removes log batches every configured sink has passed:
+//! whole generations, and the last generation's values once the log has
+//! been quiet for a pass (`Store::truncate_below`).
 //!
 //! Invariant: only whole values that end at or below the lowest durable
 //! offset of every member are removed: the configured sinks, and the
@@ -23,6 +25,9 @@ const PRUNE_MAX: usize = 100_000;
 pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
     let mut tick = tokio::time::interval(core.cfg.truncate_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A pass runs every tick, also when the low-water mark has not moved:
+    // the log's last generation is emptied once it has been quiet for a
+    // while (`Store::truncate_below`), which no offset commit announces.
     let mut done_below = Seq(0);
     let mut last_report = std::time::Instant::now() - REPORT_EVERY;
     loop {
@@ -42,21 +47,23 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>) {
             }
         }
         let below = low_water(&core);
-        if below <= done_below {
+        if below < done_below {
             continue;
         }
-        core.tail.lock().evict_below(below);
-        core.holes.lock().drop_below(below);
-        if let Some(idx) = &core.bytes {
-            idx.lock().drop_below(below);
+        if below > done_below {
+            core.tail.lock().evict_below(below);
+            core.holes.lock().drop_below(below);
+            if let Some(idx) = &core.bytes {
+                idx.lock().drop_below(below);
+            }
         }
         loop {
             let store = core.store.clone();
             let r = tokio::task::spawn_blocking(move || store.truncate_below(below, CHUNK)).await;
             match r {
-                Ok(Ok((0, _))) => break,
-                Ok(Ok((n, bytes))) => {
-                    tracing::trace!(records = n, bytes, below = below.0, "truncated");
+                Ok(Ok((_, 0))) => break,
+                Ok(Ok((seqs, values))) => {
+                    tracing::trace!(seqs, values, below = below.0, "truncated");
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "truncation failed");

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::codec::{self, FormatVersion, meta_key, tree};
+use crate::codec::{self, meta_key, tree};
 use crate::error::{StoreError as Error, StoreResult as Result};
 use crate::store::Store;
 use crate::types::SinkName;
@@ -362,7 +362,7 @@ impl Checker {
         self.meta_keys.insert(k.to_vec());
         let r: Result<()> = match k {
             meta_key::FORMAT_VERSION => match v {
-                [b] if FormatVersion::try_from(*b).is_ok() => Ok(()),
+                [b] if codec::value_format(*b).is_some() => Ok(()),
                 [b] => Err(corrupt_meta(k, format!("unknown format version {b}"))),
                 _ => Err(corrupt_meta(
                     k,

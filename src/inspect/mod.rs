@@ -48,9 +48,10 @@ pub use types::{BatchInfo, BatchKind, Member, Offset, Verified};
 /// sled's page cache for an offline command, in bytes.
 const CACHE_BYTES: u64 = 16 << 20;
 
-/// The on-disk format version this build writes (the first byte of every
-/// value; see `docs/design.md`).
-pub const CURRENT_FORMAT: u8 = crate::codec::FormatVersion::CURRENT as u8;
+/// The directory format this build writes, `meta/format_version`: 3, with
+/// version-2 values (their first byte) and the log in generations; see
+/// `docs/design.md`.
+pub const CURRENT_FORMAT: u8 = crate::codec::DIR_FORMAT;
 
 /// Whether another process holds the lock of the data directory `dir` (a
 /// running outbox, or an offline command). Probes the lock without taking

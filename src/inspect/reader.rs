@@ -63,7 +63,7 @@ impl Inspector {
     /// The directory's on-disk format version, as found at the open
     /// ([`super::CURRENT_FORMAT`] is what this build writes).
     pub fn format_version(&self) -> u8 {
-        self.store.format() as u8
+        self.store.dir_format()
     }
 
     /// Where the log starts and ends.

@@ -179,6 +179,11 @@ impl Sink for FileSink {
         self.pending.deliver(record)
     }
 
+    fn deliver_now(&self, record: &Record, _ctx: &DeliveryContext<'_>) -> Option<DeliveryResult> {
+        self.pending.append(record);
+        Some(Ok(()))
+    }
+
     fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         Box::pin(async move {
             let buf = self.pending.take();

@@ -39,6 +39,11 @@ impl Sink for StdoutSink {
         self.pending.deliver(record)
     }
 
+    fn deliver_now(&self, record: &Record, _ctx: &DeliveryContext<'_>) -> Option<DeliveryResult> {
+        self.pending.append(record);
+        Some(Ok(()))
+    }
+
     fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         Box::pin(async move {
             let mut out = self.out.lock().await;

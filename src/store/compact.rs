@@ -14,10 +14,11 @@ use crate::error::{StoreError as Error, StoreResult as Result};
 impl Store {
     /// Keys in all five trees (an O(n) count, for progress reporting).
     pub fn key_count(&self) -> u64 {
-        [&self.log, &self.offsets, &self.dlq, &self.meta, &self.idem]
-            .iter()
-            .map(|t| t.len() as u64)
-            .sum()
+        self.log.len() as u64
+            + [&self.offsets, &self.dlq, &self.meta, &self.idem]
+                .iter()
+                .map(|t| t.len() as u64)
+                .sum::<u64>()
     }
 
     /// sled's CRC32 over every key and value of every tree.

@@ -331,7 +331,13 @@ impl Store {
             batches.push(b);
         }
         self.note_dlq_removed(remove.len())?;
-        let r = (&self.log, &self.dlq).transaction(|(log, dlq)| {
+        let gen_for = self.log.for_append(
+            first,
+            encoded.len() as u64,
+            encoded.iter().map(|(_, v)| v.len() as u64).sum(),
+        );
+        let gen_for = self.write_result(gen_for)?;
+        let r = (&gen_for.tree, &self.dlq).transaction(|(log, dlq)| {
             for (k, v) in &encoded {
                 log.insert(&k[..], v.as_slice())?;
             }

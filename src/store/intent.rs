@@ -120,7 +120,11 @@ impl Store {
                     m.unwrap_or_else(|| "injected log insert failure".into())
                 ))
             )));
-            let r = self.log.insert(codec::log_key(first), value).map(|_| ());
+            let r = self
+                .log
+                .for_append(first, 1, value.len() as u64)
+                .and_then(|g| g.tree.insert(codec::log_key(first), value))
+                .map(|_| ());
             self.write_result(r)?;
         }
         for (k, v) in idem {
@@ -162,15 +166,19 @@ impl Store {
             return Ok(None);
         };
         let from = Seq(intent.first);
-        let keys = self
-            .log
-            .range(codec::log_key(from)..)
-            .keys()
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(Error::from_sled)?;
-        for k in &keys {
-            let r = self.log.remove(k).map(|_| ());
-            self.write_result(r)?;
+        let mut keys = Vec::new();
+        for g in self.log.gens() {
+            let found = g
+                .tree
+                .range(codec::log_key(from)..)
+                .keys()
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::from_sled)?;
+            for k in found {
+                let r = g.tree.remove(&k).map(|_| ());
+                self.write_result(r)?;
+                keys.push(k);
+            }
         }
         let mut idem_entries = 0;
         for k in &intent.idem_keys {

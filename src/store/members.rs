@@ -149,7 +149,7 @@ impl Store {
             let r = self.meta.remove(meta_key::SINKS).map(|_| ());
             self.write_result(r)?;
         }
-        let current = [codec::FormatVersion::CURRENT as u8];
+        let current = [codec::DIR_FORMAT];
         let r = self
             .meta
             .insert(meta_key::FORMAT_VERSION, &current[..])

@@ -1,13 +1,16 @@
-//! The sled store: one `sled::Db` in a data directory, six trees.
+//! The sled store: one `sled::Db` in a data directory: the log's trees and five others.
 //!
 //! | tree      | key                                   | value                                   |
 //! |-----------|---------------------------------------|-----------------------------------------|
-//! | `log`     | BE u64 first seq of a value           | version, kind, count, bytes, time, entries, CRC32C |
+//! | `log`, `log.<first seq, 20 digits>` | BE u64 first seq of a value | version, kind, count, bytes, time, entries, CRC32C |
 //! | `offsets` | sink name (UTF-8)                     | version, bincode `OffsetValue`, CRC32C  |
 //! | `dlq`     | name length (u8), name, BE u64 seq    | version, bincode `DlqEntry`, CRC32C     |
 //! | `meta`    | `format_version`, `log_id`, `created_at_ms`, `seq_floor`, `seq_reserved`, `members`, `write_intent` | see [`crate::codec`] |
 //! | `idem`    | an idempotency key (bytes)            | version, bincode `IdemValue`, CRC32C    |
 //! | `sink_state` | `r`, name length, name, BE u64 seq; `p`, name | version, bincode `RetryState` / `PauseState`, CRC32C |
+//!
+//! The log is a series of trees, generations ([`log_trees`]): read in order
+//! they are one tree keyed by seq.
 //!
 //! Invariants:
 //! - the log is a chain: the value keyed `k` with count `n` covers seqs
@@ -51,6 +54,7 @@ mod dlq;
 mod durability;
 mod idem;
 mod intent;
+mod log_trees;
 mod members;
 mod open;
 mod pending;
@@ -125,7 +129,7 @@ pub(crate) struct WitnessSnapshot {
 /// The store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
     db: sled::Db,
-    log: sled::Tree,
+    log: log_trees::LogTrees,
     offsets: sled::Tree,
     dlq: sled::Tree,
     meta: sled::Tree,
@@ -135,6 +139,9 @@ pub struct Store {
     created_at_ms: u64,
     /// The directory's format version when it was opened.
     format: codec::FormatVersion,
+    /// `meta/format_version` as found at the open (a version 2 directory
+    /// opened for writing is marked 3 then; see [`codec::DIR_FORMAT`]).
+    dir_format: u8,
     poisoned: Mutex<Option<String>>,
     /// Serialises offset writers so an offset never goes backwards on disk.
     offset_lock: Mutex<()>,
@@ -168,7 +175,12 @@ impl Store {
         self.created_at_ms
     }
 
-    /// The directory's on-disk format version, as found at open.
+    /// The directory's format byte (see [`codec::DIR_FORMAT`]).
+    pub fn dir_format(&self) -> u8 {
+        self.dir_format
+    }
+
+    /// The directory's value format, as found at open.
     pub fn format(&self) -> codec::FormatVersion {
         self.format
     }
@@ -307,13 +319,7 @@ impl Store {
     /// value fails its checksum or does not decode.
     pub fn read_at(&self, seq: Seq, head: Seq) -> Result<Batch> {
         let key = codec::log_key(seq);
-        if let Some((k, v)) = self
-            .log
-            .range(..=key)
-            .next_back()
-            .transpose()
-            .map_err(Error::from_sled)?
-        {
+        if let Some((k, v)) = self.log.at_or_before(&key).map_err(Error::from_sled)? {
             let (first, h) =
                 codec::decode_batch_header(&k, &v).map_err(|e| self.unreadable_value(&k, &v, e))?;
             if first.0 + u64::from(h.count) > seq.0 {
@@ -322,14 +328,39 @@ impl Store {
         }
         let next = self
             .log
-            .range(key..)
-            .keys()
-            .next()
-            .transpose()
+            .key_at_or_after(&key)
             .map_err(Error::from_sled)?
             .map(|k| codec::decode_log_key(&k))
             .transpose()?;
         Err(missing_range(seq, next.unwrap_or(head).max(seq.next())))
+    }
+
+    /// The value covering `seq`, as [`Store::read_at`] reads it (and fails),
+    /// then the values that follow it without a gap, below `head`, while
+    /// their records come to less than `bytes`. A value after the first
+    /// that does not read ends the run: the next read starts there and
+    /// reports it.
+    ///
+    /// # Errors
+    /// As [`Store::read_at`], for the first value only.
+    pub fn read_run(&self, seq: Seq, head: Seq, bytes: u64) -> Result<Vec<Batch>> {
+        let first = self.read_at(seq, head)?;
+        let mut next = first.end();
+        let mut total = first.header.bytes;
+        let mut out = vec![first];
+        if total >= bytes || next >= head {
+            return Ok(out);
+        }
+        for b in self.iter_batches(next) {
+            let Ok(b) = b else { break };
+            if b.first != next || b.first >= head || total >= bytes {
+                break;
+            }
+            next = b.end();
+            total += b.header.bytes;
+            out.push(b);
+        }
+        Ok(out)
     }
 
     /// Every value's first seq and header, in seq order, checksums checked,
@@ -346,31 +377,32 @@ impl Store {
 
     /// Iterates decoded values starting with the one holding `from`.
     pub fn iter_batches(&self, from: Seq) -> impl Iterator<Item = Result<Batch>> + '_ {
-        let start = match self.log.range(..=codec::log_key(from)).next_back() {
-            Some(Ok((k, _))) => k.to_vec(),
-            _ => codec::log_key(from).to_vec(),
-        };
-        self.log.range(start..).map(|kv| {
+        self.log.iter_from(from).map(|kv| {
             let (k, v) = kv.map_err(Error::from_sled)?;
             decode(&k, &v)
         })
     }
 
     /// Raw iteration for `check` and `salvage`: every key and value of a
-    /// tree, undecoded.
+    /// tree, undecoded; for `log`, every generation's in seq order.
     pub fn raw(
         &self,
         tree: &str,
     ) -> Option<impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_> {
         let t = match tree {
-            codec::tree::LOG => &self.log,
+            codec::tree::LOG => {
+                return Some(
+                    Box::new(self.log.iter().map(|kv| kv.map_err(Error::from_sled)))
+                        as Box<dyn Iterator<Item = _>>,
+                );
+            }
             codec::tree::OFFSETS => &self.offsets,
             codec::tree::DLQ => &self.dlq,
             codec::tree::META => &self.meta,
             codec::tree::IDEM => &self.idem,
             _ => return None,
         };
-        Some(t.iter().map(|kv| kv.map_err(Error::from_sled)))
+        Some(Box::new(t.iter().map(|kv| kv.map_err(Error::from_sled))))
     }
 
     /// Every stored offset, by sink name.
@@ -468,37 +500,79 @@ impl Store {
         }
     }
 
-    /// Removes whole values that end at or below `below`, up to `max` values.
+    /// Removes what ends at or below `below`: whole generations, or, in the
+    /// tree `log` of a directory written before generations, values (up to
+    /// `max`).
     /// First raises `seq_floor` to the end of the last value removed and
     /// makes it durable, so a seq is never reused even if every value goes.
-    /// Returns the records and bytes removed.
+    /// Returns the seqs removed and the values (or whole generations).
     ///
     /// # Errors
     /// [`Error::Corrupted`] on an undecodable header; I/O errors poison.
     pub fn truncate_below(&self, below: Seq, max: usize) -> Result<(u64, u64)> {
         self.check_writable()?;
+        // Generations retired by an earlier pass that a reader still held.
+        let r = self.log.reap();
+        self.write_result(r)?;
+        let all = self.log.gens();
+        // Whole generations: those the next one starts at or below `below`;
+        // never the tree `log` (emptied value by value, below).
+        let legacy = all.first().filter(|g| g.is_legacy()).cloned();
+        let gens = &all[usize::from(legacy.is_some())..];
+        let whole = log_trees::retirable(gens, below);
         let mut keys = Vec::new();
         let mut end = 0u64;
         let mut records = 0u64;
-        let mut bytes = 0u64;
-        for kv in self.log.iter() {
-            if keys.len() >= max {
-                break;
-            }
-            let (k, v) = kv.map_err(Error::from_sled)?;
-            let (first, h) = codec::decode_batch_header(&k, &v)?;
-            let batch_end = first.0 + u64::from(h.count);
-            if batch_end > below.0 {
-                break;
-            }
-            keys.push(k);
-            end = batch_end;
-            if h.kind == BatchKind::Records {
+        let mut values = 0u64;
+        let mut target = None;
+        // The tree `log` goes first, value by value: it holds the chain's
+        // start, so nothing after it may go before it.
+        let one = match legacy.filter(|g| !g.tree.is_empty()) {
+            Some(l) => Some(l),
+            None if whole > 0 => None,
+            None => self.log.last_if_idle(),
+        };
+        let whole = if one.is_some() { 0 } else { whole };
+        if whole > 0 {
+            end = gens[whole].start;
+            // Counted as trees, not read: a retired generation's values may
+            // be out of the cache.
+            values = whole as u64;
+            let from = self.log.first().map_err(Error::from_sled)?;
+            let from = match from {
+                Some((k, _)) => codec::decode_log_key(&k)?.0,
+                None => end,
+            };
+            records = end.saturating_sub(from);
+        } else if let Some(one) = one {
+            // Value by value: the tree `log` of a directory written before
+            // generations, which may hold a long backlog, or the last
+            // generation once the log has gone quiet (it is never dropped,
+            // and then takes no more values).
+            for kv in one.tree.iter() {
+                if keys.len() >= max {
+                    break;
+                }
+                let (k, v) = kv.map_err(Error::from_sled)?;
+                let (first, h) = codec::decode_batch_header(&k, &v)?;
+                let batch_end = first.0 + u64::from(h.count);
+                if batch_end > below.0 {
+                    break;
+                }
+                keys.push(k);
+                end = batch_end;
                 records += u64::from(h.count);
             }
-            bytes += h.bytes;
+            values = keys.len() as u64;
+            if values > 0 {
+                if !one.is_legacy() {
+                    one.seal();
+                }
+                target = Some(one);
+            }
         }
-        if keys.is_empty() {
+        drop(all);
+        if whole == 0 && keys.is_empty() {
             return Ok((0, 0));
         }
         #[cfg(feature = "failpoints")]
@@ -517,13 +591,21 @@ impl Store {
                 "injected truncation failure after the floor".into()
             })))
         )));
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
+        if whole > 0 {
+            self.log.retire_first(whole);
+            let r = self.log.reap();
+            self.write_result(r)?;
+        } else {
+            let mut batch = sled::Batch::default();
+            for k in keys {
+                batch.remove(k);
+            }
+            if let Some(one) = target {
+                let r = one.tree.apply_batch(batch);
+                self.write_result(r)?;
+            }
         }
-        let r = self.log.apply_batch(batch);
-        self.write_result(r)?;
-        Ok((records, bytes))
+        Ok((records, values))
     }
 
     /// Makes every write so far durable at the store's level: sled's flush,
@@ -670,10 +752,9 @@ impl Store {
             Ok((f, h)) => Some(Seq(f.0 + u64::from(h.count))),
             Err(_) => self
                 .log
-                .range(codec::log_key(first.next())..)
-                .keys()
-                .next()
-                .and_then(|k| k.ok())
+                .key_at_or_after(&codec::log_key(first.next()))
+                .ok()
+                .flatten()
                 .and_then(|k| codec::decode_log_key(&k).ok()),
         };
         match end {

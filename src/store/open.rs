@@ -162,14 +162,14 @@ impl Store {
             restrict_permissions(&path);
         }
         let open_tree = |name: &str| db.open_tree(name).map_err(|e| sled_open_error(&path, e));
-        let log = open_tree(tree::LOG)?;
+        let log = super::log_trees::LogTrees::open(&db).map_err(|e| sled_open_error(&path, e))?;
         let offsets = open_tree(tree::OFFSETS)?;
         let dlq = open_tree(tree::DLQ)?;
         let meta = open_tree(tree::META)?;
         let idem = open_tree(tree::IDEM)?;
 
         let witnessed = super::witness::read(&path)?;
-        let (log_id, created_at_ms, format) = match meta
+        let (log_id, created_at_ms, format, dir_format) = match meta
             .get(meta_key::FORMAT_VERSION)
             .map_err(Error::from_sled)?
         {
@@ -203,7 +203,7 @@ impl Store {
                     )));
                 }
                 let (id, now) = initialise(&path, &db, &meta, identity)?;
-                (id, now, FormatVersion::CURRENT)
+                (id, now, FormatVersion::CURRENT, codec::DIR_FORMAT)
             }
             Some(v) => {
                 let found = match v.as_ref() {
@@ -216,13 +216,22 @@ impl Store {
                         });
                     }
                 };
-                let Ok(format) = FormatVersion::try_from(found) else {
+                let Some(format) = codec::value_format(found) else {
                     return Err(Error::UnknownFormat {
                         path,
                         found,
-                        supported: FormatVersion::CURRENT as u8,
+                        supported: codec::DIR_FORMAT,
                     });
                 };
+                let mut dir_format = found;
+                if found == FormatVersion::V2 as u8 && !inspect {
+                    // Version 2 is version 3 with no generation yet: say so
+                    // before any is written, so that an older build refuses
+                    // the directory instead of reading only the tree `log`.
+                    meta.insert(meta_key::FORMAT_VERSION, &[codec::DIR_FORMAT])
+                        .map_err(Error::from_sled)?;
+                    dir_format = codec::DIR_FORMAT;
+                }
                 let id = meta
                     .get(meta_key::LOG_ID)
                     .map_err(Error::from_sled)?
@@ -235,6 +244,7 @@ impl Store {
                     codec::decode_log_id(&id)?,
                     codec::decode_meta_u64(meta_key::CREATED_AT, &created)?,
                     format,
+                    dir_format,
                 )
             }
         };
@@ -249,6 +259,7 @@ impl Store {
             log_id,
             created_at_ms,
             format,
+            dir_format,
             poisoned: Mutex::new(None),
             offset_lock: Mutex::new(()),
             written: Mutex::new(super::witness::Witness {
@@ -302,7 +313,7 @@ fn initialise(
     .map_err(Error::from_sled)?;
     meta.insert(meta_key::MEMBERS, codec::encode_members(&[])?)
         .map_err(Error::from_sled)?;
-    meta.insert(meta_key::FORMAT_VERSION, &[FormatVersion::CURRENT as u8])
+    meta.insert(meta_key::FORMAT_VERSION, &[codec::DIR_FORMAT])
         .map_err(Error::from_sled)?;
     db.flush().map_err(Error::from_sled)?;
     // Always, whatever the sync policy: a `conf` lost to a power cut is

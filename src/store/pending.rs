@@ -25,12 +25,7 @@ impl Store {
     /// # Errors
     /// [`Error::Corrupted`] when a header does not decode.
     pub fn records_at(&self, from: Seq) -> Result<Option<RecordsAt>> {
-        let key = codec::log_key(from);
-        let start = match self.log.range(..=key).next_back() {
-            Some(Ok((k, _))) => k.to_vec(),
-            _ => key.to_vec(),
-        };
-        for kv in self.log.range(start..) {
+        for kv in self.log.iter_from(from) {
             let (k, v) = kv.map_err(Error::from_sled)?;
             let (first, h) = codec::decode_batch_header(&k, &v)?;
             let end = Seq(first.0 + u64::from(h.count));

@@ -84,9 +84,9 @@ pub fn checksum(tree: &str, key: &[u8], versioned_body: &[u8]) -> u32 {
 /// The `(first seq, count)` of every log value: the key, and the `u32` BE
 /// count after the version and kind bytes of a version-2 value.
 pub fn values(db: &sled::Db) -> Vec<(u64, u64)> {
-    db.open_tree("log")
-        .unwrap()
+    super::log_trees(db)
         .iter()
+        .flat_map(|t| t.iter())
         .map(|kv| {
             let (k, v) = kv.unwrap();
             assert_eq!(v[0], 2, "a version-2 value");
@@ -114,8 +114,7 @@ pub fn remove_middle_value(data: &Path) -> (u64, u64) {
     let vals = values(&db);
     assert!(vals.len() >= 5, "expected several log values: {vals:?}");
     let (first, count) = vals[vals.len() / 2];
-    db.open_tree("log")
-        .unwrap()
+    super::log_tree_with(&db, first)
         .remove(log_key(first))
         .unwrap()
         .expect("the value was there");

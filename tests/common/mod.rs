@@ -216,6 +216,46 @@ pub async fn eventually_within(what: &str, secs: u64, mut f: impl FnMut() -> boo
     }
 }
 
+/// The log's sled trees in seq order: `log` (what a directory written
+/// before generations holds), then each generation, `log.<first seq in 20
+/// digits>`, whose names sort as their seqs do.
+pub fn log_trees(db: &sled::Db) -> Vec<sled::Tree> {
+    let mut gens: Vec<Vec<u8>> = db
+        .tree_names()
+        .into_iter()
+        .map(|n| n.to_vec())
+        .filter(|n| n.starts_with(b"log."))
+        .collect();
+    gens.sort();
+    std::iter::once(db.open_tree("log").unwrap())
+        .chain(gens.into_iter().map(|n| db.open_tree(n).unwrap()))
+        .collect()
+}
+
+/// The log tree that holds the value keyed `first`.
+pub fn log_tree_with(db: &sled::Db, first: u64) -> sled::Tree {
+    log_trees(db)
+        .into_iter()
+        .find(|t| t.contains_key(first.to_be_bytes()).unwrap())
+        .unwrap_or_else(|| panic!("no log tree holds a value at seq {first}"))
+}
+
+/// The log tree a value keyed `seq` belongs in: the last whose first seq
+/// (in its name; 0 for `log`) is at or below it.
+pub fn log_tree_for(db: &sled::Db, seq: u64) -> sled::Tree {
+    log_trees(db)
+        .into_iter()
+        .filter(|t| {
+            let name = t.name();
+            let start = name
+                .strip_prefix(b"log.")
+                .map_or(0, |d| std::str::from_utf8(d).unwrap().parse().unwrap());
+            start <= seq
+        })
+        .last()
+        .unwrap()
+}
+
 /// sled opened directly on a data directory, with the segment size it was
 /// made with (sled refuses another), to plant bad values in tests.
 pub fn raw_sled(data: &std::path::Path) -> sled::Db {

@@ -214,7 +214,12 @@ async fn undecodable_values_stop_the_open_with_exit_code_3() {
         let data = filled(d.path()).await;
         {
             let db = raw_sled(&data);
-            db.open_tree(tree).unwrap().insert(&key, value).unwrap();
+            let t = if tree == "log" {
+                crate::common::log_tree_for(&db, 49)
+            } else {
+                db.open_tree(tree).unwrap()
+            };
+            t.insert(&key, value).unwrap();
             db.flush().unwrap();
         }
         // The raw sled handle above, unlike a closed outbox, may hold the

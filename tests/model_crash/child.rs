@@ -108,19 +108,35 @@ pub async fn main() {
     let drain = std::env::var_os(ENV_DRAIN).is_some();
     let journal = Arc::new(Writer::open(&dir, run));
 
-    let mut b = Outbox::<u64>::builder(dir.join("data")).config(harness::engine_cfg());
-    for (i, name) in SINKS.iter().enumerate() {
-        b = b.sink(
-            *name,
-            Decided(JournalSink {
-                idx: i,
-                journal: journal.clone(),
-                failures: Mutex::default(),
-            }),
-            harness::sink_cfg(),
-        );
-    }
-    let (ob, mut acks) = b.open().await.expect("open");
+    let builder = || {
+        let mut b = Outbox::<u64>::builder(dir.join("data")).config(harness::engine_cfg());
+        for (i, name) in SINKS.iter().enumerate() {
+            b = b.sink(
+                *name,
+                Decided(JournalSink {
+                    idx: i,
+                    journal: journal.clone(),
+                    failures: Mutex::default(),
+                }),
+                harness::sink_cfg(),
+            );
+        }
+        b
+    };
+    // The parent runs several cases at once, and a sibling's child, forked
+    // while the parent had this store open for inspection, shares that
+    // lock until it execs: a moment, unless the machine is loaded. Locked
+    // is the only error waited out, and not for long.
+    let mut tries = 0;
+    let (ob, mut acks) = loop {
+        match builder().open().await {
+            Err(e) if e.is_locked() && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            r => break r.expect("open"),
+        }
+    };
     let st = ob.status().expect("status");
     journal.write(&Line::Open {
         log_id: st.log_id.clone(),

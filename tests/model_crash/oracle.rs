@@ -496,7 +496,19 @@ impl Oracle {
 
 /// Opens the stopped store read-only and reads offsets, DLQ and log.
 fn inspect(data: &Path) -> Result<Durable, String> {
-    let store = Inspector::open(data).map_err(|e| format!("inspect: {e}"))?;
+    // Locked waited out briefly, as in the child (`child.rs`): a sibling
+    // case's child forked while this process held the lock shares it until
+    // it execs.
+    let mut tries = 0;
+    let store = loop {
+        match Inspector::open(data) {
+            Err(e) if e.is_locked() && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => break r.map_err(|e| format!("inspect: {e}"))?,
+        }
+    };
     let verified = store
         .verify()
         .map_err(|e| format!("the store does not verify after the crash: {e}"))?;

@@ -38,7 +38,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
-use self::attempt::{Done, Job};
+use self::attempt::{Done, Job, Now};
 use self::commit::{CommitResult, Committing};
 use self::plan::{Progress, Room, Step};
 use super::core::{Core, SinkSlot};
@@ -83,6 +83,7 @@ pub(crate) async fn run<T: Send + 'static>(core: Arc<Core<T>>, idx: usize, sink:
         window: Window::new(start),
         committed: start,
         cur: None,
+        ahead: std::collections::VecDeque::new(),
         inflight: FuturesUnordered::new(),
         dead_lettered: Vec::new(),
         delivered_since: 0,
@@ -115,6 +116,9 @@ struct Worker<T: Send + 'static> {
     committed: Seq,
     /// The value holding `window.next()`, when fetched.
     cur: Option<Arc<Batch>>,
+    /// Values read from sled past `cur` in the same read (a worker behind
+    /// the tail cache reads runs, not one value per blocking task).
+    ahead: std::collections::VecDeque<Arc<Batch>>,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
     /// Records dead-lettered and not yet committed.
     dead_lettered: Vec<DlqEntry>,
@@ -238,15 +242,31 @@ impl<T: Send + 'static> Worker<T> {
             }
             let seq = self.window.start();
             self.oldest_ms.get_or_insert(batch.header.appended_at_ms);
-            let mut fut: BoxFuture<'static, Done> = Box::pin(attempt::deliver(Job {
+            let resume = self.resumed.remove(&seq);
+            let mut failed = None;
+            if resume.is_none() {
+                match attempt::now(&core, self.idx, &self.sink, &batch, seq) {
+                    Now::Delivered => {
+                        self.finish(Done::Delivered(seq));
+                        continue;
+                    }
+                    Now::Failed(f) => failed = Some(f),
+                    Now::Later => {}
+                }
+            }
+            let job = Job {
                 core: self.core.clone(),
                 idx: self.idx,
                 sink: self.sink.clone(),
                 policy: self.policy.clone(),
                 batch,
                 seq,
-                resume: self.resumed.remove(&seq),
-            }));
+                resume,
+            };
+            let mut fut: BoxFuture<'static, Done> = match failed {
+                Some(f) => Box::pin(attempt::after(job, f)),
+                None => Box::pin(attempt::deliver(job)),
+            };
             // Most deliveries (a buffered file write) finish on the first
             // poll; only one that waits joins the set in flight.
             match futures::poll!(&mut fut) {
@@ -266,9 +286,24 @@ impl<T: Send + 'static> Worker<T> {
         {
             return Some(b.clone());
         }
+        while let Some(b) = self.ahead.front() {
+            if b.end() <= pos {
+                self.ahead.pop_front();
+                continue;
+            }
+            if b.first <= pos {
+                let b = self.ahead.pop_front()?;
+                self.cur = Some(b.clone());
+                return Some(b);
+            }
+            // Not what follows: read again from `pos`.
+            self.ahead.clear();
+        }
         match fetch(&self.core, pos, head).await {
-            Ok(b) => {
+            Ok(mut run) => {
                 self.read_failures = 0;
+                let b = run.pop_front()?;
+                self.ahead = run;
                 self.cur = Some(b.clone());
                 Some(b)
             }
@@ -382,6 +417,7 @@ impl<T: Send + 'static> Worker<T> {
         self.delivered_since = 0;
         self.oldest_ms = None;
         self.cur = None;
+        self.ahead.clear();
         self.slot().breaker.lock().probe_abandoned();
         // The records delivered again keep the retry counts stored for them
         // (a small read; a failed sink commit is rare).
@@ -485,16 +521,23 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// # Errors
 /// [`StoreError::Corrupted`] naming the range when no value covers `pos`
 /// or the value is damaged; an I/O error when it cannot be read now.
-async fn fetch<T>(core: &Arc<Core<T>>, pos: Seq, head: Seq) -> Result<Arc<Batch>, StoreError> {
+async fn fetch<T>(
+    core: &Arc<Core<T>>,
+    pos: Seq,
+    head: Seq,
+) -> Result<std::collections::VecDeque<Arc<Batch>>, StoreError> {
     if let Some(b) = core.tail.lock().get(pos) {
-        return Ok(b);
+        return Ok(std::collections::VecDeque::from([b]));
     }
     let store = core.store.clone();
-    let read = tokio::task::spawn_blocking(move || store.read_at(pos, head))
+    let run = tokio::task::spawn_blocking(move || store.read_run(pos, head, READ_RUN_BYTES))
         .await
         .map_err(|e| StoreError::task("read", e))??;
-    Ok(Arc::new(read))
+    Ok(run.into_iter().map(Arc::new).collect())
 }
+
+/// How much a worker behind the tail cache reads from sled at a time.
+const READ_RUN_BYTES: u64 = 1 << 20;
 
 /// Stops the sink for good on data it cannot read: reported in its status,
 /// the log and the metrics; its offset stays where it is.

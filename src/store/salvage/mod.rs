@@ -124,7 +124,8 @@ impl SalvageReport {
 /// trusted or verified.
 struct Source {
     _db: sled::Db,
-    log: sled::Tree,
+    /// The tree `log` and the log's generations, in seq order.
+    log: Vec<(String, sled::Tree)>,
     offsets: sled::Tree,
     dlq: sled::Tree,
     meta: sled::Tree,
@@ -137,8 +138,20 @@ impl Source {
         guarded(dir, || {
             let db = open_sled(dir, cache_bytes)?;
             let t = |name: &str| db.open_tree(name).map_err(|e| sled_open_error(dir, e));
+            let mut starts: Vec<u64> = db
+                .tree_names()
+                .iter()
+                .filter_map(|n| super::log_trees::parse_gen_name(n))
+                .collect();
+            starts.sort_unstable();
+            let mut log = vec![(tree::LOG.to_string(), t(tree::LOG)?)];
+            for s in starts {
+                let name = super::log_trees::gen_name(s);
+                let tree = t(&name)?;
+                log.push((name, tree));
+            }
             Ok(Source {
-                log: t(tree::LOG)?,
+                log,
                 offsets: t(tree::OFFSETS)?,
                 dlq: t(tree::DLQ)?,
                 meta: t(tree::META)?,
@@ -234,12 +247,12 @@ fn read_meta(dir: &Path, src: &Source, r: &mut SalvageReport) -> Result<SourceMe
     match meta_get(src, meta_key::FORMAT_VERSION) {
         Ok(Some(v)) => match v.as_ref() {
             [b] => {
-                if let Err(found) = codec::FormatVersion::try_from(*b) {
+                if codec::value_format(*b).is_none() {
                     // A newer format is not damage: it is not ours to read.
                     return Err(Error::UnknownFormat {
                         path: dir.to_path_buf(),
-                        found,
-                        supported: codec::FormatVersion::CURRENT as u8,
+                        found: *b,
+                        supported: codec::DIR_FORMAT,
                     });
                 }
             }
@@ -550,7 +563,7 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
         buf: Vec::new(),
         bytes: 0,
     };
-    let log_failure = each(tree::LOG, &src.log, |k, v| {
+    let mut on_value = |k: &[u8], v: &[u8]| -> Result<()> {
         match codec::decode_batch(k, v) {
             Ok((first, header, entries)) => {
                 let mut entries = Some(entries);
@@ -577,7 +590,19 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
             }
         }
         Ok(())
-    })?;
+    };
+    // A generation that cannot be read to its end is reported; the next is
+    // still read, and the ledger counts what lies between as lost.
+    let mut log_failure: Option<String> = None;
+    for (name, t) in &src.log {
+        if let Some(why) = each(tree::LOG, t, &mut on_value)? {
+            let why = format!("(tree `{name}`) {why}");
+            log_failure = Some(match log_failure {
+                Some(prev) => format!("{prev}; {why}"),
+                None => why,
+            });
+        }
+    }
     let mut bounds: Vec<(Seq, String)> = vec![(ledger.next(), String::new())];
     if let Some(wit) = &meta.witness {
         bounds.push((
