@@ -113,23 +113,26 @@ async fn unordered_delivery_does_not_wait_for_a_slow_record_but_the_offset_does(
     ob.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// An outbox with one sink `name` that retries (almost) without end.
+async fn open_retrying(path: &std::path::Path, name: &str, sink: impl Sink) -> Outbox<u32> {
+    let cfg = SinkConfig {
+        retry_max: 1000,
+        ..fast()
+    };
+    let (ob, _acks) = Outbox::<u32>::builder(path)
+        .sink(name, sink, cfg)
+        .open()
+        .await
+        .unwrap();
+    ob
+}
+
 #[tokio::test]
 async fn strict_delivers_in_order_even_with_retries() {
     let d = dir();
     let sink = Steered::default();
     sink.failing.lock().insert("r3".into());
-    let (ob, _acks) = Outbox::<u32>::builder(d.path())
-        .sink(
-            "web",
-            sink.clone(),
-            SinkConfig {
-                retry_max: 1000,
-                ..fast()
-            },
-        )
-        .open()
-        .await
-        .unwrap();
+    let ob = open_retrying(d.path(), "web", sink.clone()).await;
     ob.dispatch_many(
         (0..10u32)
             .map(|i| (rec(&format!("r{i}")), vec![]))
@@ -677,18 +680,7 @@ async fn a_failed_or_panicking_delivery_made_at_once_is_retried_in_order() {
     let sink = Buffered::default();
     sink.failing.lock().insert("r3".into());
     sink.panics.lock().insert("r5".into());
-    let (ob, _acks) = Outbox::<u32>::builder(d.path())
-        .sink(
-            "buf",
-            sink.clone(),
-            SinkConfig {
-                retry_max: 1000,
-                ..fast()
-            },
-        )
-        .open()
-        .await
-        .unwrap();
+    let ob = open_retrying(d.path(), "buf", sink.clone()).await;
     let log = ob.log_id();
     ob.dispatch_many((0..8u32).map(|i| (rec(&format!("r{i}")), vec![])).collect())
         .await

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::lines::Lines;
+use super::lines::{Lines, buffered_delivery};
 use super::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
 use crate::types::Record;
 
@@ -168,21 +168,7 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 }
 
 impl Sink for FileSink {
-    fn deliver<'a>(
-        &'a self,
-        record: &'a Record,
-        _ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        // Buffer only: all I/O happens in `commit`, so a failure there rolls
-        // everything since the last good commit back and the worker
-        // redelivers all of it.
-        self.pending.deliver(record)
-    }
-
-    fn deliver_now(&self, record: &Record, _ctx: &DeliveryContext<'_>) -> Option<DeliveryResult> {
-        self.pending.append(record);
-        Some(Ok(()))
-    }
+    buffered_delivery!();
 
     fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         Box::pin(async move {

@@ -13,6 +13,31 @@ use crate::types::Record;
 /// Lines delivered since the last commit began.
 pub(super) struct Lines(Mutex<Vec<u8>>);
 
+/// `Sink::deliver` and `Sink::deliver_now` for a sink whose deliveries
+/// only append to its `pending: Lines`: all its I/O happens in `commit`,
+/// so a failure there rolls back everything since the last good commit and
+/// the worker delivers all of it again.
+macro_rules! buffered_delivery {
+    () => {
+        fn deliver<'a>(
+            &'a self,
+            record: &'a Record,
+            _ctx: &'a DeliveryContext<'a>,
+        ) -> BoxFuture<'a, DeliveryResult> {
+            self.pending.deliver(record)
+        }
+
+        fn deliver_now(
+            &self,
+            record: &Record,
+            _ctx: &DeliveryContext<'_>,
+        ) -> Option<DeliveryResult> {
+            self.pending.deliver_now(record)
+        }
+    };
+}
+pub(super) use buffered_delivery;
+
 impl Lines {
     pub fn new() -> Lines {
         Lines(Mutex::new(Vec::with_capacity(64 << 10)))
@@ -24,8 +49,13 @@ impl Lines {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    /// [`Lines::deliver`] without the future.
-    pub fn append(&self, record: &Record) {
+    /// [`Lines::deliver`] without the future, for `Sink::deliver_now`.
+    pub fn deliver_now(&self, record: &Record) -> Option<DeliveryResult> {
+        self.append(record);
+        Some(Ok(()))
+    }
+
+    fn append(&self, record: &Record) {
         let mut buf = self.0.lock();
         buf.extend_from_slice(&record.payload);
         buf.push(b'\n');

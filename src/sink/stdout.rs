@@ -2,7 +2,7 @@
 
 use tokio::io::AsyncWriteExt;
 
-use super::lines::Lines;
+use super::lines::{Lines, buffered_delivery};
 use super::{BoxFuture, DeliveryContext, DeliveryError, DeliveryResult, Sink};
 use crate::types::Record;
 
@@ -31,18 +31,7 @@ impl Default for StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn deliver<'a>(
-        &'a self,
-        record: &'a Record,
-        _ctx: &'a DeliveryContext<'a>,
-    ) -> BoxFuture<'a, DeliveryResult> {
-        self.pending.deliver(record)
-    }
-
-    fn deliver_now(&self, record: &Record, _ctx: &DeliveryContext<'_>) -> Option<DeliveryResult> {
-        self.pending.append(record);
-        Some(Ok(()))
-    }
+    buffered_delivery!();
 
     fn commit(&self) -> BoxFuture<'_, DeliveryResult> {
         Box::pin(async move {
