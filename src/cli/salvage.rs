@@ -114,6 +114,12 @@ pub fn render(src: &Path, out: &Path, r: &SalvageReport) -> String {
         r.idem,
         r.sink_state
     );
+    if let Some(i) = &r.interrupted_write {
+        s += &format!(
+            "note: a write a crash cut short, from seq {}, was never receipted and is not copied ({} log values, {} idempotency entries), as the open would have undone it\n",
+            i.from, i.values, i.idem_entries
+        );
+    }
     let marked: u64 = r.lost.iter().map(|l| l.to.0 - l.from.0).sum();
     if marked > 0 {
         s += &format!(

@@ -39,7 +39,7 @@ use std::path::Path;
 
 use crate::error::Result;
 
-pub use crate::store::{LogExtent, Loss, Restart, SalvageReport, SeqRanges};
+pub use crate::store::{InterruptedWrite, LogExtent, Loss, Restart, SalvageReport, SeqRanges};
 pub use admin::{Admin, DlqSelection};
 pub use check::{Checker, Problem, Report, TREES};
 pub use reader::Inspector;

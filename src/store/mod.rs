@@ -80,7 +80,7 @@ pub use durability::{Durability, FlushMode, Ticket};
 pub use members::plan_membership;
 pub use open::{StoreOptions, is_locked};
 pub use pending::RecordsAt;
-pub use salvage::{Loss, Restart, SalvageReport, SeqRanges, salvage};
+pub use salvage::{InterruptedWrite, Loss, Restart, SalvageReport, SeqRanges, salvage};
 pub(crate) use since::{Since, monotonic_ms};
 pub use verify::Verified;
 

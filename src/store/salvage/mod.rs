@@ -23,6 +23,11 @@
 //!   first seq of the new log: duplicates rather than loss;
 //! - offsets, membership, DLQ entries (with their history) and idempotency
 //!   keys that pass their checksum are copied byte for byte;
+//! - a write a crash cut short (the store's write intent,
+//!   `store::intent`) was never receipted, so its log values and
+//!   idempotency entries are not copied, exactly as the open would undo
+//!   them; an intent that does not decode is reported, and what it covered
+//!   is copied as found (a request that may be partial, rather than loss);
 //! - `seq_reserved` is carried over, so no seq ever receipted is assigned
 //!   again;
 //! - the copy is built in a sibling directory and renamed into place only
@@ -97,10 +102,24 @@ pub struct SalvageReport {
     /// Sink states that could not be read: `(key, why)`. A lost retry state
     /// restarts that record's count; a lost pause resumes the sink.
     pub sink_state_lost: Vec<(String, String)>,
+    /// A write a crash cut short, found by its intent: never receipted,
+    /// so left out of the copy, as the open would undo it. Not a loss.
+    pub interrupted_write: Option<InterruptedWrite>,
     /// Meta values that could not be read, and what was used instead.
     pub meta: Vec<String>,
     /// Trees sled could not read to the end: `(tree, why)`.
     pub trees: Vec<(String, String)>,
+}
+
+/// What a salvage left out of a write a crash cut short.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InterruptedWrite {
+    /// The write's first seq: every log value from it on was part of it.
+    pub from: Seq,
+    /// Log values left out.
+    pub values: u64,
+    /// Idempotency entries left out.
+    pub idem_entries: u64,
 }
 
 impl SalvageReport {
@@ -332,6 +351,24 @@ fn read_meta(dir: &Path, src: &Source, r: &mut SalvageReport) -> Result<SourceMe
     })
 }
 
+/// The write intent of a write a crash cut short, if there is one that
+/// decodes; one that does not is reported, and then nothing is left out.
+fn read_intent(src: &Source, r: &mut SalvageReport) -> Option<codec::WriteIntent> {
+    let why = match meta_get(src, meta_key::WRITE_INTENT) {
+        Ok(None) => return None,
+        Ok(Some(v)) => match codec::decode_write_intent(&v) {
+            Ok(i) => return Some(i),
+            Err(e) => reason(&e),
+        },
+        Err(why) => why,
+    };
+    r.meta.push(format!(
+        "{}: {why}; the values and idempotency entries of the write it marked are copied as found, so a request a crash cut short may be delivered in part",
+        codec::render_key(tree::META, meta_key::WRITE_INTENT)
+    ));
+    None
+}
+
 /// Writes log values to the copy, buffered.
 struct LogWriter<'a> {
     new: &'a Store,
@@ -489,6 +526,8 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
     let mut r = SalvageReport::default();
     let meta = read_meta(dir, src, &mut r)?;
     r.log_id = meta.log_id;
+    let intent = read_intent(src, &mut r);
+    let cut = intent.as_ref().map(|i| Seq(i.first));
 
     let mut readable: BTreeMap<SinkName, Seq> = BTreeMap::new();
     let mut raw_offsets: BTreeMap<SinkName, Vec<u8>> = BTreeMap::new();
@@ -563,7 +602,14 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
         buf: Vec::new(),
         bytes: 0,
     };
+    let mut left_out = 0u64;
     let mut on_value = |k: &[u8], v: &[u8]| -> Result<()> {
+        if let (Some(c), Ok(key)) = (cut, codec::decode_log_key(k))
+            && key >= c
+        {
+            left_out += 1;
+            return Ok(());
+        }
         match codec::decode_batch(k, v) {
             Ok((first, header, entries)) => {
                 let mut entries = Some(entries);
@@ -603,6 +649,11 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
             });
         }
     }
+    r.interrupted_write = cut.map(|from| InterruptedWrite {
+        from,
+        values: left_out,
+        idem_entries: 0,
+    });
     let mut bounds: Vec<(Seq, String)> = vec![(ledger.next(), String::new())];
     if let Some(wit) = &meta.witness {
         bounds.push((
@@ -687,7 +738,13 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
     // Idempotency keys: a key record, or its time index entry.
     let mut idem = 0u64;
     let mut idem_lost = Vec::new();
+    let mut idem_left_out = 0u64;
+    let uncommitted: &[Vec<u8>] = intent.as_ref().map_or(&[], |i| &i.idem_keys);
     if let Some(why) = each(tree::IDEM, &src.idem, |k, v| {
+        if uncommitted.iter().any(|u| u.as_slice() == k) {
+            idem_left_out += 1;
+            return Ok(());
+        }
         let ok = match k.first() {
             Some(b'k') => codec::decode_idem(k, v).map(|_| ()).map_err(|e| reason(&e)),
             Some(b't') if k.len() >= 9 && v.is_empty() => Ok(()),
@@ -707,6 +764,9 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
     }
     r.idem = idem;
     r.idem_lost = idem_lost;
+    if let Some(i) = &mut r.interrupted_write {
+        i.idem_entries = idem_left_out;
+    }
 
     // Sink states: retry counts and times, and operator pauses, so a
     // salvage neither restarts a retry schedule nor resumes a paused sink.
@@ -758,4 +818,93 @@ fn copy(dir: &Path, src: &Source, partial: &Path, cache_bytes: u64) -> Result<Sa
     let witnessed = new.written();
     new.write_witness(&witnessed)?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{IdemValue, WriteIntent};
+    use crate::types::Record;
+
+    fn value(seq: u64, payload: &str) -> (Seq, Vec<u8>) {
+        let entries = [LogEntry::new(Record::new(payload))];
+        let header = BatchHeader::records(&entries, 1);
+        (
+            Seq(seq),
+            codec::encode_batch(Seq(seq), header, &entries).unwrap(),
+        )
+    }
+
+    fn opts() -> StoreOptions {
+        StoreOptions {
+            cache_bytes: 1 << 20,
+            create: true,
+            fsync: false,
+        }
+    }
+
+    /// A keyed write that reached sled whole (values and idempotency
+    /// entries) but not the removal of its intent, as a crash there leaves
+    /// it: the salvage copies the record before it and leaves the write
+    /// out, as the open would undo it, and reports it without calling it a
+    /// loss.
+    #[test]
+    fn a_write_a_crash_cut_short_is_left_out_and_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, out) = (d.path().join("src"), d.path().join("out"));
+        {
+            let (store, _) = Store::open(&src, &opts()).unwrap();
+            store.append_runs(vec![value(0, "kept")], &[]).unwrap();
+            let idem = IdemValue {
+                first: 1,
+                count: 2,
+                digest: [7; 16],
+                at_ms: 5,
+            };
+            store
+                .append_keyed(
+                    vec![value(1, "cut-1"), value(2, "cut-2")],
+                    &[(b"req".to_vec(), idem)],
+                )
+                .unwrap();
+            // The crash came before the intent's removal: put it back.
+            let (k, _, t) = crate::store::idem::entries(b"req", &idem).unwrap();
+            let intent = WriteIntent {
+                first: 1,
+                idem_keys: vec![t, k],
+            };
+            store
+                .meta
+                .insert(
+                    meta_key::WRITE_INTENT,
+                    codec::encode_write_intent(&intent).unwrap(),
+                )
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let r = salvage(&src, &out, 1 << 20).unwrap();
+        assert_eq!(
+            r.interrupted_write,
+            Some(InterruptedWrite {
+                from: Seq(1),
+                values: 2,
+                idem_entries: 2,
+            })
+        );
+        assert_eq!((r.records, r.values, r.idem), (1, 1, 0));
+        assert_eq!((r.first, r.end), (Seq(0), Seq(1)));
+        assert!(!r.lost_anything(), "{r:?}");
+
+        let (copy, _) = Store::open(&out, &opts()).unwrap();
+        assert_eq!(copy.interrupted_write().unwrap(), None);
+        assert_eq!(copy.idem_get(b"req").unwrap(), None);
+        let read = copy.read_at(Seq(0), Seq(1)).unwrap();
+        let payloads: Vec<_> = read
+            .entries
+            .iter()
+            .map(|e| e.record.payload.clone())
+            .collect();
+        assert_eq!(payloads, [b"kept".to_vec()]);
+        assert!(copy.read_at(Seq(1), Seq(3)).is_err(), "nothing at seq 1");
+    }
 }
