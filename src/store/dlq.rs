@@ -244,12 +244,13 @@ impl Store {
             // Lower the witness's count first: it must never exceed what is
             // durable.
             self.note_dlq_removed(keys.len())?;
-            let mut batch = sled::Batch::default();
+            // One removal at a time, not a sled batch (whose pinned log can
+            // hang, `store::intent`): a purge cut by a crash is a smaller
+            // purge, which the witness's lowered count already allows.
             for k in &keys {
-                batch.remove(k.as_ref());
+                let r = self.dlq.remove(k.as_ref()).map(|_| ());
+                self.write_result(r)?;
             }
-            let r = self.dlq.apply_batch(batch);
-            self.write_result(r)?;
             n += keys.len();
             if matches!(which, Selection::Seqs(_)) {
                 return Ok(n);

@@ -595,13 +595,14 @@ impl Store {
             self.log.retire_first(whole);
             let r = self.log.reap();
             self.write_result(r)?;
-        } else {
-            let mut batch = sled::Batch::default();
+        } else if let Some(one) = target {
+            // One removal at a time, in key order, not a sled batch (whose
+            // pinned log can hang, `store::intent`): the floor is durable
+            // already, so a crash between removals leaves a shorter prefix
+            // below it, the same state as a crash before any removal, and
+            // sled recovers a prefix of its writes.
             for k in keys {
-                batch.remove(k);
-            }
-            if let Some(one) = target {
-                let r = one.tree.apply_batch(batch);
+                let r = one.tree.remove(k).map(|_| ());
                 self.write_result(r)?;
             }
         }

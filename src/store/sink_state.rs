@@ -87,15 +87,18 @@ impl Store {
     pub fn retry_clear_below(&self, sink: &SinkName, below: Seq) -> Result<bool> {
         let t = self.sink_state()?;
         let prefix = codec::retry_prefix(sink);
-        let mut batch = sled::Batch::default();
-        for k in t
+        // One removal at a time, not a sled batch (whose pinned log can
+        // hang, `store::intent`): a state below the offset is stale and
+        // never read, so a crash between removals leaves only dead keys.
+        let stale = t
             .range(prefix.clone()..codec::retry_key(sink, below))
             .keys()
-        {
-            batch.remove(k.map_err(Error::from_sled)?);
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::from_sled)?;
+        for k in stale {
+            let r = t.remove(k).map(|_| ());
+            self.write_result(r)?;
         }
-        let r = t.apply_batch(batch);
-        self.write_result(r)?;
         Ok(t.scan_prefix(&prefix).next().is_some())
     }
 
