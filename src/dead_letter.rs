@@ -70,7 +70,8 @@ impl DeadLetter {
 }
 
 impl FailedAttempt {
-    fn new(a: Attempt) -> FailedAttempt {
+    /// The one conversion from the stored form.
+    pub(crate) fn new(a: Attempt) -> FailedAttempt {
         FailedAttempt {
             at_ms: a.at_ms,
             latency_ms: a.latency_ms,

@@ -49,6 +49,7 @@ pub mod metrics;
 #[cfg(feature = "jetstream")]
 mod nats;
 mod retry;
+mod retrying;
 pub mod sink;
 pub mod source;
 mod store;
@@ -67,6 +68,7 @@ pub use engine::{DispatchError, Items};
 pub use error::{ConfigError, DispatchErrorKind, Error, Result, StoreError};
 pub use log_record::LogRecord;
 pub use metrics::{MetricsHook, NoopMetrics};
+pub use retrying::Retrying;
 pub use types::{DeliveryId, Receipt, Record, Seq, SinkName};
 
 /// Not part of the API: internals the crate's own benchmarks

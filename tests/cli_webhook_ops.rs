@@ -1,6 +1,7 @@
 //! Webhook operations through the real binary, against a receiver on
 //! 127.0.0.1: a retry schedule that resumes after the daemon is killed
-//! (SIGKILL, no chance to save anything), and an operator's pause that
+//! (SIGKILL, no chance to save anything) and that `dump` shows, and an
+//! operator's pause that
 //! holds across a kill and a restart until it is resumed.
 
 mod common;
@@ -85,10 +86,47 @@ fn a_retry_schedule_resumes_after_sigkill_with_the_same_count_and_due_time() {
     // `check` reads the stored retry state, and finds it sound.
     let o = run(&["check", "--data-dir", data.to_str().unwrap()], b"");
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // `dump` shows it: offline, and through the restarted daemon.
+    let retrying = |v: &Value| -> Vec<(String, u64, u64, String)> {
+        let mut out = Vec::new();
+        for st in v["sink_state"].as_array().unwrap() {
+            assert_eq!(st["paused_at_ms"], Value::Null, "{st}");
+            for r in st["retrying"].as_array().unwrap() {
+                out.push((
+                    st["sink"].as_str().unwrap().to_string(),
+                    r["seq"].as_u64().unwrap(),
+                    r["attempts"].as_u64().unwrap(),
+                    r["last_error"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+        out
+    };
+    let dump = |args: &[&str]| -> Value {
+        let mut all = vec!["dump", "--tree", "sink_state", "--format", "json"];
+        all.extend_from_slice(args);
+        let o = run(&all, b"");
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let offline = dump(&["--data-dir", data.to_str().unwrap()]);
+    let got = retrying(&offline);
+    assert_eq!(got.len(), 1, "{offline}");
+    assert_eq!((got[0].0.as_str(), got[0].1, got[0].2), ("web", 0, 2));
+    assert!(got[0].3.contains("503"), "{offline}");
+    let sinks: Vec<&str> = offline["sink_state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sink"].as_str().unwrap())
+        .collect();
+    assert_eq!(sinks, ["out", "web"]);
 
     let d = start(&cfg);
     std::thread::sleep(Duration::from_millis(1_000));
     assert_eq!(rx.seen().len(), 2, "no attempt right after the restart");
+    let online = dump(&["--admin", &admin_url(&d)]);
+    assert_eq!(retrying(&online), got, "{online}");
     wait_for("four attempts", 15, || rx.seen().len() >= 4);
     wait_for("the DLQ entry", 10, || sink(&status(&d), "web")["dlq"] == 1);
     std::thread::sleep(Duration::from_millis(1_000));
@@ -184,6 +222,30 @@ fn a_pause_holds_across_a_kill_and_a_restart_until_resumed() {
     let st: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(sink(&st, "web")["state"], "paused");
     assert_eq!(sink(&st, "web")["paused_at_ms"].as_u64(), Some(paused_at));
+    let o = run(
+        &[
+            "dump",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--tree",
+            "sink_state",
+            "--sink",
+            "web",
+            "--format",
+            "ndjson",
+        ],
+        b"",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["tree"], "sink_state");
+    assert_eq!(lines[0]["sink"], "web");
+    assert_eq!(lines[0]["paused_at_ms"].as_u64(), Some(paused_at));
+    assert_eq!(lines[0]["retrying"], serde_json::json!([]));
 
     // Restarted: still paused, the records still in the log.
     let d = start(&cfg);

@@ -1,14 +1,18 @@
 //! The view `dump` prints, built offline from an [`Inspector`] or online from a
 //! running [`Outbox`] (the admin endpoint's `GET /v1/dump`).
 //!
-//! JSON shape (unchanged from the first `dump --json`, with trees left out
-//! when not selected): `{"meta":{..}, "offsets":[..], "log":[..], "dlq":[..]}`.
+//! JSON shape (the first `dump --json`'s, with trees left out when not
+//! selected, and `sink_state` added):
+//! `{"meta":{..}, "offsets":[..], "sink_state":[..], "log":[..], "dlq":[..]}`.
+//! `sink_state` has one object per sink with an offset:
+//! `{"sink", "paused_at_ms", "retrying":[{"seq", "attempts", "counted",
+//! "next_at_ms", "last_error"}]}`.
 //! A payload is `{"text": ..}` when it is UTF-8 and `{"base64": ..}`
 //! otherwise.
 
 use base64::Engine;
 use outbox::inspect::Inspector;
-use outbox::{DeadLetter, Error, LogRecord, Outbox, Result, Seq, SinkName};
+use outbox::{DeadLetter, Error, LogRecord, Outbox, Result, Retrying, Seq, SinkName};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -24,6 +28,10 @@ pub enum TreeSel {
     Dlq,
     /// Format version, log id, creation time, extent.
     Meta,
+    /// Each sink's operator pause and the records it is retrying.
+    #[value(name = "sink_state")]
+    #[serde(rename = "sink_state")]
+    SinkState,
     /// Everything.
     #[default]
     All,
@@ -115,6 +123,16 @@ pub fn offline(store: &Inspector, q: &DumpQuery) -> Result<Value> {
             .collect();
         out.insert("offsets".into(), Value::Array(offsets));
     }
+    if q.tree.has(TreeSel::SinkState) {
+        let mut states = Vec::new();
+        for o in store.offsets()? {
+            if sink.as_ref().is_none_or(|s| *s == o.sink) {
+                let paused = store.paused(&o.sink)?;
+                states.push(sink_state_json(&o.sink, paused, &store.retrying(&o.sink)?));
+            }
+        }
+        out.insert("sink_state".into(), Value::Array(states));
+    }
     if q.tree.has(TreeSel::Log) {
         let from = q.from.unwrap_or(0);
         let mut log = Vec::new();
@@ -182,6 +200,21 @@ pub fn online<T: Send + 'static>(outbox: &Outbox<T>, q: &DumpQuery) -> Result<Va
             })
             .collect();
         out.insert("offsets".into(), Value::Array(offsets));
+    }
+    if q.tree.has(TreeSel::SinkState) {
+        let mut states = Vec::new();
+        for st in &status.sinks {
+            if sink.as_ref().is_none_or(|n| n.as_str() == st.sink) {
+                let name = SinkName::new(st.sink.as_str())
+                    .map_err(|e| Error::config("sink", e.to_string()))?;
+                states.push(sink_state_json(
+                    &name,
+                    st.paused_at_ms,
+                    &outbox.retrying(&name)?,
+                ));
+            }
+        }
+        out.insert("sink_state".into(), Value::Array(states));
     }
     if q.tree.has(TreeSel::Log) {
         let mut from = Seq(q.from.unwrap_or(0));
@@ -253,6 +286,22 @@ fn log_json(r: &LogRecord) -> Value {
         "target": r.target.as_deref(),
         "headers": r.record.headers,
         "payload": payload_json(&r.record.payload),
+    })
+}
+
+/// One sink's state as JSON: its pause and the records it is retrying,
+/// each with its last error.
+fn sink_state_json(sink: &SinkName, paused_at_ms: Option<u64>, retrying: &[Retrying]) -> Value {
+    json!({
+        "sink": sink.as_str(),
+        "paused_at_ms": paused_at_ms,
+        "retrying": retrying.iter().map(|r| json!({
+            "seq": r.seq.0,
+            "attempts": r.attempts,
+            "counted": r.counted,
+            "next_at_ms": r.next_at_ms,
+            "last_error": r.history.last().map(|a| a.error.as_str()),
+        })).collect::<Vec<_>>(),
     })
 }
 

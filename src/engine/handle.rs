@@ -515,6 +515,18 @@ impl<T: Send + 'static> Outbox<T> {
         self.dlq().list(sink)
     }
 
+    /// The records `sink` is retrying, by seq, with their attempts so far:
+    /// the stored retry states a restart resumes (only those at or above
+    /// its durable offset). A record has one from its first failed attempt
+    /// (written before the worker waits to retry) until the sink's offset
+    /// passes it.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::Corrupted`] when a value does not decode.
+    pub fn retrying(&self, sink: &SinkName) -> Result<Vec<crate::Retrying>> {
+        crate::retrying::read(&self.core.store, sink)
+    }
+
     fn dlq(&self) -> DeadLetters<'_> {
         DeadLetters::new(&self.core.store, self.core.log_id)
     }

@@ -158,6 +158,15 @@ impl Inspector {
         Ok(self.store.paused(sink)?.map(|p| p.at_ms))
     }
 
+    /// The records `sink` is retrying, by seq, with their attempts so far
+    /// (only those at or above its offset).
+    ///
+    /// # Errors
+    /// [`crate::StoreError::Corrupted`] when a value does not decode.
+    pub fn retrying(&self, sink: &SinkName) -> Result<Vec<crate::Retrying>> {
+        crate::retrying::read(&self.store, sink)
+    }
+
     /// The records at or after `from`, in seq order, streamed.
     pub fn records(&self, from: Seq) -> impl Iterator<Item = Result<LogRecord>> + '_ {
         log_record::records(&self.store, self.store.log_id(), from)
