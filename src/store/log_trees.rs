@@ -245,8 +245,9 @@ impl LogTrees {
     }
 
     /// The generation that takes `values` values (`bytes` in all) whose
-    /// first key is `first`, creating one when the last is full. Values
-    /// that must be written atomically go in one call, and so one tree.
+    /// first key is `first`, creating one when the last is full. A run of
+    /// values written whole may span generations: its atomicity is the
+    /// write intent's (`store::intent`), not a tree's.
     ///
     /// # Errors
     /// sled's, when a new tree cannot be created.
