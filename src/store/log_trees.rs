@@ -167,7 +167,9 @@ pub(crate) struct GenIter<'a> {
     trees: &'a LogTrees,
     /// The generation being read.
     at: Option<(u64, bool)>,
-    cur: Option<sled::Iter>,
+    /// Its iterator, with the generation held, so that
+    /// [`LogTrees::reap`] does not drop its tree while it is read.
+    cur: Option<(Arc<Gen>, sled::Iter)>,
 }
 
 impl Iterator for GenIter<'_> {
@@ -175,14 +177,15 @@ impl Iterator for GenIter<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(it) = &mut self.cur
+            if let Some((_, it)) = &mut self.cur
                 && let Some(kv) = it.next()
             {
                 return Some(kv);
             }
             let g = self.trees.next_gen(self.at)?;
             self.at = Some(g.order());
-            self.cur = Some(g.tree.iter());
+            let it = g.tree.iter();
+            self.cur = Some((g, it));
         }
     }
 }
@@ -331,7 +334,7 @@ impl LogTrees {
         GenIter {
             trees: self,
             at: Some(g.order()),
-            cur: Some(g.tree.range(start..)),
+            cur: Some((g.clone(), g.tree.range(start..))),
         }
     }
 
@@ -403,14 +406,16 @@ impl LogTrees {
     /// sled's.
     pub fn get(&self, key: &[u8]) -> sled::Result<Option<sled::IVec>> {
         let seq = crate::codec::decode_log_key(key).map_or(0, |s| s.0);
-        let tree = {
+        // The generation is held, not only its tree, so that
+        // [`LogTrees::reap`] does not drop the tree during the read.
+        let g = {
             let gens = self.gens.read();
             match gens.partition_point(|g| g.start <= seq) {
                 0 => return Ok(None),
-                i => gens[i - 1].tree.clone(),
+                i => gens[i - 1].clone(),
             }
         };
-        tree.get(key)
+        g.tree.get(key)
     }
 
     /// Whether no generation holds a value.
@@ -522,6 +527,52 @@ mod tests {
         // Backlog values of 4 KiB: 128 to a generation.
         assert!(takes(127, 127 * kib(4), kib(4)));
         assert!(!takes(128, 128 * kib(4), kib(4)));
+    }
+
+    /// A reader holds the generation it reads, so a truncation that has
+    /// retired it drops its tree only once the reader lets go.
+    #[test]
+    fn a_retired_generation_is_dropped_only_after_its_last_reader() {
+        let d = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(d.path()).open().unwrap();
+        let log = LogTrees::open(&db).unwrap();
+        let put = |seq: u64| {
+            // Counted as nine values of 600 KiB: the generation is full.
+            let g = log.for_append(Seq(seq), GEN_VALUES, 600 << 10).unwrap();
+            g.tree
+                .insert(crate::codec::log_key(Seq(seq)), vec![0u8; 8])
+                .unwrap();
+        };
+        // Each append fills its generation, so each starts a new one.
+        put(0);
+        put(10);
+        put(20);
+        assert_eq!(log.gens().len(), 4, "log and three generations");
+        let mut reading = log.iter_from(Seq(0));
+        assert!(reading.next().is_some());
+        let got = log.get(&crate::codec::log_key(Seq(10))).unwrap();
+        assert!(got.is_some());
+
+        assert_eq!(log.retire_first(2).len(), 2);
+        let names = || {
+            db.tree_names()
+                .iter()
+                .filter_map(|n| parse_gen_name(n))
+                .collect::<Vec<_>>()
+        };
+        // The second was read (`get`) and let go; the reader holds the first.
+        assert_eq!(log.reap().unwrap(), 1);
+        assert_eq!(names(), [0, 20]);
+        assert_eq!(log.reap().unwrap(), 0, "the reader still holds it");
+        // The reader goes on, to the generation after the first still in
+        // the log, and lets go of the first.
+        let (k, _) = reading.next().unwrap().unwrap();
+        assert_eq!(k.as_ref(), crate::codec::log_key(Seq(20)));
+        assert_eq!(log.reap().unwrap(), 1);
+        assert_eq!(names(), [20]);
+        drop(reading);
+        assert_eq!(log.reap().unwrap(), 0, "the last is never retired");
+        assert_eq!(names(), [20]);
     }
 
     #[test]
