@@ -5,8 +5,9 @@
 //! fragments) and when it splits it (past 16 entries), so a value appended
 //! to one ever-growing tree was written about 3.3 times, and a truncation
 //! that removed values one by one rewrote their leaves once more (as blob
-//! files, past 512 KiB). A generation takes at most [`GEN_VALUES`] values
-//! while they are large, so its leaf is never consolidated or split, and
+//! files, past 512 KiB). A generation holds at most [`BLOB_SAFE`] bytes,
+//! so whatever rewrites its leaf (a consolidation, a split, sled's segment
+//! cleaner relocating it) writes it inline, never as a blob file, and
 //! truncation drops the tree instead of removing its values.
 //!
 //! Layout: the tree `log` (start 0; every value of a directory written
@@ -21,8 +22,7 @@
 //!   crash). This holds because values are written in seq order, by one
 //!   writer at a time (the appender, or an offline command);
 //! - only the last generation takes new values, and only while [`takes`]
-//!   says so (under [`GEN_VALUES`] values or [`GEN_BYTES`] bytes, and never
-//!   a value whose insert would make sled rewrite a leaf past
+//!   says so (its first value, or one that keeps it within
 //!   [`BLOB_SAFE`]); the tree `log` takes none;
 //! - the last generation is never dropped, and a generation is dropped
 //!   only when the next one starts at or below the truncation point, so
@@ -38,35 +38,20 @@ use parking_lot::{Mutex, RwLock};
 use crate::codec::tree;
 use crate::types::Seq;
 
-/// A generation takes new values until it holds this many…
-pub(crate) const GEN_VALUES: u64 = 9;
-/// …and at least this many bytes: small values (a backlog's, a single
-/// record's) fill fewer, larger generations, so their number stays small.
-pub(crate) const GEN_BYTES: u64 = 512 << 10;
-
 /// sled 0.34 writes a page larger than this as a blob file of its own
 /// (a quarter of its 2 MiB segment), less room for the node's own bytes.
 const BLOB_SAFE: u64 = 480 << 10;
 
-/// sled's leaf takes a fragment per insert and is rewritten whole (consolidated)
-/// on the insert that finds it with 10 pieces: its base and 9 fragments.
-const CONSOLIDATE_EVERY: u64 = 9;
-
 /// Whether a generation holding `values` values of `bytes` in all takes
-/// one more of `incoming` bytes. Pure. It takes values while it is small
-/// (under [`GEN_VALUES`] values or [`GEN_BYTES`] bytes), so small values fill
-/// few, larger generations; but never one whose insert would make sled
-/// rewrite a leaf larger than [`BLOB_SAFE`] (consolidated, as a blob file).
-/// A leaf splits at 17 values; under [`GEN_BYTES`] its halves are small.
+/// one more of `incoming` bytes. Pure. Its first value always (one larger
+/// than [`BLOB_SAFE`] is a blob whatever its tree); after that, only while
+/// the whole leaf stays within [`BLOB_SAFE`], so that no rewrite of it is a
+/// blob. An earlier rule that bounded only the leaves sled consolidates
+/// (nine values of any size first) let sled's segment cleaner relocate
+/// leaves of up to 864 KiB as blob files, which piled up: steady-state
+/// disk 57-75 MiB against 48-57 with this rule (docs/performance.md).
 pub(crate) fn takes(values: u64, bytes: u64, incoming: u64) -> bool {
-    if values < GEN_VALUES {
-        return true;
-    }
-    if bytes >= GEN_BYTES {
-        return false;
-    }
-    let consolidates = (values - GEN_VALUES).is_multiple_of(CONSOLIDATE_EVERY);
-    !(consolidates && bytes + incoming > BLOB_SAFE)
+    values == 0 || bytes + incoming <= BLOB_SAFE
 }
 
 /// How long the last generation takes no value before the log counts as
@@ -513,20 +498,16 @@ mod tests {
     #[test]
     fn a_generation_never_makes_sled_write_a_leaf_as_a_blob() {
         let kib = |n: u64| n << 10;
-        // Large values: nine, then a new generation.
-        assert!(takes(8, 8 * kib(96), kib(96)));
-        assert!(!takes(9, 9 * kib(96), kib(96)));
-        // 56 KiB values: 9 make 504 KiB, under GEN_BYTES, but the 10th
-        // would consolidate a 560 KiB leaf, a blob.
-        assert!(!takes(9, 9 * kib(56), kib(56)));
-        // 30 KiB values: the 10th consolidates 300 KiB, fine; the 18th
-        // would consolidate 540 KiB, and the generation holds 510 KiB.
-        assert!(takes(9, 9 * kib(30), kib(30)));
-        assert!(takes(16, 16 * kib(30), kib(30)));
-        assert!(!takes(18, 18 * kib(30), kib(30)));
-        // Backlog values of 4 KiB: 128 to a generation.
-        assert!(takes(127, 127 * kib(4), kib(4)));
-        assert!(!takes(128, 128 * kib(4), kib(4)));
+        // Its first value, whatever its size.
+        assert!(takes(0, 0, kib(900)));
+        // Large values: five of 96 KiB, not a sixth (576 KiB).
+        assert!(takes(4, 4 * kib(96), kib(96)));
+        assert!(!takes(5, 5 * kib(96), kib(96)));
+        // Backlog values of 4 KiB: 120 to a generation.
+        assert!(takes(119, 119 * kib(4), kib(4)));
+        assert!(!takes(120, 120 * kib(4), kib(4)));
+        // After a value larger than the limit, nothing more.
+        assert!(!takes(1, kib(900), 1));
     }
 
     /// A reader holds the generation it reads, so a truncation that has
@@ -537,8 +518,8 @@ mod tests {
         let db = sled::Config::new().path(d.path()).open().unwrap();
         let log = LogTrees::open(&db).unwrap();
         let put = |seq: u64| {
-            // Counted as nine values of 600 KiB: the generation is full.
-            let g = log.for_append(Seq(seq), GEN_VALUES, 600 << 10).unwrap();
+            // Counted as 600 KiB: the generation takes nothing more.
+            let g = log.for_append(Seq(seq), 1, 600 << 10).unwrap();
             g.tree
                 .insert(crate::codec::log_key(Seq(seq)), vec![0u8; 8])
                 .unwrap();
